@@ -1,0 +1,3 @@
+"""synguard: SYN cookies at XDP, handed to real sockets."""
+
+__version__ = "0.1.0"

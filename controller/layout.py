@@ -1,0 +1,134 @@
+"""What the C headers in bpf/ define, seen from Python.
+
+The counter names and the cookie tables are read from the headers themselves
+(one definition, in C); the map value structs are mirrored with ctypes and
+checked against the C side by the tests.
+"""
+
+import ctypes as ct
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+PIN_ROOT = "/sys/fs/bpf/synguard"
+
+# sg_config.flags; the same bits as the SG_HAS_* option flags (parse.h).
+CF_WSCALE = 0x02
+CF_SACK = 0x04
+CF_TIMESTAMPS = 0x08
+
+HANDOFF_MAGIC = 0x53594E47
+COUNTER_SLOTS = 64
+LISTENER_SLOTS = 65536
+
+
+@lru_cache(maxsize=None)
+def bpf_dir():
+    """The directory holding the C sources: package data when installed,
+    bpf/ beside controller/ in a source tree (editable installs)."""
+    source_tree = Path(__file__).resolve().parent.parent / "bpf"
+    if (source_tree / "maps.h").is_file():
+        return source_tree
+    return Path(str(resources.files("synguard.bpf")))
+
+
+def bpf_source(name):
+    return (bpf_dir() / name).read_text()
+
+
+@lru_cache(maxsize=None)
+def counter_help():
+    """{name: help text} in slot order, from the SG_COUNTERS X-macro in
+    maps.h: one `X(name) /* help */` per line."""
+    text = bpf_source("maps.h")
+    block = text.split("#define SG_COUNTERS(X)", 1)[1].split("\n\n", 1)[0]
+    found = re.findall(r"\bX\((\w+)\)\s*/\*\s*(.*?)\s*\*/", block)
+    if not found or len(found) > COUNTER_SLOTS:
+        raise RuntimeError("cannot read SG_COUNTERS from maps.h")
+    return dict(found)
+
+
+def counter_names():
+    return tuple(counter_help())
+
+
+def _table(name):
+    text = bpf_source("cookie.h")
+    m = re.search(r"#define %s \{([^}]*)\}" % name, text)
+    if not m:
+        raise RuntimeError("cannot read %s from cookie.h" % name)
+    return tuple(int(x) for x in m.group(1).split(","))
+
+
+@lru_cache(maxsize=None)
+def mss_table(ipv6):
+    return _table("SG_MSS6_TABLE" if ipv6 else "SG_MSS4_TABLE")
+
+
+@lru_cache(maxsize=None)
+def wscale_table():
+    return _table("SG_WSCALE_TABLE")
+
+
+class Key(ct.Structure):
+    _fields_ = [("k0", ct.c_uint64), ("k1", ct.c_uint64)]
+
+
+class Secrets(ct.Structure):
+    """struct sg_secrets. Only the controller's rotation code touches keys."""
+
+    _fields_ = [
+        ("active", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("rotated_ns", ct.c_uint64),
+        ("rotations", ct.c_uint64),
+        ("keys", Key * 2),
+    ]
+
+    def __repr__(self):  # never show key material, even by accident
+        return "Secrets(active=%d, rotations=%d)" % (self.active, self.rotations)
+
+
+class Config(ct.Structure):
+    """struct sg_config."""
+
+    _fields_ = [
+        ("mss4", ct.c_uint16),
+        ("mss6", ct.c_uint16),
+        ("window", ct.c_uint16),
+        ("wscale", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("ttl", ct.c_uint8),
+        ("pad", ct.c_uint8 * 7),
+    ]
+
+
+class TcpReqAttrs(ct.Structure):
+    """struct bpf_tcp_req_attrs (Linux >= 6.9), as XDP fills it."""
+
+    _fields_ = [
+        ("rcv_tsval", ct.c_uint32),
+        ("rcv_tsecr", ct.c_uint32),
+        ("mss", ct.c_uint16),
+        ("rcv_wscale", ct.c_uint8),
+        ("snd_wscale", ct.c_uint8),
+        ("ecn_ok", ct.c_uint8),
+        ("wscale_ok", ct.c_uint8),
+        ("sack_ok", ct.c_uint8),
+        ("tstamp_ok", ct.c_uint8),
+        ("usec_ts_ok", ct.c_uint8),
+        ("reserved", ct.c_uint8 * 3),
+    ]
+
+
+class Handoff(ct.Structure):
+    """struct sg_handoff: the metadata XDP leaves in front of a cookie ACK."""
+
+    _fields_ = [("magic", ct.c_uint32), ("attrs", TcpReqAttrs)]
+
+
+assert ct.sizeof(Secrets) == 56
+assert ct.sizeof(Config) == 16
+assert ct.sizeof(TcpReqAttrs) == 20
+assert ct.sizeof(Handoff) == 24

@@ -1,0 +1,292 @@
+"""A two-namespace test bed: a real client, a real server, a veth between.
+
+    client netns                         server netns
+    sgXXXXXXc 198.18.0.1, 2001:db8::1 == sgXXXXXXs 198.18.0.2, 2001:db8::2
+    (XDP_PASS stub: a veth only delivers     (synguard attaches here; a real
+     XDP_TX frames to a peer that has an      listener accepts and echoes)
+     XDP program of its own)
+
+Used by `synguard-demo`, the integration tests and the benchmarks. Traffic
+stays inside the two namespaces, on 198.18.0.0/15 and 2001:db8::/32, and
+every flood is bounded in packets and seconds. down() removes everything,
+also after a failure (use it as a context manager).
+"""
+
+import errno
+import ipaddress
+import os
+import random
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from . import libbpf, loader, netns, packets
+
+CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
+CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
+SPOOF_NET4 = ipaddress.ip_network("198.19.0.0/16")
+SPOOF_NET6 = ipaddress.ip_network("2001:db8:5::/64")
+
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+TCP_REPAIR_OFF_NO_WP = -1
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+
+
+def _ip(*args, ns=None):
+    argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def tcp_seqs(sock):
+    """(next seq to send, next seq expected) of a connected socket, read in
+    TCP_REPAIR mode (root only) and left again without a window probe."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        snd = sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        rcv = sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ)
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+    return snd & 0xFFFFFFFF, rcv & 0xFFFFFFFF
+
+
+def tcp_info(sock):
+    """The negotiated options of a connected socket, from TCP_INFO."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    options, wscales = raw[5], raw[6]
+    snd_mss, rcv_mss = struct.unpack_from("II", raw, 16)
+    return {
+        "timestamps": bool(options & TCPI_OPT_TIMESTAMPS),
+        "sack": bool(options & TCPI_OPT_SACK),
+        "wscale": bool(options & TCPI_OPT_WSCALE),
+        "snd_wscale": wscales & 0xF,
+        "rcv_wscale": wscales >> 4,
+        "snd_mss": snd_mss,
+        "rcv_mss": rcv_mss,
+    }
+
+
+class EchoServer:
+    """A dual-stack listener in the server namespace that echoes what it
+    reads. For each accepted connection it records the peer, the server's
+    ISS (via TCP_REPAIR, before sending anything) and TCP_INFO."""
+
+    def __init__(self, bed, port):
+        self.port = port
+        self.accepted = []
+        self._stop = False
+        with netns.netns(bed.server_ns):
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.sock.bind(("::", port))
+        self.sock.listen(1024)
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self):
+        while not self._stop:
+            try:
+                conn, peer = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            snd, _ = tcp_seqs(conn)
+            self.accepted.append({"peer": peer, "iss": (snd - 1) & 0xFFFFFFFF, "info": tcp_info(conn)})
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn):
+        conn.settimeout(10)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+
+
+class Testbed:
+    def __init__(self, tag=None):
+        tag = tag or secrets.token_hex(3)
+        self.client_ns, self.server_ns = "sg-%s-c" % tag, "sg-%s-s" % tag
+        self.client_if, self.server_if = "sg%sc" % tag, "sg%ss" % tag
+        self._stub = None
+        self._procs = []
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def up(self):
+        _ip("netns", "add", self.client_ns)
+        _ip("netns", "add", self.server_ns)
+        _ip("link", "add", self.server_if, "netns", self.server_ns, "address", "02:00:00:00:00:02",
+            "type", "veth", "peer", "name", self.client_if, "netns", self.client_ns,
+            "address", "02:00:00:00:00:01")
+        for ns, ifname, v4, v6 in (
+            (self.client_ns, self.client_if, CLIENT4, CLIENT6),
+            (self.server_ns, self.server_if, SERVER4, SERVER6),
+        ):
+            _ip("link", "set", "lo", "up", ns=ns)
+            _ip("addr", "add", v4 + "/24", "dev", ifname, ns=ns)
+            _ip("addr", "add", v6 + "/64", "dev", ifname, "nodad", ns=ns)
+            _ip("link", "set", ifname, "up", ns=ns)
+        self._attach_stub()
+
+    def _attach_stub(self):
+        """XDP_PASS on the client veth (see the module comment)."""
+        from bcc import BPF
+
+        self._stub = BPF(text=b"int pass(struct xdp_md *ctx) { return XDP_PASS; }")
+        fd = self._stub.load_func(b"pass", BPF.XDP).fd
+        with netns.netns(self.client_ns):
+            libbpf.xdp_attach(loader.ifindex(self.client_if), fd, libbpf.XDP_FLAGS_DRV_MODE)
+
+    def down(self):
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for ns in (self.client_ns, self.server_ns):
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        shutil.rmtree(loader.pin_dir(self.server_if), ignore_errors=True)
+        try:
+            os.unlink(loader.state_path(self.server_if))
+        except FileNotFoundError:
+            pass
+        if self._stub is not None:
+            self._stub.cleanup()
+            self._stub = None
+
+    # --- processes in the namespaces ---------------------------------------
+
+    def synguard(self, *args, **kw):
+        """Start `synguard ARGS` in the server namespace (its own Popen)."""
+        p = netns.popen(self.server_ns, [sys.executable, "-m", "synguard.cli"] + list(args), **kw)
+        self._procs.append(p)
+        return p
+
+    def synguard_run(self, *args):
+        return netns.run(self.server_ns, [sys.executable, "-m", "synguard.cli"] + list(args),
+                         capture_output=True, text=True, timeout=60)
+
+    def attach(self, ports, *extra, timeout=60):
+        """Start `synguard attach` and wait for its "protecting" line."""
+        p = self.synguard("attach", self.server_if, "--ports", ",".join(map(str, ports)), *extra,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if "protecting" in line or not line:
+                break
+        if "protecting" not in line:
+            p.kill()
+            raise RuntimeError("synguard attach failed: %s" % p.stderr.read())
+        return p
+
+    def sysctl(self, ns, name, value):
+        netns.run(ns, ["sysctl", "-q", "-w", "%s=%s" % (name, value)], check=True)
+
+    # --- real clients -----------------------------------------------------
+
+    def connect(self, server, port, payload=b"x" * 1000, timeout=5.0, inspect=False):
+        """One real connection from the client namespace: send payload, read
+        it back. Returns a dict with the time to connect and, with inspect,
+        the client's view of the sequence numbers (TCP_REPAIR)."""
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        with netns.netns(self.client_ns):
+            s = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            s.settimeout(timeout)
+            t0 = time.monotonic()
+            s.connect((server, port))
+            result = {"connect_s": time.monotonic() - t0, "local": s.getsockname()}
+            if inspect:
+                snd, rcv = tcp_seqs(s)
+                result["isn"] = (snd - 1) & 0xFFFFFFFF  # nothing sent yet
+                result["server_iss"] = (rcv - 1) & 0xFFFFFFFF
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            result["echo_ok"] = got == payload
+            return result
+        finally:
+            s.close()
+
+    # --- bounded floods from spoofed sources -------------------------------
+
+    def flood(self, frames, seconds):
+        """Send frames (bytes) from the client veth as fast as one Python
+        thread can, cycling through them, until all are sent or `seconds`
+        pass. Returns the number sent."""
+        with netns.netns(self.client_ns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        sent = 0
+        try:
+            s.bind((self.client_if, 0))
+            deadline = time.monotonic() + seconds
+            for frame in frames:
+                try:
+                    s.send(frame)
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    time.sleep(0.001)
+                    continue
+                sent += 1
+                if sent % 256 == 0 and time.monotonic() > deadline:
+                    break
+        finally:
+            s.close()
+        return sent
+
+
+def spoofed_syns(count, port, v6=False, seed=1):
+    """count SYN frames from random spoofed sources in the benchmarking
+    ranges, Linux-style options."""
+    rng = random.Random(seed)
+    net, dst = (SPOOF_NET6, SERVER6) if v6 else (SPOOF_NET4, SERVER4)
+    opts = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
+    for _ in range(count):
+        src = net[rng.randrange(1, net.num_addresses - 1)]
+        yield packets.tcp_frame(str(src), dst, rng.randrange(1024, 65536), port,
+                                seq=rng.getrandbits(32), flags=packets.SYN, options=opts)
+
+
+def forged_acks(count, port, v6=False, seed=2):
+    """count ACK frames with random sequence and ack numbers (no cookie)."""
+    rng = random.Random(seed)
+    net, dst = (SPOOF_NET6, SERVER6) if v6 else (SPOOF_NET4, SERVER4)
+    for _ in range(count):
+        src = net[rng.randrange(1, net.num_addresses - 1)]
+        yield packets.tcp_frame(str(src), dst, rng.randrange(1024, 65536), port,
+                                seq=rng.getrandbits(32), ack=rng.getrandbits(32), flags=packets.ACK)
