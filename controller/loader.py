@@ -151,10 +151,10 @@ class Datapath:
         ]
         src = layout.bpf_dir()
         self.xdp = BPF(src_file=str(src / "xdp_synguard.c").encode(), cflags=cflags)
-        self.xdp_fd = self.xdp.load_func(XDP_PROG, BPF.XDP).fd
+        self.xdp_fd = self.xdp.load_func(XDP_PROG.encode(), BPF.XDP).fd
         self.tc = BPF(src_file=str(src / "tc_handoff.c").encode(), cflags=cflags)
         kfunc.patch_bcc_function(self.tc, TC_PROG, KFUNC)
-        self.tc_fd = self.tc.load_func(TC_PROG, BPF.SCHED_CLS).fd
+        self.tc_fd = self.tc.load_func(TC_PROG.encode(), BPF.SCHED_CLS).fd
 
     def open_maps(self):
         return Maps(self.pins)
@@ -191,6 +191,12 @@ class Maps:
     def close(self):
         for m in (self.secrets, self.config, self.listeners, self.counters):
             m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 @dataclass

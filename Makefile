@@ -1,0 +1,23 @@
+# synguard: the README's commands. All of them install what they need first
+# (deploy/install.sh: apt packages, kernel headers, the venv, the package).
+VENV    ?= $(CURDIR)/.venv
+PYTHON  := $(VENV)/bin/python
+# Extra Debian packages the tests and benchmarks use.
+TEST_APT :=
+
+.PHONY: install setup demo test lint clean
+
+install:            ## the set-up alone; synguard ends up on PATH
+	deploy/install.sh --venv /opt/synguard/venv --link
+
+setup:
+	deploy/install.sh --venv $(VENV) --dev --extra-apt "$(TEST_APT)"
+
+demo: setup         ## namespace test bed, real clients, a bounded flood, counters
+	$(PYTHON) -m synguard.demo
+
+test: setup         ## the test suite (needs root: namespaces, XDP, bpffs)
+	$(PYTHON) -m pytest -q -ra tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,77 @@
+"""What the data path must answer, computed in Python from the frame, the
+config and the keys. Tests hold the C program's output to these bytes."""
+
+import ctypes
+
+from synguard import cookie, layout, libbpf, packets
+from synguard.packets import ACK, SYN
+
+CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
+CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
+
+
+def keys(maps):
+    """(active slot, [key0 bytes, key1 bytes]) read from the secrets map."""
+    s = maps.secrets.lookup(0)
+    return s.active, [cookie.key_bytes(k.k0, k.k1) for k in s.keys]
+
+
+def run(prog_fd, frame):
+    verdict, out, _ns = libbpf.test_run(prog_fd, frame)
+    return verdict, out
+
+
+def syn(client=CLIENT4, server=SERVER4, sport=40000, dport=8080, seq=0x12345678, **kw):
+    kw.setdefault("options", packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(777, 0)))
+    return packets.tcp_frame(client, server, sport, dport, seq=seq, flags=SYN, **kw)
+
+
+def expected_synack(syn_frame, maps, tsval=0):
+    """(exact SYN-ACK frame, the cookie's 64-bit hash). tsval is our
+    timestamp, whose clock part the caller takes from the output."""
+    s = packets.parse_frame(syn_frame)
+    cfg = maps.config.lookup(0)
+    active, ks = keys(maps)
+    v6 = s.version == 6
+    o = s.options
+    mss = min(o.get("mss", 1220 if v6 else 536), cfg.mss6 if v6 else cfg.mss4)
+    mss_idx = cookie.mss_index(mss, v6)
+    ws = "wscale" in o and bool(cfg.flags & layout.CF_WSCALE)
+    sack = bool(o.get("sack")) and bool(cfg.flags & layout.CF_SACK)
+    ts = "ts" in o and bool(cfg.flags & layout.CF_TIMESTAMPS)
+    meta = cookie.meta_byte(mss_idx, cookie.wscale_index(o["wscale"]) if ws else 0, sack, active)
+    h = cookie.flow_hash(ks[active], s.src, s.dst, s.sport, s.dport, s.seq, meta)
+    opts = packets.tcp_options(
+        mss=max(mss, layout.mss_table(v6)[0]),
+        wscale=cfg.wscale if ws else None,
+        sack=sack,
+        ts=(tsval, o["ts"][0]) if ts else None,
+    )
+    frame = packets.tcp_frame(
+        s.dst, s.src, s.dport, s.sport, seq=(h & 0xFFFFFF) << 8 | meta, ack=(s.seq + 1) & 0xFFFFFFFF,
+        flags=SYN | ACK, options=opts, window=cfg.window, src_mac=s.dst_mac, dst_mac=s.src_mac,
+        vlans=s.vlans, ttl=cfg.ttl, flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
+    )
+    return frame, h
+
+
+def ack_for(synack_frame, client_tsval=778, payload=b""):
+    """The client's third ACK for a SYN-ACK, with timestamps if it had them."""
+    sa = packets.parse_frame(synack_frame)
+    opts = b""
+    if "ts" in sa.options:
+        opts = packets.tcp_options(ts=(client_tsval, sa.options["ts"][0]))
+    return packets.tcp_frame(
+        sa.dst, sa.src, sa.dport, sa.sport, seq=sa.ack, ack=(sa.seq + 1) & 0xFFFFFFFF, flags=ACK,
+        options=opts, payload=payload, src_mac=sa.dst_mac, dst_mac=sa.src_mac, vlans=sa.vlans,
+    )
+
+
+def handoff(out):
+    """Split test-run output into (struct sg_handoff, the frame after it)."""
+    size = ctypes.sizeof(layout.Handoff)
+    return layout.Handoff.from_buffer_copy(out[:size]), out[size:]
+
+
+def tsval_of(frame):
+    return packets.parse_frame(frame).options["ts"][0]

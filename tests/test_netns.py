@@ -1,0 +1,264 @@
+"""Integration: synguard attached in native XDP mode to a veth in a server
+namespace, real kernel TCP clients in a client namespace (controller/testbed.py).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from synguard import cookie, layout, libbpf, loader, netns, testbed
+from synguard.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
+
+pytestmark = pytest.mark.netns
+PORT = 8080
+OPTION_SYSCTLS = ("net.ipv4.tcp_timestamps", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling")
+
+
+def status(bed):
+    r = bed.synguard_run("status", bed.server_if, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def server_keys(bed):
+    with loader.Maps(loader.pin_dir(bed.server_if)) as maps:
+        s = maps.secrets.lookup(0)
+        return [cookie.key_bytes(k.k0, k.k1) for k in s.keys]
+
+
+def leftovers(bed):
+    """What synguard could have left on the server side."""
+    with netns.netns(bed.server_ns):
+        idx = loader.ifindex(bed.server_if)
+        xdp = libbpf.xdp_query(idx)[0]
+        tc = libbpf.tc_query(idx, loader.TC_HANDLE, loader.TC_PRIORITY)
+    qdisc = subprocess.run(["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if],
+                           capture_output=True, text=True).stdout
+    return {
+        "xdp": xdp,
+        "tc": tc,
+        "clsact": "clsact" in qdisc,
+        "pins": os.path.exists(loader.pin_dir(bed.server_if)),
+        "state": os.path.exists(loader.state_path(bed.server_if)),
+    }
+
+
+NOTHING_LEFT = {"xdp": 0, "tc": 0, "clsact": False, "pins": False, "state": False}
+
+
+@pytest.fixture(scope="module")
+def protected():
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        proc = bed.attach([PORT], "--mode", "native", "--no-metrics", "--rotate-seconds", "600")
+        try:
+            yield bed, srv
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            srv.close()
+
+
+def test_attached_natively(protected):
+    bed, _ = protected
+    st = status(bed)
+    assert st["protected"] and st["mode"] == "native" and st["ports"] == [PORT]
+    assert st["controller_running"]
+    assert 0 <= st["key_age_seconds"] < 600
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_real_connections_through_cookies(protected, family):
+    """8 option combinations (client sysctls) x 4 connections, 64 KB each
+    way: every accepted socket's ISN is our cookie and carries the options
+    the cookie encoded."""
+    bed, srv = protected
+    server = SERVER4 if family == "v4" else SERVER6
+    before = status(bed)["counters"]
+    n_before = len(srv.accepted)
+    keys = server_keys(bed)
+    cfg = status(bed)["config"]
+    results = []
+    try:
+        for combo in range(8):
+            ts, sack, ws = (combo >> 2) & 1, (combo >> 1) & 1, combo & 1
+            for name, value in zip(OPTION_SYSCTLS, (ts, sack, ws)):
+                bed.sysctl(bed.client_ns, name, value)
+            for _ in range(4):
+                r = bed.connect(server, PORT, payload=os.urandom(65536), inspect=True)
+                results.append(((ts, sack, ws), r))
+    finally:
+        for name in OPTION_SYSCTLS:
+            bed.sysctl(bed.client_ns, name, 1)
+
+    assert all(r["echo_ok"] for _, r in results)
+    time.sleep(0.2)  # the accept thread records the last ones
+    accepted = {a["peer"][1]: a for a in srv.accepted[n_before:]}
+    assert len(accepted) == len(results) == 32
+    mss = 1460 if family == "v4" else 1440  # veth MTU 1500: in both tables
+    with netns.netns(bed.client_ns):
+        client_ws = loader.kernel_wscale()
+    for (ts, sack, ws), r in results:
+        a = accepted[r["local"][1]]
+        assert a["iss"] == r["server_iss"], "the SYN-ACK's ISS is the accepted socket's ISN"
+        client = r["local"][0]
+        assert cookie.check_ack(keys, client, server, r["local"][1], PORT,
+                                (r["isn"] + 1) & 0xFFFFFFFF, (a["iss"] + 1) & 0xFFFFFFFF)
+        got_mss, got_ws, got_sack, _ = cookie.decode_meta(a["iss"] & 0xFF, family == "v6")
+        assert got_mss == mss and got_sack == bool(sack)
+        info = a["info"]
+        assert (info["timestamps"], info["sack"], info["wscale"]) == (bool(ts), bool(sack), bool(ws))
+        if ws:
+            assert info["snd_wscale"] == got_ws == layout.wscale_table()[cookie.wscale_index(client_ws)]
+            assert info["rcv_wscale"] == cfg["wscale"]
+        assert info["snd_mss"] == mss - (12 if ts else 0)
+    after = status(bed)["counters"]
+    assert after["completed"] - before["completed"] == 32
+    assert after["sendcookie"] - before["sendcookie"] == 32
+    assert after["aborted"] == before["aborted"]
+
+
+def test_forged_acks_are_counted_and_never_accepted(protected):
+    bed, srv = protected
+    before, n_before = status(bed)["counters"], len(srv.accepted)
+    frames = list(forged_acks(3000, PORT)) + list(forged_acks(1000, PORT, v6=True))
+    sent = bed.flood(frames, seconds=20)
+    assert sent == 4000
+    time.sleep(0.3)
+    after = status(bed)["counters"]
+    assert after["badcookie"] - before["badcookie"] == sent
+    assert len(srv.accepted) == n_before
+    assert after["recvcookie"] == before["recvcookie"]
+
+
+def test_real_clients_connect_during_a_syn_flood(protected):
+    bed, srv = protected
+    before = status(bed)["counters"]
+    frames = list(spoofed_syns(15000, PORT)) + list(spoofed_syns(5000, PORT, v6=True))
+    sent = []
+    flood = threading.Thread(target=lambda: sent.append(bed.flood(frames, seconds=20)))
+    flood.start()
+    results = []
+    while flood.is_alive() or len(results) < 20:
+        server = SERVER4 if len(results) % 2 == 0 else SERVER6
+        results.append(bed.connect(server, PORT, payload=b"y" * 2000))
+        if len(results) >= 200:
+            break
+    flood.join()
+    time.sleep(0.3)
+    after = status(bed)["counters"]
+    assert all(r["echo_ok"] for r in results)
+    assert after["sendcookie"] - before["sendcookie"] == sent[0] + len(results)
+    assert after["completed"] - before["completed"] == len(results)
+    assert after["aborted"] == before["aborted"]
+
+
+def test_connection_survives_attach_and_detach():
+    """A connection opened before attach keeps working while synguard is
+    attached and after it is detached; SIGTERM removes everything."""
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        try:
+            with netns.netns(bed.client_ns):
+                import socket
+
+                c = socket.create_connection((SERVER4, PORT), timeout=5)
+
+            def echo(n):
+                data = os.urandom(n)
+                c.sendall(data)
+                got = b""
+                while len(got) < n:
+                    got += c.recv(65536)
+                return got == data
+
+            assert echo(100000)
+            proc = bed.attach([PORT], "--mode", "native", "--no-metrics")
+            assert echo(100000)
+            assert bed.connect(SERVER4, PORT)["echo_ok"]
+            assert status(bed)["counters"]["established"] > 0
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            assert "detached" in proc.stdout.read()
+            assert leftovers(bed) == NOTHING_LEFT
+            assert echo(100000)
+            c.close()
+        finally:
+            srv.close()
+
+
+def test_detach_after_a_crash_removes_everything():
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        try:
+            proc = bed.attach([PORT], "--mode", "native", "--no-metrics")
+            proc.kill()
+            proc.wait()
+            # The programs stay attached without their controller: still protected.
+            assert leftovers(bed)["xdp"] and leftovers(bed)["tc"]
+            assert bed.connect(SERVER6, PORT)["echo_ok"]
+            r = bed.synguard_run("detach", bed.server_if)
+            assert r.returncode == 0 and "removed" in r.stdout
+            assert leftovers(bed) == NOTHING_LEFT
+            assert bed.connect(SERVER4, PORT)["echo_ok"]
+        finally:
+            srv.close()
+
+
+def test_generic_mode():
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        try:
+            proc = bed.attach([PORT], "--mode", "generic", "--no-metrics")
+            for server in (SERVER4, SERVER6, SERVER4, SERVER6):
+                assert bed.connect(server, PORT)["echo_ok"]
+            st = status(bed)
+            assert st["mode"] == "generic" and st["counters"]["completed"] == 4
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            assert leftovers(bed) == NOTHING_LEFT
+        finally:
+            srv.close()
+
+
+def test_refuses_a_foreign_xdp_program_unless_forced():
+    with Testbed() as bed:
+        from bcc import BPF
+
+        other = BPF(text=b"int other(struct xdp_md *ctx) { return XDP_PASS; }")
+        fd = other.load_func(b"other", BPF.XDP).fd
+        with netns.netns(bed.server_ns):
+            libbpf.xdp_attach(loader.ifindex(bed.server_if), fd, libbpf.XDP_FLAGS_DRV_MODE)
+        r = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines() == [
+            "synguard: error: %s already has an XDP program (id %d, 'other'); --force replaces it"
+            % (bed.server_if, leftovers(bed)["xdp"])
+        ]
+        assert not leftovers(bed)["tc"] and not leftovers(bed)["pins"]
+        srv = EchoServer(bed, PORT)
+        try:
+            proc = bed.attach([PORT], "--no-metrics", "--force")
+            assert libbpf.prog_name(leftovers(bed)["xdp"]) == loader.XDP_PROG
+            assert bed.connect(SERVER4, PORT)["echo_ok"]
+            second = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
+            assert second.returncode == 2
+            assert "already protected by synguard (pid %d)" % proc.pid in second.stderr
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            srv.close()
+            other.cleanup()
+
+
+def test_testbed_leaves_nothing_behind():
+    with Testbed() as bed:
+        names = (bed.client_ns, bed.server_ns)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(n in listed for n in names)
+    assert testbed.CLIENT4.startswith("198.18.")

@@ -1,0 +1,328 @@
+"""The XDP program through BPF_PROG_TEST_RUN on crafted frames.
+
+SYN cases must come back as the exact SYN-ACK that tests/model.py computes
+(addresses, ports, flags, ack, options, both checksums recomputed in
+Python, the cookie from the Python reference); other frames must get the
+verdict and counter of the table below.
+"""
+
+import struct
+import time
+
+import pytest
+from conftest import PORT, PORT_NO_LISTENER, PORT_UNPROTECTED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from model import CLIENT4, CLIENT6, SERVER4, SERVER6, ack_for, expected_synack, handoff, keys, run, syn, tsval_of
+
+from synguard import cookie, layout, libbpf, packets
+from synguard.packets import ACK, FIN, RST, SYN, tcp_options
+from synguard.secrets import KeyRotator
+
+LINUX = tcp_options(mss=1460, wscale=7, sack=True, ts=(777, 0))
+
+SYN_CASES = {
+    "v4, Linux options": syn(),
+    "v6, Linux options": syn(CLIENT6, SERVER6, options=tcp_options(mss=1440, wscale=7, sack=True, ts=(5, 0))),
+    "v4, no options": syn(options=b""),
+    "v6, no options": syn(CLIENT6, SERVER6, options=b""),
+    "v4, Windows order, no timestamps": syn(options=tcp_options(mss=1460, wscale=8, sack=True, layout="windows")),
+    "v4, Windows order, timestamps": syn(options=tcp_options(mss=1460, wscale=8, sack=True, ts=(9, 0), layout="windows")),
+    "v4, macOS order": syn(options=tcp_options(mss=1460, wscale=6, sack=True, ts=(1, 0), layout="macos")),
+    "v6, macOS order": syn(CLIENT6, SERVER6, options=tcp_options(mss=1440, wscale=6, sack=True, ts=(1, 0), layout="macos")),
+    "v4, MSS only": syn(options=tcp_options(mss=1200)),
+    "v4, MSS below the table": syn(options=tcp_options(mss=500)),
+    "v4, MSS zero": syn(options=tcp_options(mss=0)),
+    "v4, jumbo MSS clamped to ours": syn(options=tcp_options(mss=8960, sack=True)),
+    "v4, window scale 14 rounds down": syn(options=tcp_options(mss=1460, wscale=14)),
+    "v4, window scale 200 is taken as 14": syn(options=tcp_options(mss=1460, wscale=200)),
+    "v4, window scale 3 rounds down": syn(options=tcp_options(mss=1460, wscale=3)),
+    "v4, SACK and timestamps only": syn(options=tcp_options(sack=True, ts=(3, 4))),
+    "v4, timestamps without SACK": syn(options=tcp_options(mss=1460, ts=(3, 0))),
+    "v4, one VLAN tag": syn(vlans=(100,)),
+    "v6, one VLAN tag": syn(CLIENT6, SERVER6, vlans=(7,)),
+    "v4, QinQ": syn(vlans=(10, 20)),
+    "v6, QinQ": syn(CLIENT6, SERVER6, vlans=(4094, 1)),
+    "v4, IP options in the SYN": syn(ip_options=b"\x01\x01\x01\x00"),
+    "v4, data in the SYN is not acked": syn(payload=b"GET / HTTP/1.0\r\n\r\n"),
+    "v4, unknown option skipped": syn(options=b"\x1e\x06abcd" + LINUX[:-4] + b"\x01\x01\x01\x01\x01\x00"),
+    "v4, options after EOL ignored": syn(options=tcp_options(mss=1460) + b"\x00\x03\x03\x07"),
+    "v4, bad option length stops parsing": syn(options=tcp_options(mss=1400) + b"\x03\x01\x07\x00"),
+    "v4, wrong-size MSS ignored": syn(options=b"\x02\x03\x05\x01" + tcp_options(sack=True, ts=(1, 1))),
+    "v4, 40 bytes of options": syn(options=b"\x01" * 20 + tcp_options(mss=1460, wscale=7, sack=True, ts=(5, 0))[:20]),
+    "v4, options ending past the header": syn(options=tcp_options(mss=1460)[:4] + b"\x08\x0a\x00\x00"),
+    "v4, max sequence number": syn(seq=0xFFFFFFFF),
+}
+
+
+def counters_delta(maps, before):
+    now = maps.read_counters()
+    return {k: now[k] - before[k] for k in now if now[k] != before[k]}
+
+
+@pytest.mark.parametrize("name", SYN_CASES)
+def test_syn_becomes_the_exact_cookie_synack(dp, name):
+    prog, maps = dp
+    frame = SYN_CASES[name]
+    before = maps.read_counters()
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    seg = packets.parse_frame(out)
+    assert seg.ip_csum_ok and seg.tcp_csum_ok
+    tsval = seg.options.get("ts", (0, 0))[0]
+    expected, h = expected_synack(frame, maps, tsval)
+    assert out == expected
+    assert counters_delta(maps, before) == {"packets": 1, "sendcookie": 1}
+    if "ts" in seg.options:
+        # Our TSval: a ~1 ms clock (ktime >> 20) plus a keyed offset.
+        clock = (tsval - (h >> 32)) & 0xFFFFFFFF
+        assert abs(clock - ((time.monotonic_ns() >> 20) & 0xFFFFFFFF)) < 1000
+
+
+@pytest.mark.parametrize("client,server", [(CLIENT4, SERVER4), (CLIENT6, SERVER6)])
+def test_cookie_equals_python_reference_for_many_flows(dp, client, server):
+    prog, maps = dp
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        frame = syn(client, server, sport=rng.randrange(1, 65536), seq=rng.getrandbits(32),
+                    options=tcp_options(mss=rng.choice([536, 1220, 1300, 1440, 1460, 9000]),
+                                        wscale=rng.choice([None, 0, 5, 7, 9, 14]), sack=rng.random() < 0.5))
+        verdict, out = run(prog.xdp_fd, frame)
+        assert verdict == libbpf.XDP_TX
+        assert out == expected_synack(frame, maps)[0]
+
+
+def test_options_follow_the_sysctls(dp):
+    prog, maps = dp
+    cfg = maps.config.lookup(0)
+    for flags in range(0, 16, 2):
+        cfg.flags = flags
+        maps.config.update(0, cfg)
+        frame = syn()
+        verdict, out = run(prog.xdp_fd, frame)
+        tsval = packets.parse_frame(out).options.get("ts", (0, 0))[0]
+        assert out == expected_synack(frame, maps, tsval)[0], "config flags %#x" % flags
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=0, max_size=40).map(lambda b: b + b"\0" * (-len(b) % 4)))
+def test_any_option_bytes_are_parsed_like_linux(dp, raw):
+    """Random option bytes: the SYN-ACK echoes what a Linux-style parser
+    (packets.parse_options) reads from them."""
+    prog, maps = dp
+    frame = syn(options=raw)
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    tsval = packets.parse_frame(out).options.get("ts", (0, 0))[0]
+    assert out == expected_synack(frame, maps, tsval)[0]
+
+
+def _udp4():
+    f = bytearray(syn())
+    f[23] = 17  # protocol
+    return bytes(f)
+
+
+def _frag4():
+    f = bytearray(syn())
+    f[20] |= 0x20  # MF
+    return bytes(f)
+
+
+def _ihl4():
+    f = bytearray(syn())
+    f[14] = 0x44  # IHL 4 < 5
+    return bytes(f)
+
+
+def _long_totlen():
+    f = bytearray(syn())
+    struct.pack_into("!H", f, 16, 1400)
+    return bytes(f)
+
+
+def _doff(doff):
+    f = bytearray(syn())
+    f[46] = doff << 4
+    return bytes(f)
+
+
+def _v6_hop_by_hop():
+    f = bytearray(syn(CLIENT6, SERVER6))
+    f[20] = 0  # next header: hop-by-hop options
+    return bytes(f)
+
+
+ARP = packets.SERVER_MAC + packets.CLIENT_MAC + b"\x08\x06" + bytes(28)
+
+# Katran-style table: what the frame is, the frame, the verdict, the counter.
+OTHER_CASES = [
+    ("ARP", ARP, libbpf.XDP_PASS, "passed"),
+    ("IPv4 UDP", _udp4(), libbpf.XDP_PASS, "passed"),
+    ("IPv4 fragment", _frag4(), libbpf.XDP_PASS, "passed"),
+    ("IPv6 extension header", _v6_hop_by_hop(), libbpf.XDP_PASS, "passed"),
+    ("SYN to an unprotected port", syn(dport=PORT_UNPROTECTED), libbpf.XDP_PASS, "passed"),
+    ("SYN-ACK", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=SYN | ACK), libbpf.XDP_PASS, "passed"),
+    ("RST", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=RST), libbpf.XDP_PASS, "passed"),
+    ("SYN+FIN", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=SYN | FIN), libbpf.XDP_PASS, "passed"),
+    ("SYN, protected port, no listener", syn(dport=PORT_NO_LISTENER), libbpf.XDP_PASS, "nolistener"),
+    ("ACK, protected port, no listener",
+     packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_NO_LISTENER, flags=ACK), libbpf.XDP_PASS, "nolistener"),
+    ("ACK to an unprotected port", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_UNPROTECTED, flags=ACK),
+     libbpf.XDP_PASS, "passed"),
+    ("IPv4 IHL < 5", _ihl4(), libbpf.XDP_PASS, "malformed"),
+    ("IPv4 total length past the frame", _long_totlen(), libbpf.XDP_PASS, "malformed"),
+    ("TCP data offset < 5", _doff(4), libbpf.XDP_PASS, "malformed"),
+    ("TCP data offset past the segment", _doff(15), libbpf.XDP_PASS, "malformed"),
+    ("ACK with a bad cookie", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, seq=5, ack=99, flags=ACK),
+     libbpf.XDP_DROP, "badcookie"),
+]
+
+
+@pytest.mark.parametrize("name,frame,verdict,counter", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
+def test_other_frames(dp, name, frame, verdict, counter):
+    prog, maps = dp
+    before = maps.read_counters()
+    got, out = run(prog.xdp_fd, frame)
+    assert got == verdict
+    if verdict == libbpf.XDP_PASS:
+        assert out == frame  # untouched
+    assert counters_delta(maps, before) == {"packets": 1, counter: 1}
+
+
+@pytest.mark.parametrize("name", ["v4, Linux options", "v6, Linux options", "v6, QinQ", "v4, IP options in the SYN"])
+def test_every_truncation_passes_untouched(dp, name):
+    prog, maps = dp
+    frame = SYN_CASES[name]
+    before = maps.read_counters()
+    for n in range(14, len(frame)):
+        verdict, out = run(prog.xdp_fd, frame[:n])
+        assert verdict == libbpf.XDP_PASS, n
+        assert out == frame[:n]
+    cut = len(frame) - 14
+    assert counters_delta(maps, before) == {"packets": cut, "malformed": cut}
+
+
+def _handshake(prog, maps, frame, **ack_kw):
+    verdict, synack = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    return synack, ack_for(synack, **ack_kw)
+
+
+@pytest.mark.parametrize("name", ["v4, Linux options", "v6, Linux options", "v4, no options",
+                                  "v4, Windows order, no timestamps", "v6, QinQ", "v4, MSS below the table",
+                                  "v4, window scale 14 rounds down"])
+def test_valid_cookie_ack_is_handed_on(dp, name):
+    prog, maps = dp
+    frame = SYN_CASES[name]
+    synack, ack = _handshake(prog, maps, frame)
+    before = maps.read_counters()
+    verdict, out = run(prog.xdp_fd, ack)
+    assert verdict == libbpf.XDP_PASS
+    meta, rest = handoff(out)
+    assert rest == ack  # the frame itself is untouched
+    assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1}
+
+    s, sa = packets.parse_frame(frame), packets.parse_frame(synack)
+    v6 = s.version == 6
+    mss, snd_ws, sack, _slot = cookie.decode_meta(sa.seq & 0xFF, v6)
+    peer_mss = s.options.get("mss", 1220 if v6 else 536)
+    a = meta.attrs
+    assert meta.magic == layout.HANDOFF_MAGIC
+    assert a.mss == mss == layout.mss_table(v6)[cookie.mss_index(min(peer_mss, 1440 if v6 else 1460), v6)]
+    assert (a.wscale_ok, a.snd_wscale, a.rcv_wscale) == ((1, snd_ws, 7) if snd_ws is not None else (0, 0, 0))
+    assert a.sack_ok == sack == bool(sa.options.get("sack"))
+    if "ts" in sa.options:
+        assert (a.tstamp_ok, a.rcv_tsval, a.rcv_tsecr) == (1, 778, sa.options["ts"][0])
+    else:
+        assert (a.tstamp_ok, a.rcv_tsval, a.rcv_tsecr) == (0, 0, 0)
+    assert (a.ecn_ok, a.usec_ts_ok, bytes(a.reserved)) == (0, 0, b"\0\0\0")
+
+
+def test_ack_with_data_and_cookie_is_handed_on(dp):
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn(), payload=b"hello")
+    verdict, out = run(prog.xdp_fd, ack)
+    assert verdict == libbpf.XDP_PASS and handoff(out)[0].magic == layout.HANDOFF_MAGIC
+
+
+@pytest.mark.parametrize("field", ["ack", "seq", "meta", "sport", "src"])
+def test_tampered_cookie_ack_is_dropped(dp, field):
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn())
+    a = packets.parse_frame(ack)
+    kw = dict(seq=a.seq, ack=a.ack, options=a.raw_options)
+    src, sport = a.src, a.sport
+    if field == "ack":
+        kw["ack"] = (a.ack ^ 0x100) & 0xFFFFFFFF  # one MAC bit
+    elif field == "seq":
+        kw["seq"] = (a.seq + 1) & 0xFFFFFFFF
+    elif field == "meta":
+        kw["ack"] = (a.ack ^ 0x80) & 0xFFFFFFFF  # claim another MSS
+    elif field == "sport":
+        sport += 1
+    else:
+        src = "198.18.0.9"
+    forged = packets.tcp_frame(src, a.dst, sport, a.dport, flags=ACK, **kw)
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, forged)[0] == libbpf.XDP_DROP
+    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1}
+
+
+def test_cookie_under_the_previous_key_is_accepted(dp):
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn())
+    KeyRotator(maps.secrets).rotate()
+    assert packets.parse_frame(synack).seq & 1 != keys(maps)[0]  # minted with the now idle slot
+    assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_PASS
+
+
+def test_cookie_under_an_expired_key_is_rejected(dp):
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn())
+    rotator = KeyRotator(maps.secrets)
+    rotator.rotate()
+    rotator.rotate()  # the slot the cookie names now holds a new key
+    assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_DROP
+
+
+def test_new_cookies_use_the_new_key_after_rotation(dp):
+    prog, maps = dp
+    before_slot = keys(maps)[0]
+    KeyRotator(maps.secrets).rotate()
+    verdict, synack = run(prog.xdp_fd, syn())
+    assert packets.parse_frame(synack).seq & 1 == before_slot ^ 1
+    assert synack == expected_synack(syn(), maps, tsval_of(synack))[0]
+
+
+def test_ack_for_an_established_socket_passes(dp):
+    """An ACK of a 4-tuple the kernel has a socket for is never judged."""
+    import socket
+
+    prog, maps = dp
+    c = socket.create_connection(("127.0.0.1", PORT))
+    try:
+        cport = c.getsockname()[1]
+        frame = packets.tcp_frame("127.0.0.1", "127.0.0.1", cport, PORT, seq=1, ack=2, flags=ACK)
+        before = maps.read_counters()
+        verdict, out = run(prog.xdp_fd, frame)
+        assert verdict == libbpf.XDP_PASS and out == frame
+        assert counters_delta(maps, before) == {"packets": 1, "established": 1}
+        syn_again = packets.tcp_frame("127.0.0.1", "127.0.0.1", cport, PORT, seq=1, flags=SYN)
+        assert run(prog.xdp_fd, syn_again)[0] == libbpf.XDP_PASS  # RFC 5961 is the kernel's job
+    finally:
+        c.close()
+
+
+def test_every_frame_lands_in_exactly_one_counter(dp):
+    prog, maps = dp
+    before = maps.read_counters()
+    frames = list(SYN_CASES.values()) + [c[1] for c in OTHER_CASES]
+    for f in frames:
+        run(prog.xdp_fd, f)
+    d = counters_delta(maps, before)
+    outcomes = ("passed", "malformed", "sendcookie", "recvcookie", "badcookie", "established",
+                "nolistener", "unsupported")
+    assert d["packets"] == len(frames) == sum(d.get(k, 0) for k in outcomes)
