@@ -86,10 +86,11 @@ static __always_inline u64 siphash24(const struct sg_key *k, const u64 *m,
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The cookie's input, gathered from a SYN or from an ACK (seq - 1). */
+/* The cookie's input, gathered from a SYN or from an ACK (seq - 1). Also
+ * a map key (no padding): the connection attempt it identifies. */
 struct sg_flow {
 	u64 w[5];   /* addresses (1 word for v4, 4 for v6), then ports|seq */
-	u8 ipv6;
+	u64 ipv6;
 };
 
 static __always_inline u64 sg_cookie_hash(const struct sg_key *k,

@@ -17,7 +17,10 @@
 
 /* Counters, one slot each in a per-CPU array. Names follow the seed's
  * tcps_sc_* counters where the seed has one. The controller parses this
- * list (one X(name) per line) so the order is defined here only. */
+ * list (one X(name) and its help comment per line): the order is defined
+ * here only.
+ * Each XDP frame lands in exactly one of passed .. coalesced, so they add
+ * up to packets; each recvcookie ends as completed, aborted or raced. */
 #define SG_COUNTERS(X)                                                         \
 	X(packets)     /* frames seen by XDP */                                \
 	X(passed)      /* left to the kernel untouched */                      \
@@ -28,8 +31,10 @@
 	X(established) /* ACK/SYN for a 4-tuple the kernel already has */      \
 	X(nolistener)  /* SYN/ACK to a protected port with no listener */      \
 	X(unsupported) /* the driver refused adjust_tail/adjust_meta; passed */ \
+	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
 	X(completed)   /* tc: request socket assigned, kernel takes over */    \
-	X(aborted)     /* tc: bpf_sk_assign_tcp_reqsk failed; kernel sends RST */
+	X(aborted)     /* tc: bpf_sk_assign_tcp_reqsk failed; kernel sends RST */ \
+	X(raced)       /* tc: the kernel had the socket by then; passed */
 
 enum sg_counter {
 #define SG_ENUM(name) SG_C_##name,

@@ -69,9 +69,10 @@ int synguard_tc(struct __sk_buff *skb)
 	if (!sk)
 		goto abort;
 	if (sk->state != SG_TCP_LISTEN) {
-		/* A copy of the same ACK finished the handshake on another CPU
-		 * in the meantime: the kernel's socket takes this one. */
+		/* Another segment of this handshake made the socket in the
+		 * meantime (see `handoffs` in xdp_synguard.c): it takes this one. */
 		bpf_sk_release(sk);
+		count(SG_C_raced);
 		return TC_ACT_OK;
 	}
 	/* The kfunc wants a struct sock with BTF; a tcp_sock starts with one. */

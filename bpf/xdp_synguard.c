@@ -46,6 +46,18 @@ static __always_inline void count(u32 idx)
  * 1M-instruction limit). Map memory is never tracked: reads are unknown. */
 BPF_PERCPU_ARRAY(scratch, struct sg_tcpopts, 1);
 
+/* Handshakes handed off in the last few milliseconds. A NAPI poll runs XDP
+ * (and a list receive runs tc) over a whole batch before TCP sees any of
+ * it, so the third ACK and the first data segment right behind it both
+ * find only the listener and would both get a request socket; the kernel
+ * keeps the first and drops the second as a duplicate, which costs the
+ * client a retransmission timeout. Later segments of a handshake that was
+ * just handed off go up without metadata and find the new socket. The
+ * window is far below the minimum RTO (200 ms), so a retransmission after
+ * a failed hand-off is handed off again. */
+#define SG_HANDOFF_WINDOW_NS (10 * 1000 * 1000)
+BPF_TABLE("lru_hash", struct sg_flow, u64, handoffs, 65536);
+
 /* State of the kernel's socket for the packet's 4-tuple: established,
  * time-wait or request socket if there is one, else the listener; -1 when
  * there is none at all. */
@@ -281,7 +293,7 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 	struct sg_handoff *meta_area;
 	u32 cookie, isn, zero = 0;
 	u8 meta, ws_idx, ipv6 = p->ipv6;
-	u64 h;
+	u64 h, now, *last;
 	int state;
 
 	state = lookup_state(ctx, p);
@@ -299,6 +311,14 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 		count(SG_C_badcookie);
 		return XDP_DROP;
 	}
+
+	now = bpf_ktime_get_ns();
+	last = handoffs.lookup(&f);
+	if (last && now - *last < SG_HANDOFF_WINDOW_NS) {
+		count(SG_C_coalesced);
+		return XDP_PASS;
+	}
+	handoffs.update(&f, &now);
 
 	/* Timestamps were negotiated iff the ACK carries them (we echo the
 	 * option whenever the client offers it and the sysctl allows). */

@@ -8,9 +8,12 @@ imm = BTF id) before bcc loads it.
 """
 
 import ctypes as ct
+import os
 import struct
 
-VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+# SYNGUARD_VMLINUX_BTF points at another BTF file (tests use it to play a
+# kernel without the kfunc).
+VMLINUX_BTF = os.environ.get("SYNGUARD_VMLINUX_BTF", "/sys/kernel/btf/vmlinux")
 SG_FAKE_HELPER = 0x7FFFF0
 BPF_CALL = 0x85  # BPF_JMP | BPF_CALL
 BPF_PSEUDO_KFUNC_CALL = 2

@@ -12,6 +12,9 @@ import errno
 import os
 
 _lib = ct.CDLL("libbpf.so.1", use_errno=True)
+# libbpf would print the kernel's extack messages to stderr on expected
+# misses (querying a hook that is not there); errors reach us as errno.
+_lib.libbpf_set_print(None)
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1

@@ -137,10 +137,8 @@ class Datapath:
     attach() puts them on an interface."""
 
     def __init__(self, pins):
-        try:
-            from bcc import BPF
-        except ImportError as e:
-            raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)") from e
+        from bcc import BPF
+
         self.pins = pins
         os.makedirs(pins, exist_ok=True)
         cflags = [
@@ -250,6 +248,10 @@ def check_can_attach(ifname, force):
         raise AttachError("no interface named %s" % ifname)
     if os.geteuid() != 0:
         raise AttachError("attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")
+    try:
+        import bcc  # noqa: F401  (checked before anything is touched)
+    except ImportError:
+        raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)") from None
     if kfunc.btf_func_id(KFUNC) is None:
         raise AttachError(
             "kernel %s lacks %s: synguard needs Linux >= 6.9 with BTF" % (os.uname().release, KFUNC)

@@ -249,8 +249,8 @@ class Testbed:
 
     def flood(self, frames, seconds):
         """Send frames (bytes) from the client veth as fast as one Python
-        thread can, cycling through them, until all are sent or `seconds`
-        pass. Returns the number sent."""
+        thread can, until all are sent or `seconds` pass. Returns the number
+        sent (a full queue is waited out, not skipped)."""
         with netns.netns(self.client_ns):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         sent = 0
@@ -258,13 +258,14 @@ class Testbed:
             s.bind((self.client_if, 0))
             deadline = time.monotonic() + seconds
             for frame in frames:
-                try:
-                    s.send(frame)
-                except OSError as e:
-                    if e.errno != errno.ENOBUFS:
-                        raise
-                    time.sleep(0.001)
-                    continue
+                while True:
+                    try:
+                        s.send(frame)
+                        break
+                    except OSError as e:
+                        if e.errno != errno.ENOBUFS or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.0005)
                 sent += 1
                 if sent % 256 == 0 and time.monotonic() > deadline:
                     break

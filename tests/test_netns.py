@@ -123,6 +123,33 @@ def test_real_connections_through_cookies(protected, family):
     assert after["aborted"] == before["aborted"]
 
 
+def test_first_request_right_after_connect_is_never_delayed(protected):
+    """The client's third ACK and its first request often reach XDP in one
+    batch; neither may be lost (a lost one costs a 200+ ms retransmission)."""
+    import socket
+
+    bed, _ = protected
+    before = status(bed)["counters"]
+    slow = []
+    for i in range(400):
+        with netns.netns(bed.client_ns):
+            s = socket.socket(socket.AF_INET6 if i % 2 else socket.AF_INET)
+        try:
+            s.settimeout(5)
+            s.connect((SERVER6 if i % 2 else SERVER4, PORT))
+            t0 = time.monotonic()
+            s.sendall(b"q" * 200)
+            assert s.recv(200)
+            if time.monotonic() - t0 > 0.15:
+                slow.append(i)
+        finally:
+            s.close()
+    after = status(bed)["counters"]
+    assert slow == []
+    assert after["completed"] - before["completed"] == 400
+    assert after["raced"] == before["raced"]
+
+
 def test_forged_acks_are_counted_and_never_accepted(protected):
     bed, srv = protected
     before, n_before = status(bed)["counters"], len(srv.accepted)

@@ -241,6 +241,21 @@ def test_valid_cookie_ack_is_handed_on(dp, name):
     assert (a.ecn_ok, a.usec_ts_ok, bytes(a.reserved)) == (0, 0, b"\0\0\0")
 
 
+def test_second_segment_of_a_fresh_handshake_is_not_handed_off_twice(dp):
+    """ACK and first data segment in one batch: only the first gets a
+    request socket; the second goes up plain and finds the new socket."""
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn())
+    data = ack_for(synack, payload=b"GET /")
+    before = maps.read_counters()
+    assert handoff(run(prog.xdp_fd, ack)[1])[0].magic == layout.HANDOFF_MAGIC
+    verdict, out = run(prog.xdp_fd, data)
+    assert verdict == libbpf.XDP_PASS and out == data  # no metadata
+    assert counters_delta(maps, before) == {"packets": 2, "recvcookie": 1, "coalesced": 1}
+    time.sleep(0.02)  # past the 10 ms window: a retransmission is handed off again
+    assert handoff(run(prog.xdp_fd, data)[1])[0].magic == layout.HANDOFF_MAGIC
+
+
 def test_ack_with_data_and_cookie_is_handed_on(dp):
     prog, maps = dp
     synack, ack = _handshake(prog, maps, syn(), payload=b"hello")
@@ -324,5 +339,5 @@ def test_every_frame_lands_in_exactly_one_counter(dp):
         run(prog.xdp_fd, f)
     d = counters_delta(maps, before)
     outcomes = ("passed", "malformed", "sendcookie", "recvcookie", "badcookie", "established",
-                "nolistener", "unsupported")
+                "nolistener", "unsupported", "coalesced")
     assert d["packets"] == len(frames) == sum(d.get(k, 0) for k in outcomes)
