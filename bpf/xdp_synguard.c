@@ -46,17 +46,32 @@ static __always_inline void count(u32 idx)
  * 1M-instruction limit). Map memory is never tracked: reads are unknown. */
 BPF_PERCPU_ARRAY(scratch, struct sg_tcpopts, 1);
 
-/* Handshakes handed off in the last few milliseconds. A NAPI poll runs XDP
- * (and a list receive runs tc) over a whole batch before TCP sees any of
- * it, so the third ACK and the first data segment right behind it both
- * find only the listener and would both get a request socket; the kernel
- * keeps the first and drops the second as a duplicate, which costs the
- * client a retransmission timeout. Later segments of a handshake that was
- * just handed off go up without metadata and find the new socket. The
+/* Connections handed off in the last few milliseconds, by 4-tuple. A NAPI
+ * poll runs XDP (and a list receive runs tc) over a whole batch before TCP
+ * sees any of it, so segments right behind the third ACK find no socket
+ * yet: the first data segment also carries a valid cookie and would get a
+ * second request socket (the kernel drops it as a duplicate), the later
+ * ones carry none and would be dropped here. Either way the client waits
+ * out a retransmission timeout. So segments of a 4-tuple handed off less
+ * than SG_HANDOFF_WINDOW_NS ago go up plain and find the new socket. The
  * window is far below the minimum RTO (200 ms), so a retransmission after
  * a failed hand-off is handed off again. */
 #define SG_HANDOFF_WINDOW_NS (10 * 1000 * 1000)
 BPF_TABLE("lru_hash", struct sg_flow, u64, handoffs, 65536);
+
+/* The flow's 4-tuple without the ISN, for `handoffs`. */
+static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k)
+{
+	*k = *f;
+	k->w[f->ipv6 ? 4 : 1] &= 0xffffffff; /* keep the ports, drop seq */
+}
+
+static __always_inline int handed_off_recently(const struct sg_flow *k, u64 now)
+{
+	u64 *last = handoffs.lookup(k);
+
+	return last && now - *last < SG_HANDOFF_WINDOW_NS;
+}
 
 /* State of the kernel's socket for the packet's 4-tuple: established,
  * time-wait or request socket if there is one, else the listener; -1 when
@@ -289,11 +304,11 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 				      const struct sg_secrets *sec)
 {
 	struct sg_tcpopts *o;
-	struct sg_flow f = {};
+	struct sg_flow f = {}, key;
 	struct sg_handoff *meta_area;
 	u32 cookie, isn, zero = 0;
 	u8 meta, ws_idx, ipv6 = p->ipv6;
-	u64 h, now, *last;
+	u64 h, now;
 	int state;
 
 	state = lookup_state(ctx, p);
@@ -307,18 +322,24 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 	/* The slot bit picks the key: the current one or the previous one.
 	 * A key older than that has been overwritten, so its cookies fail. */
 	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &f, meta);
+	tuple_key(&f, &key);
+	now = bpf_ktime_get_ns();
 	if (cookie >> 8 != (u32)(h & 0xffffff)) {
+		/* Only segments with data or FIN can trail a hand-off; a bogus
+		 * pure ACK costs no map lookup. */
+		if ((p->l4_len > p->tcp->doff * 4 || p->tcp->fin) &&
+		    handed_off_recently(&key, now)) {
+			count(SG_C_coalesced);
+			return XDP_PASS;
+		}
 		count(SG_C_badcookie);
 		return XDP_DROP;
 	}
-
-	now = bpf_ktime_get_ns();
-	last = handoffs.lookup(&f);
-	if (last && now - *last < SG_HANDOFF_WINDOW_NS) {
+	if (handed_off_recently(&key, now)) {
 		count(SG_C_coalesced);
 		return XDP_PASS;
 	}
-	handoffs.update(&f, &now);
+	handoffs.update(&key, &now);
 
 	/* Timestamps were negotiated iff the ACK carries them (we echo the
 	 * option whenever the client offers it and the sysctl allows). */

@@ -121,6 +121,7 @@ def test_real_connections_through_cookies(protected, family):
     assert after["completed"] - before["completed"] == 32
     assert after["sendcookie"] - before["sendcookie"] == 32
     assert after["aborted"] == before["aborted"]
+    assert after["badcookie"] == before["badcookie"], "a real client's segment was dropped"
 
 
 def test_first_request_right_after_connect_is_never_delayed(protected):
@@ -148,6 +149,7 @@ def test_first_request_right_after_connect_is_never_delayed(protected):
     assert slow == []
     assert after["completed"] - before["completed"] == 400
     assert after["raced"] == before["raced"]
+    assert after["badcookie"] == before["badcookie"]
 
 
 def test_forged_acks_are_counted_and_never_accepted(protected):

@@ -256,6 +256,29 @@ def test_second_segment_of_a_fresh_handshake_is_not_handed_off_twice(dp):
     assert handoff(run(prog.xdp_fd, data)[1])[0].magic == layout.HANDOFF_MAGIC
 
 
+def test_later_segments_right_behind_a_hand_off_go_up_plain(dp):
+    """Data segments behind the handshake in the same batch carry no cookie
+    (seq > ISN+1) and find no socket yet: within 10 ms of the hand-off they
+    pass; a bogus pure ACK for the same 4-tuple is still dropped."""
+    prog, maps = dp
+    synack, ack = _handshake(prog, maps, syn())
+    a = packets.parse_frame(ack)
+
+    def segment(seq_offset, payload, flags=ACK):
+        return packets.tcp_frame(a.src, a.dst, a.sport, a.dport, seq=(a.seq + seq_offset) & 0xFFFFFFFF,
+                                 ack=a.ack, flags=flags, options=a.raw_options, payload=payload)
+
+    second, fin, bare = segment(1448, b"z" * 1448), segment(1448, b"", ACK | FIN), segment(7, b"")
+    run(prog.xdp_fd, ack)
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, second) == (libbpf.XDP_PASS, second)
+    assert run(prog.xdp_fd, fin) == (libbpf.XDP_PASS, fin)
+    assert run(prog.xdp_fd, bare)[0] == libbpf.XDP_DROP
+    assert counters_delta(maps, before) == {"packets": 3, "coalesced": 2, "badcookie": 1}
+    time.sleep(0.02)
+    assert run(prog.xdp_fd, second)[0] == libbpf.XDP_DROP
+
+
 def test_ack_with_data_and_cookie_is_handed_on(dp):
     prog, maps = dp
     synack, ack = _handshake(prog, maps, syn(), payload=b"hello")
