@@ -66,7 +66,7 @@ static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k
 	k->w[f->ipv6 ? 4 : 1] &= 0xffffffff; /* keep the ports, drop seq */
 }
 
-static __always_inline int handed_off_recently(const struct sg_flow *k, u64 now)
+static __always_inline int handed_off_recently(struct sg_flow *k, u64 now)
 {
 	u64 *last = handoffs.lookup(k);
 

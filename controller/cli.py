@@ -56,19 +56,30 @@ def parse_ports(text):
 
 
 def build_parser():
-    p = Parser(prog="synguard", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog=__doc__.split("\n\n", 1)[1])
+    p = Parser(
+        prog="synguard",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--version", action="version", version="synguard " + __version__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     a = sub.add_parser("attach", help="protect listeners on an interface (foreground)")
     a.add_argument("iface")
     a.add_argument("--ports", required=True, type=str, help="ports to protect: 80,443,8000-8010")
-    a.add_argument("--mode", choices=("auto", "native", "generic"), default="auto",
-                   help="XDP mode: native (driver), generic (skb), auto: native, else generic")
-    a.add_argument("--rotate-seconds", type=float, default=16.0,
-                   help="cookie key rotation period (default 16, the seed's SYNCOOKIE_LIFETIME)")
+    a.add_argument(
+        "--mode",
+        choices=("auto", "native", "generic"),
+        default="auto",
+        help="XDP mode: native (driver), generic (skb), auto: native, else generic",
+    )
+    a.add_argument(
+        "--rotate-seconds",
+        type=float,
+        default=16.0,
+        help="cookie key rotation period (default 16, the seed's SYNCOOKIE_LIFETIME)",
+    )
     m = a.add_mutually_exclusive_group()
     m.add_argument("--metrics-addr", default="127.0.0.1:9717", help="Prometheus /metrics on HOST:PORT")
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
@@ -101,7 +112,9 @@ def cmd_attach(args):
         signal.signal(sig, lambda *_: stop.set())
 
     syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
-    dp, maps, state = loader.attach(args.iface, ports, args.mode, args.force, args.rotate_seconds, metrics_addr)
+    dp, maps, state = loader.attach(
+        args.iface, ports, args.mode, args.force, args.rotate_seconds, metrics_addr
+    )
     server = None
     try:
         if syncookies == "0":
@@ -122,8 +135,13 @@ def cmd_attach(args):
         rotator = KeyRotator(maps.secrets)
         print(
             "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
-            % (args.iface, ",".join(map(str, ports)), state.mode, args.rotate_seconds,
-               "metrics on http://%s/metrics" % metrics_addr if metrics_addr else "no metrics"),
+            % (
+                args.iface,
+                ",".join(map(str, ports)),
+                state.mode,
+                args.rotate_seconds,
+                "metrics on http://%s/metrics" % metrics_addr if metrics_addr else "no metrics",
+            ),
             flush=True,
         )
         status = 0
@@ -170,7 +188,10 @@ def status_dict(iface):
             "key_rotations": secrets.rotations,
             "metrics_addr": state.metrics_addr if state else "",
             "config": {
-                "mss4": cfg.mss4, "mss6": cfg.mss6, "window": cfg.window, "wscale": cfg.wscale,
+                "mss4": cfg.mss4,
+                "mss6": cfg.mss6,
+                "window": cfg.window,
+                "wscale": cfg.wscale,
                 "ttl": cfg.ttl,
                 "wscale_ok": bool(cfg.flags & layout.CF_WSCALE),
                 "sack_ok": bool(cfg.flags & layout.CF_SACK),
@@ -192,9 +213,15 @@ def cmd_status(args):
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    print("%s: %s, %s XDP, ports %s" % (
-        st["interface"], "protected" if st["protected"] else "NOT attached (pins only)",
-        st["mode"], ",".join(map(str, st["ports"]))))
+    print(
+        "%s: %s, %s XDP, ports %s"
+        % (
+            st["interface"],
+            "protected" if st["protected"] else "NOT attached (pins only)",
+            st["mode"],
+            ",".join(map(str, st["ports"])),
+        )
+    )
     print("controller: %s" % ("pid %d" % st["controller_pid"] if st["controller_running"] else "not running"))
     print("cookie key: %.1f s old, %d rotations" % (st["key_age_seconds"], st["key_rotations"]))
     width = max(map(len, st["counters"]))
@@ -217,7 +244,9 @@ def cmd_detach(args):
                 break
             time.sleep(0.05)
     removed = loader.detach(args.iface)
-    print("synguard: %s: %s" % (args.iface, "removed " + ", ".join(removed) if removed else "nothing attached"))
+    print(
+        "synguard: %s: %s" % (args.iface, "removed " + ", ".join(removed) if removed else "nothing attached")
+    )
     return 0
 
 

@@ -39,29 +39,44 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="synguard-demo", description=__doc__.split("\n\n")[1])
     ap.add_argument("--syns", type=int, default=50000, help="spoofed SYNs in the flood (default 50000)")
     ap.add_argument("--acks", type=int, default=10000, help="forged ACKs in the flood (default 10000)")
-    ap.add_argument("--clients", type=int, default=100, help="real connections before the flood (default 100)")
+    ap.add_argument(
+        "--clients", type=int, default=100, help="real connections before the flood (default 100)"
+    )
     ap.add_argument("--seconds", type=float, default=20, help="upper bound on the flood's duration")
     args = ap.parse_args(argv)
 
     print("synguard demo: namespace test bed, real listener, real clients, bounded flood")
     with Testbed() as bed:
-        print("1. test bed: %s (198.18.0.1, 2001:db8::1) <-veth-> %s (%s, %s)"
-              % (bed.client_ns, bed.server_ns, SERVER4, SERVER6))
+        print(
+            "1. test bed: %s (198.18.0.1, 2001:db8::1) <-veth-> %s (%s, %s)"
+            % (bed.client_ns, bed.server_ns, SERVER4, SERVER6)
+        )
         srv = EchoServer(bed, PORT)
         print("2. listener: [::]:%d in %s, echoing" % (PORT, bed.server_ns))
         t0 = time.monotonic()
         proc = bed.attach([PORT], "--mode", "native", "--rotate-seconds", "16")
-        print("3. synguard attach %s --ports %d --mode native (%.1f s to compile, load and attach)"
-              % (bed.server_if, PORT, time.monotonic() - t0))
+        print(
+            "3. synguard attach %s --ports %d --mode native (%.1f s to compile, load and attach)"
+            % (bed.server_if, PORT, time.monotonic() - t0)
+        )
         try:
             t0 = time.monotonic()
             ok_before, times = connect_many(bed, args.clients)
             elapsed = time.monotonic() - t0
-            print("4. %d/%d real connections (v4 and v6, 10 KB each way): %.0f connections/s, "
-                  "median connect %.2f ms" % (ok_before, args.clients, args.clients / elapsed,
-                                              statistics.median(times) * 1000 if times else 0))
+            print(
+                "4. %d/%d real connections (v4 and v6, 10 KB each way): %.0f connections/s, "
+                "median connect %.2f ms"
+                % (
+                    ok_before,
+                    args.clients,
+                    args.clients / elapsed,
+                    statistics.median(times) * 1000 if times else 0,
+                )
+            )
 
-            frames = list(spoofed_syns(args.syns * 4 // 5, PORT)) + list(spoofed_syns(args.syns // 5, PORT, v6=True))
+            frames = list(spoofed_syns(args.syns * 4 // 5, PORT)) + list(
+                spoofed_syns(args.syns // 5, PORT, v6=True)
+            )
             frames += list(forged_acks(args.acks, PORT))
             sent = []
             flood = threading.Thread(target=lambda: sent.append(bed.flood(frames, args.seconds)))
@@ -74,10 +89,18 @@ def main(argv=None):
             flood.join()
             flood_s = time.monotonic() - t0
             ok_during = sum(ok for ok, _ in during)
-            print("5. flood: %d frames (%d spoofed SYNs, %d forged ACKs from 198.19.0.0/16, 2001:db8:5::/64) "
-                  "in %.1f s, %d/%d real connections during it"
-                  % (sent[0], min(sent[0], len(frames) - args.acks), max(0, sent[0] - (len(frames) - args.acks)),
-                     flood_s, ok_during, len(during)))
+            print(
+                "5. flood: %d frames (%d spoofed SYNs, %d forged ACKs from 198.19.0.0/16, 2001:db8:5::/64) "
+                "in %.1f s, %d/%d real connections during it"
+                % (
+                    sent[0],
+                    min(sent[0], len(frames) - args.acks),
+                    max(0, sent[0] - (len(frames) - args.acks)),
+                    flood_s,
+                    ok_during,
+                    len(during),
+                )
+            )
             time.sleep(0.5)
             st = json.loads(bed.synguard_run("status", bed.server_if, "--json").stdout)
             c = st["counters"]
@@ -86,9 +109,15 @@ def main(argv=None):
                 print("     %-12s %d" % (name, value))
             with netns.netns(bed.server_ns):
                 metrics = urllib.request.urlopen("http://127.0.0.1:9717/metrics", timeout=5).read().decode()
-            samples = [line for line in metrics.splitlines() if line.startswith("synguard_") and "_created" not in line]
-            print("   /metrics (in the server namespace): %d synguard samples, e.g. %s"
-                  % (len(samples), next(s for s in samples if s.startswith("synguard_sendcookie_total"))))
+            samples = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("synguard_") and "_created" not in line
+            ]
+            print(
+                "   /metrics (in the server namespace): %d synguard samples, e.g. %s"
+                % (len(samples), next(s for s in samples if s.startswith("synguard_sendcookie_total")))
+            )
 
             real_total = args.clients + len(during)
             real_ok = ok_before + ok_during
@@ -102,15 +131,29 @@ def main(argv=None):
                 and c["badcookie"] == acks_sent
                 and forged_accepted == 0
             )
-            print("verdict: %s: %d/%d real connections completed (%d during the flood), %d/%d spoofed SYNs "
-                  "answered at XDP with cookie SYN-ACKs, %d/%d forged ACKs dropped, %d accepted by the listener"
-                  % ("PASS" if good else "FAIL", real_ok, real_total, ok_during, c["sendcookie"] - real_total,
-                     syns_sent, c["badcookie"], acks_sent, forged_accepted))
+            print(
+                "verdict: %s: %d/%d real connections completed (%d during the flood), %d/%d spoofed SYNs "
+                "answered at XDP with cookie SYN-ACKs, %d/%d forged ACKs dropped, %d accepted by the listener"
+                % (
+                    "PASS" if good else "FAIL",
+                    real_ok,
+                    real_total,
+                    ok_during,
+                    c["sendcookie"] - real_total,
+                    syns_sent,
+                    c["badcookie"],
+                    acks_sent,
+                    forged_accepted,
+                )
+            )
         finally:
             proc.terminate()
             rc = proc.wait(30)
             srv.close()
-            print("7. SIGTERM: synguard exited %d (%s); removing the test bed" % (rc, proc.stdout.read().strip()))
+            print(
+                "7. SIGTERM: synguard exited %d (%s); removing the test bed"
+                % (rc, proc.stdout.read().strip())
+            )
     return 0 if good and rc == 0 else 1
 
 

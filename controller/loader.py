@@ -265,8 +265,7 @@ def check_can_attach(ifname, force):
                 raise AttachError("%s is already protected by synguard (pid %d)" % (ifname, state.pid))
         elif not force:
             raise AttachError(
-                "%s already has an XDP program (id %d, %r); --force replaces it"
-                % (ifname, prog_id, name)
+                "%s already has an XDP program (id %d, %r); --force replaces it" % (ifname, prog_id, name)
             )
     return idx
 
@@ -336,7 +335,11 @@ def detach(ifname, state=None):
     if idx:
         prog_id, attach_mode = libbpf.xdp_query(idx)
         if prog_id and libbpf.prog_name(prog_id) == XDP_PROG:
-            flag = libbpf.XDP_FLAGS_SKB_MODE if attach_mode == libbpf.XDP_ATTACHED_SKB else libbpf.XDP_FLAGS_DRV_MODE
+            flag = (
+                libbpf.XDP_FLAGS_SKB_MODE
+                if attach_mode == libbpf.XDP_ATTACHED_SKB
+                else libbpf.XDP_FLAGS_DRV_MODE
+            )
             libbpf.xdp_detach(idx, flag)
             removed.append("xdp")
         tc_id = libbpf.tc_query(idx, TC_HANDLE, TC_PRIORITY)

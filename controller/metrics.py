@@ -23,7 +23,9 @@ class SynguardCollector:
         ifname = self.state.ifname
         counters = self.maps.read_counters()
         for name, help_text in layout.counter_help().items():
-            m = CounterMetricFamily("synguard_" + name, help_text[0].upper() + help_text[1:] + ".", labels=["interface"])
+            m = CounterMetricFamily(
+                "synguard_" + name, help_text[0].upper() + help_text[1:] + ".", labels=["interface"]
+            )
             m.add_metric([ifname], counters[name])
             yield m
         secrets = self.maps.secrets.lookup(0)

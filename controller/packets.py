@@ -101,10 +101,22 @@ def tcp_frame(
 
     if src.version == 4:
         ihl = 5 + len(ip_options) // 4
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + tcp_len, 0, 0x4000, ttl, IPPROTO_TCP, 0,
-            src.packed, dst.packed,
-        ) + ip_options
+        ip = (
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x40 | ihl,
+                0,
+                ihl * 4 + tcp_len,
+                0,
+                0x4000,
+                ttl,
+                IPPROTO_TCP,
+                0,
+                src.packed,
+                dst.packed,
+            )
+            + ip_options
+        )
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
         ethertype = ETH_P_IP
     else:
@@ -216,6 +228,25 @@ def parse_frame(frame):
     tcp_ok = checksum(_pseudo_header(src, dst, len(tcp)) + tcp) == 0
     raw = tcp[20:doff]
     return Segment(
-        dst_mac, src_mac, vlans, version, src, dst, ttl, ip_ok, flowlabel, sport, dport, seq, ack,
-        flags, window, urg, tcp_ok, raw, tcp[doff:], parse_options(raw), ip,
+        dst_mac,
+        src_mac,
+        vlans,
+        version,
+        src,
+        dst,
+        ttl,
+        ip_ok,
+        flowlabel,
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        window,
+        urg,
+        tcp_ok,
+        raw,
+        tcp[doff:],
+        parse_options(raw),
+        ip,
     )

@@ -146,9 +146,24 @@ class Testbed:
     def up(self):
         _ip("netns", "add", self.client_ns)
         _ip("netns", "add", self.server_ns)
-        _ip("link", "add", self.server_if, "netns", self.server_ns, "address", "02:00:00:00:00:02",
-            "type", "veth", "peer", "name", self.client_if, "netns", self.client_ns,
-            "address", "02:00:00:00:00:01")
+        _ip(
+            "link",
+            "add",
+            self.server_if,
+            "netns",
+            self.server_ns,
+            "address",
+            "02:00:00:00:00:02",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.client_if,
+            "netns",
+            self.client_ns,
+            "address",
+            "02:00:00:00:00:01",
+        )
         for ns, ifname, v4, v6 in (
             (self.client_ns, self.client_if, CLIENT4, CLIENT6),
             (self.server_ns, self.server_if, SERVER4, SERVER6),
@@ -193,13 +208,26 @@ class Testbed:
         return p
 
     def synguard_run(self, *args):
-        return netns.run(self.server_ns, [sys.executable, "-m", "synguard.cli"] + list(args),
-                         capture_output=True, text=True, timeout=60)
+        return netns.run(
+            self.server_ns,
+            [sys.executable, "-m", "synguard.cli"] + list(args),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def attach(self, ports, *extra, timeout=60):
         """Start `synguard attach` and wait for its "protecting" line."""
-        p = self.synguard("attach", self.server_if, "--ports", ",".join(map(str, ports)), *extra,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = self.synguard(
+            "attach",
+            self.server_if,
+            "--ports",
+            ",".join(map(str, ports)),
+            *extra,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline:
@@ -282,8 +310,15 @@ def spoofed_syns(count, port, v6=False, seed=1):
     opts = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
     for _ in range(count):
         src = net[rng.randrange(1, net.num_addresses - 1)]
-        yield packets.tcp_frame(str(src), dst, rng.randrange(1024, 65536), port,
-                                seq=rng.getrandbits(32), flags=packets.SYN, options=opts)
+        yield packets.tcp_frame(
+            str(src),
+            dst,
+            rng.randrange(1024, 65536),
+            port,
+            seq=rng.getrandbits(32),
+            flags=packets.SYN,
+            options=opts,
+        )
 
 
 def forged_acks(count, port, v6=False, seed=2):
@@ -292,5 +327,12 @@ def forged_acks(count, port, v6=False, seed=2):
     net, dst = (SPOOF_NET6, SERVER6) if v6 else (SPOOF_NET4, SERVER4)
     for _ in range(count):
         src = net[rng.randrange(1, net.num_addresses - 1)]
-        yield packets.tcp_frame(str(src), dst, rng.randrange(1024, 65536), port,
-                                seq=rng.getrandbits(32), ack=rng.getrandbits(32), flags=packets.ACK)
+        yield packets.tcp_frame(
+            str(src),
+            dst,
+            rng.randrange(1024, 65536),
+            port,
+            seq=rng.getrandbits(32),
+            ack=rng.getrandbits(32),
+            flags=packets.ACK,
+        )

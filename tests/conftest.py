@@ -63,8 +63,14 @@ def datapath(unit_ns):
             pass
 
 
-UNIT_CONFIG = dict(mss4=1460, mss6=1440, window=65535, wscale=7, ttl=64,
-                   flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS)
+UNIT_CONFIG = dict(
+    mss4=1460,
+    mss6=1440,
+    window=65535,
+    wscale=7,
+    ttl=64,
+    flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
+)
 
 
 @pytest.fixture

@@ -48,9 +48,20 @@ def expected_synack(syn_frame, maps, tsval=0):
         ts=(tsval, o["ts"][0]) if ts else None,
     )
     frame = packets.tcp_frame(
-        s.dst, s.src, s.dport, s.sport, seq=(h & 0xFFFFFF) << 8 | meta, ack=(s.seq + 1) & 0xFFFFFFFF,
-        flags=SYN | ACK, options=opts, window=cfg.window, src_mac=s.dst_mac, dst_mac=s.src_mac,
-        vlans=s.vlans, ttl=cfg.ttl, flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
+        s.dst,
+        s.src,
+        s.dport,
+        s.sport,
+        seq=(h & 0xFFFFFF) << 8 | meta,
+        ack=(s.seq + 1) & 0xFFFFFFFF,
+        flags=SYN | ACK,
+        options=opts,
+        window=cfg.window,
+        src_mac=s.dst_mac,
+        dst_mac=s.src_mac,
+        vlans=s.vlans,
+        ttl=cfg.ttl,
+        flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
     )
     return frame, h
 
@@ -62,8 +73,18 @@ def ack_for(synack_frame, client_tsval=778, payload=b""):
     if "ts" in sa.options:
         opts = packets.tcp_options(ts=(client_tsval, sa.options["ts"][0]))
     return packets.tcp_frame(
-        sa.dst, sa.src, sa.dport, sa.sport, seq=sa.ack, ack=(sa.seq + 1) & 0xFFFFFFFF, flags=ACK,
-        options=opts, payload=payload, src_mac=sa.dst_mac, dst_mac=sa.src_mac, vlans=sa.vlans,
+        sa.dst,
+        sa.src,
+        sa.dport,
+        sa.sport,
+        seq=sa.ack,
+        ack=(sa.seq + 1) & 0xFFFFFFFF,
+        flags=ACK,
+        options=opts,
+        payload=payload,
+        src_mac=sa.dst_mac,
+        dst_mac=sa.src_mac,
+        vlans=sa.vlans,
     )
 
 

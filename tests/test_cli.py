@@ -16,40 +16,55 @@ def synguard(*args, env=None, user=None, code=None):
     if code:
         argv = [sys.executable, "-c", code] + list(args)
     pre = (lambda: os.setuid(user)) if user is not None else None
-    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          preexec_fn=pre, timeout=60)
+    return subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, **(env or {})}, preexec_fn=pre, timeout=60
+    )
 
 
 def one_error_line(r):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("synguard: error: ")
-    return lines[0][len("synguard: error: "):]
+    return lines[0][len("synguard: error: ") :]
 
 
-@pytest.mark.parametrize("ports,message", [
-    ("0", "port '0' is outside 1..65535"),
-    ("65536", "port '65536' is outside 1..65535"),
-    ("80,http", "invalid port 'http'"),
-    ("90-80", "port '90-80' is outside 1..65535"),
-    ("", "invalid port ''"),
-])
+@pytest.mark.parametrize(
+    "ports,message",
+    [
+        ("0", "port '0' is outside 1..65535"),
+        ("65536", "port '65536' is outside 1..65535"),
+        ("80,http", "invalid port 'http'"),
+        ("90-80", "port '90-80' is outside 1..65535"),
+        ("", "invalid port ''"),
+    ],
+)
 def test_bad_ports(ports, message):
     r = synguard("attach", "lo", "--ports", ports)
     assert r.returncode == 2 and one_error_line(r) == message
 
 
-@pytest.mark.parametrize("args,message", [
-    (["attach", "nosuchif0", "--ports", "80"], "no interface named nosuchif0"),
-    (["attach", "bad/name", "--ports", "80"], "invalid interface name 'bad/name'"),
-    (["attach", "lo", "--ports", "80", "--rotate-seconds", "0"], "--rotate-seconds must be within 1..3600"),
-    (["attach", "lo", "--ports", "80", "--metrics-addr", "9717"], "--metrics-addr: expected HOST:PORT, got '9717'"),
-    (["attach", "lo", "--ports", "80", "--mode", "turbo"],
-     "argument --mode: invalid choice: 'turbo' (choose from 'auto', 'native', 'generic')"),
-    (["attach", "lo"], "the following arguments are required: --ports"),
-    (["status", "bad/name"], "invalid interface name 'bad/name'"),
-    (["frobnicate"], None),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["attach", "nosuchif0", "--ports", "80"], "no interface named nosuchif0"),
+        (["attach", "bad/name", "--ports", "80"], "invalid interface name 'bad/name'"),
+        (
+            ["attach", "lo", "--ports", "80", "--rotate-seconds", "0"],
+            "--rotate-seconds must be within 1..3600",
+        ),
+        (
+            ["attach", "lo", "--ports", "80", "--metrics-addr", "9717"],
+            "--metrics-addr: expected HOST:PORT, got '9717'",
+        ),
+        (
+            ["attach", "lo", "--ports", "80", "--mode", "turbo"],
+            "argument --mode: invalid choice: 'turbo' (choose from 'auto', 'native', 'generic')",
+        ),
+        (["attach", "lo"], "the following arguments are required: --ports"),
+        (["status", "bad/name"], "invalid interface name 'bad/name'"),
+        (["frobnicate"], None),
+    ],
+)
 def test_bad_arguments(args, message):
     r = synguard(*args)
     assert r.returncode == 2
@@ -68,16 +83,20 @@ def test_kernel_without_the_kfunc(tmp_path):
     strings = b"\0int\0"
     types = struct.pack("<IIII", 1, 1 << 24, 4, 32)
     btf = tmp_path / "vmlinux"
-    btf.write_bytes(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
-                    + types + strings)
+    btf.write_bytes(
+        struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings)) + types + strings
+    )
     r = synguard("attach", "lo", "--ports", "80", env={"SYNGUARD_VMLINUX_BTF": str(btf)})
     assert r.returncode == 2
     assert one_error_line(r) == (
-        "kernel %s lacks bpf_sk_assign_tcp_reqsk: synguard needs Linux >= 6.9 with BTF" % os.uname().release)
+        "kernel %s lacks bpf_sk_assign_tcp_reqsk: synguard needs Linux >= 6.9 with BTF" % os.uname().release
+    )
 
 
 def test_bcc_missing():
-    code = "import sys; sys.modules['bcc'] = None; from synguard.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        "import sys; sys.modules['bcc'] = None; from synguard.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     r = synguard("attach", "lo", "--ports", "80", "--no-metrics", code=code)
     assert r.returncode == 2
     assert one_error_line(r) == "bcc is missing: install python3-bpfcc (deploy/install.sh)"

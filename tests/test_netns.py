@@ -37,8 +37,9 @@ def leftovers(bed):
         idx = loader.ifindex(bed.server_if)
         xdp = libbpf.xdp_query(idx)[0]
         tc = libbpf.tc_query(idx, loader.TC_HANDLE, loader.TC_PRIORITY)
-    qdisc = subprocess.run(["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if],
-                           capture_output=True, text=True).stdout
+    qdisc = subprocess.run(
+        ["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if], capture_output=True, text=True
+    ).stdout
     return {
         "xdp": xdp,
         "tc": tc,
@@ -107,8 +108,15 @@ def test_real_connections_through_cookies(protected, family):
         a = accepted[r["local"][1]]
         assert a["iss"] == r["server_iss"], "the SYN-ACK's ISS is the accepted socket's ISN"
         client = r["local"][0]
-        assert cookie.check_ack(keys, client, server, r["local"][1], PORT,
-                                (r["isn"] + 1) & 0xFFFFFFFF, (a["iss"] + 1) & 0xFFFFFFFF)
+        assert cookie.check_ack(
+            keys,
+            client,
+            server,
+            r["local"][1],
+            PORT,
+            (r["isn"] + 1) & 0xFFFFFFFF,
+            (a["iss"] + 1) & 0xFFFFFFFF,
+        )
         got_mss, got_ws, got_sack, _ = cookie.decode_meta(a["iss"] & 0xFF, family == "v6")
         assert got_mss == mss and got_sack == bool(sack)
         info = a["info"]

@@ -60,14 +60,18 @@ def test_check_ack_accepts_only_the_right_cookie():
 def test_counter_names_come_from_maps_h():
     names = layout.counter_names()
     assert names[0] == "packets"
-    assert {"sendcookie", "recvcookie", "badcookie", "passed", "malformed", "completed", "aborted"} <= set(names)
+    assert {"sendcookie", "recvcookie", "badcookie", "passed", "malformed", "completed", "aborted"} <= set(
+        names
+    )
 
 
 def test_btf_id_agrees_with_bpftool():
     btf_id = kfunc.btf_func_id("bpf_sk_assign_tcp_reqsk")
     if btf_id is None:
         pytest.skip("kernel without bpf_sk_assign_tcp_reqsk")
-    out = subprocess.run(["bpftool", "btf", "dump", "file", kfunc.VMLINUX_BTF], capture_output=True, text=True)
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", kfunc.VMLINUX_BTF], capture_output=True, text=True
+    )
     if out.returncode != 0:
         pytest.skip("bpftool cannot read BTF here")
     assert "[%d] FUNC 'bpf_sk_assign_tcp_reqsk'" % btf_id in out.stdout

@@ -13,7 +13,19 @@ import pytest
 from conftest import PORT, PORT_NO_LISTENER, PORT_UNPROTECTED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model import CLIENT4, CLIENT6, SERVER4, SERVER6, ack_for, expected_synack, handoff, keys, run, syn, tsval_of
+from model import (
+    CLIENT4,
+    CLIENT6,
+    SERVER4,
+    SERVER6,
+    ack_for,
+    expected_synack,
+    handoff,
+    keys,
+    run,
+    syn,
+    tsval_of,
+)
 
 from synguard import cookie, layout, libbpf, packets
 from synguard.packets import ACK, FIN, RST, SYN, tcp_options
@@ -26,10 +38,16 @@ SYN_CASES = {
     "v6, Linux options": syn(CLIENT6, SERVER6, options=tcp_options(mss=1440, wscale=7, sack=True, ts=(5, 0))),
     "v4, no options": syn(options=b""),
     "v6, no options": syn(CLIENT6, SERVER6, options=b""),
-    "v4, Windows order, no timestamps": syn(options=tcp_options(mss=1460, wscale=8, sack=True, layout="windows")),
-    "v4, Windows order, timestamps": syn(options=tcp_options(mss=1460, wscale=8, sack=True, ts=(9, 0), layout="windows")),
+    "v4, Windows order, no timestamps": syn(
+        options=tcp_options(mss=1460, wscale=8, sack=True, layout="windows")
+    ),
+    "v4, Windows order, timestamps": syn(
+        options=tcp_options(mss=1460, wscale=8, sack=True, ts=(9, 0), layout="windows")
+    ),
     "v4, macOS order": syn(options=tcp_options(mss=1460, wscale=6, sack=True, ts=(1, 0), layout="macos")),
-    "v6, macOS order": syn(CLIENT6, SERVER6, options=tcp_options(mss=1440, wscale=6, sack=True, ts=(1, 0), layout="macos")),
+    "v6, macOS order": syn(
+        CLIENT6, SERVER6, options=tcp_options(mss=1440, wscale=6, sack=True, ts=(1, 0), layout="macos")
+    ),
     "v4, MSS only": syn(options=tcp_options(mss=1200)),
     "v4, MSS below the table": syn(options=tcp_options(mss=500)),
     "v4, MSS zero": syn(options=tcp_options(mss=0)),
@@ -49,7 +67,9 @@ SYN_CASES = {
     "v4, options after EOL ignored": syn(options=tcp_options(mss=1460) + b"\x00\x03\x03\x07"),
     "v4, bad option length stops parsing": syn(options=tcp_options(mss=1400) + b"\x03\x01\x07\x00"),
     "v4, wrong-size MSS ignored": syn(options=b"\x02\x03\x05\x01" + tcp_options(sack=True, ts=(1, 1))),
-    "v4, 40 bytes of options": syn(options=b"\x01" * 20 + tcp_options(mss=1460, wscale=7, sack=True, ts=(5, 0))[:20]),
+    "v4, 40 bytes of options": syn(
+        options=b"\x01" * 20 + tcp_options(mss=1460, wscale=7, sack=True, ts=(5, 0))[:20]
+    ),
     "v4, options ending past the header": syn(options=tcp_options(mss=1460)[:4] + b"\x08\x0a\x00\x00"),
     "v4, max sequence number": syn(seq=0xFFFFFFFF),
 }
@@ -86,9 +106,17 @@ def test_cookie_equals_python_reference_for_many_flows(dp, client, server):
 
     rng = random.Random(7)
     for _ in range(200):
-        frame = syn(client, server, sport=rng.randrange(1, 65536), seq=rng.getrandbits(32),
-                    options=tcp_options(mss=rng.choice([536, 1220, 1300, 1440, 1460, 9000]),
-                                        wscale=rng.choice([None, 0, 5, 7, 9, 14]), sack=rng.random() < 0.5))
+        frame = syn(
+            client,
+            server,
+            sport=rng.randrange(1, 65536),
+            seq=rng.getrandbits(32),
+            options=tcp_options(
+                mss=rng.choice([536, 1220, 1300, 1440, 1460, 9000]),
+                wscale=rng.choice([None, 0, 5, 7, 9, 14]),
+                sack=rng.random() < 0.5,
+            ),
+        )
         verdict, out = run(prog.xdp_fd, frame)
         assert verdict == libbpf.XDP_TX
         assert out == expected_synack(frame, maps)[0]
@@ -168,16 +196,28 @@ OTHER_CASES = [
     ("RST", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=RST), libbpf.XDP_PASS, "passed"),
     ("SYN+FIN", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=SYN | FIN), libbpf.XDP_PASS, "passed"),
     ("SYN, protected port, no listener", syn(dport=PORT_NO_LISTENER), libbpf.XDP_PASS, "nolistener"),
-    ("ACK, protected port, no listener",
-     packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_NO_LISTENER, flags=ACK), libbpf.XDP_PASS, "nolistener"),
-    ("ACK to an unprotected port", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_UNPROTECTED, flags=ACK),
-     libbpf.XDP_PASS, "passed"),
+    (
+        "ACK, protected port, no listener",
+        packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_NO_LISTENER, flags=ACK),
+        libbpf.XDP_PASS,
+        "nolistener",
+    ),
+    (
+        "ACK to an unprotected port",
+        packets.tcp_frame(CLIENT4, SERVER4, 1, PORT_UNPROTECTED, flags=ACK),
+        libbpf.XDP_PASS,
+        "passed",
+    ),
     ("IPv4 IHL < 5", _ihl4(), libbpf.XDP_PASS, "malformed"),
     ("IPv4 total length past the frame", _long_totlen(), libbpf.XDP_PASS, "malformed"),
     ("TCP data offset < 5", _doff(4), libbpf.XDP_PASS, "malformed"),
     ("TCP data offset past the segment", _doff(15), libbpf.XDP_PASS, "malformed"),
-    ("ACK with a bad cookie", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, seq=5, ack=99, flags=ACK),
-     libbpf.XDP_DROP, "badcookie"),
+    (
+        "ACK with a bad cookie",
+        packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, seq=5, ack=99, flags=ACK),
+        libbpf.XDP_DROP,
+        "badcookie",
+    ),
 ]
 
 
@@ -192,7 +232,9 @@ def test_other_frames(dp, name, frame, verdict, counter):
     assert counters_delta(maps, before) == {"packets": 1, counter: 1}
 
 
-@pytest.mark.parametrize("name", ["v4, Linux options", "v6, Linux options", "v6, QinQ", "v4, IP options in the SYN"])
+@pytest.mark.parametrize(
+    "name", ["v4, Linux options", "v6, Linux options", "v6, QinQ", "v4, IP options in the SYN"]
+)
 def test_every_truncation_passes_untouched(dp, name):
     prog, maps = dp
     frame = SYN_CASES[name]
@@ -211,9 +253,18 @@ def _handshake(prog, maps, frame, **ack_kw):
     return synack, ack_for(synack, **ack_kw)
 
 
-@pytest.mark.parametrize("name", ["v4, Linux options", "v6, Linux options", "v4, no options",
-                                  "v4, Windows order, no timestamps", "v6, QinQ", "v4, MSS below the table",
-                                  "v4, window scale 14 rounds down"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "v4, Linux options",
+        "v6, Linux options",
+        "v4, no options",
+        "v4, Windows order, no timestamps",
+        "v6, QinQ",
+        "v4, MSS below the table",
+        "v4, window scale 14 rounds down",
+    ],
+)
 def test_valid_cookie_ack_is_handed_on(dp, name):
     prog, maps = dp
     frame = SYN_CASES[name]
@@ -265,8 +316,17 @@ def test_later_segments_right_behind_a_hand_off_go_up_plain(dp):
     a = packets.parse_frame(ack)
 
     def segment(seq_offset, payload, flags=ACK):
-        return packets.tcp_frame(a.src, a.dst, a.sport, a.dport, seq=(a.seq + seq_offset) & 0xFFFFFFFF,
-                                 ack=a.ack, flags=flags, options=a.raw_options, payload=payload)
+        return packets.tcp_frame(
+            a.src,
+            a.dst,
+            a.sport,
+            a.dport,
+            seq=(a.seq + seq_offset) & 0xFFFFFFFF,
+            ack=a.ack,
+            flags=flags,
+            options=a.raw_options,
+            payload=payload,
+        )
 
     second, fin, bare = segment(1448, b"z" * 1448), segment(1448, b"", ACK | FIN), segment(7, b"")
     run(prog.xdp_fd, ack)
@@ -361,6 +421,15 @@ def test_every_frame_lands_in_exactly_one_counter(dp):
     for f in frames:
         run(prog.xdp_fd, f)
     d = counters_delta(maps, before)
-    outcomes = ("passed", "malformed", "sendcookie", "recvcookie", "badcookie", "established",
-                "nolistener", "unsupported", "coalesced")
+    outcomes = (
+        "passed",
+        "malformed",
+        "sendcookie",
+        "recvcookie",
+        "badcookie",
+        "established",
+        "nolistener",
+        "unsupported",
+        "coalesced",
+    )
     assert d["packets"] == len(frames) == sum(d.get(k, 0) for k in outcomes)
