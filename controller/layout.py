@@ -8,7 +8,6 @@ checked against the C side by the tests.
 import ctypes as ct
 import re
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 PIN_ROOT = "/sys/fs/bpf/synguard"
@@ -25,12 +24,13 @@ LISTENER_SLOTS = 65536
 
 @lru_cache(maxsize=None)
 def bpf_dir():
-    """The directory holding the C sources: package data when installed,
-    bpf/ beside controller/ in a source tree (editable installs)."""
-    source_tree = Path(__file__).resolve().parent.parent / "bpf"
-    if (source_tree / "maps.h").is_file():
-        return source_tree
-    return Path(str(resources.files("synguard.bpf")))
+    """The directory holding the C sources: synguard/bpf/ when installed
+    (package data), bpf/ beside controller/ in a source tree."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "bpf", here.parent / "bpf"):
+        if (candidate / "maps.h").is_file():
+            return candidate
+    raise RuntimeError("synguard's C sources (bpf/) are missing next to %s" % here)
 
 
 def bpf_source(name):

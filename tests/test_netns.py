@@ -256,7 +256,9 @@ def test_generic_mode():
                 assert bed.connect(server, PORT)["echo_ok"]
             st = status(bed)
             assert st["mode"] == "generic" and st["counters"]["completed"] == 4
-            proc.send_signal(signal.SIGTERM)
+            # detach from another process stops the running controller first
+            r = bed.synguard_run("detach", bed.server_if)
+            assert r.returncode == 0
             assert proc.wait(30) == 0
             assert leftovers(bed) == NOTHING_LEFT
         finally:
