@@ -86,13 +86,7 @@ static __always_inline u64 siphash24(const struct sg_key *k, const u64 *m,
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The cookie's input, gathered from a SYN or from an ACK (seq - 1). Also
- * a map key (no padding): the connection attempt it identifies. */
-struct sg_flow {
-	u64 w[5];   /* addresses (1 word for v4, 4 for v6), then ports|seq */
-	u64 ipv6;
-};
-
+/* struct sg_flow (maps.h) is the cookie's input. */
 static __always_inline u64 sg_cookie_hash(const struct sg_key *k,
 					  const struct sg_flow *f, u8 meta)
 {

@@ -20,21 +20,35 @@
  * list (one X(name) and its help comment per line): the order is defined
  * here only.
  * Each XDP frame lands in exactly one of passed .. coalesced, so they add
- * up to packets; each recvcookie ends as completed, aborted or raced. */
+ * up to packets; added .. unreach say more about some of those frames;
+ * each recvcookie or expanded ends as completed, aborted or raced; the last
+ * two are the controller's (the syncache timer). */
 #define SG_COUNTERS(X)                                                         \
 	X(packets)     /* frames seen by XDP */                                \
 	X(passed)      /* left to the kernel untouched */                      \
 	X(malformed)   /* header lengths that do not fit the frame; passed */  \
 	X(sendcookie)  /* SYN answered with a cookie SYN-ACK (XDP_TX) */       \
+	X(dupsyn)      /* SYN for a syncache entry, answered from it again */  \
+	X(dropped)     /* SYN left unanswered: no entry possible, syncookies 0 */ \
 	X(recvcookie)  /* ACK with a valid cookie, sent on to the hand-off */  \
+	X(expanded)    /* ACK matching a syncache entry, sent on to the hand-off */ \
 	X(badcookie)   /* ACK to a listener with an invalid cookie; dropped */ \
-	X(established) /* ACK/SYN for a 4-tuple the kernel already has */      \
-	X(nolistener)  /* SYN/ACK to a protected port with no listener */      \
+	X(established) /* SYN/ACK/RST for a 4-tuple the kernel already has */  \
+	X(nolistener)  /* SYN/ACK/RST to a protected port with no listener */  \
+	X(reset)       /* RST in the window of an entry: entry removed */      \
+	X(badrst)      /* RST with ACK/SYN/FIN, no entry or out of window */   \
 	X(unsupported) /* the driver refused adjust_tail/adjust_meta; passed */ \
 	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
+	X(added)       /* syncache entry made for a SYN */                     \
+	X(bucketoverflow) /* SYN not cached: its bucket was at bucketlimit */  \
+	X(zonefail)    /* SYN not cached: cache at cachelimit or map full */   \
+	X(badack)      /* ACK that did not match its entry: entry removed */   \
+	X(unreach)     /* ICMP unreachable for an entry: entry removed */      \
 	X(completed)   /* tc: request socket assigned, kernel takes over */    \
 	X(aborted)     /* tc: bpf_sk_assign_tcp_reqsk failed; kernel sends RST */ \
-	X(raced)       /* tc: the kernel had the socket by then; passed */
+	X(raced)       /* tc: the kernel had the socket by then; passed */     \
+	X(retransmitted) /* controller: SYN-ACK sent again for an entry */     \
+	X(stale)       /* controller: entry removed after rexmtlimit resends */
 
 enum sg_counter {
 #define SG_ENUM(name) SG_C_##name,
@@ -81,7 +95,15 @@ struct sg_config {
 	u8 wscale;     /* our receive window scale, offered when the peer's SYN has one */
 	u8 flags;      /* SG_CF_* */
 	u8 ttl;        /* IPv4 TTL / IPv6 hop limit of our SYN-ACKs */
-	u8 pad[7];
+	/* The seed's sysctls (net.inet.tcp.syncookies, .syncookies_only,
+	 * .syncache.cachelimit, .bucketlimit, .rexmtlimit). */
+	u8 syncookies;      /* 0: no cookies; a SYN without room is dropped */
+	u8 syncookies_only; /* with syncookies: keep no syncache entries */
+	u8 rexmtlimit;      /* SYN-ACK retransmissions before an entry is stale */
+	u32 cachelimit;     /* entries in the whole syncache */
+	u32 bucketlimit;    /* entries per bucket (SG_SYNCACHE_BUCKETS of them) */
+	u32 rexmt_ms;       /* first retransmission after rexmt_ms, then x2, x4, x8 */
+	u32 pause_ms;       /* first pause after an overflow; doubles, capped */
 };
 
 /* listeners[port] != 0: the port (host order) is protected. An array keyed
@@ -96,6 +118,66 @@ BPF_TABLE_PINNED("array", u32, u32, listeners, SG_LISTENER_SLOTS,
 		 SG_PIN_DIR "/listeners");
 BPF_TABLE_PINNED("percpu_array", u32, u64, counters, SG_COUNTER_SLOTS,
 		 SG_PIN_DIR "/counters");
+
+/* A connection attempt as the client sent it: the cookie's input (seq =
+ * the client's ISN) and, with the seq half zeroed, the 4-tuple that keys
+ * the syncache. No padding: it is a map key. */
+struct sg_flow {
+	u64 w[5];   /* addresses (1 word for v4, 4 for v6), then ports | seq */
+	u64 ipv6;
+};
+
+/* The syncache: half-open connections by 4-tuple (struct sg_flow with the
+ * seq half zeroed), as the seed's struct syncache. The ISS is always a
+ * cookie, so an entry that is missing only costs fidelity. No
+ * preallocation: entries cost memory only while they exist, and a failed
+ * insert (map full, no memory) is the seed's zone allocation failure. */
+#define SG_SYNCACHE_MAX     (1 << 20) /* hard ceiling for cachelimit */
+#define SG_SYNCACHE_BUCKETS 512       /* the seed's TCP_SYNCACHE_HASHSIZE */
+
+/* sc_flags, with the seed's values. */
+#define SG_SCF_WINSCALE  0x02
+#define SG_SCF_TIMESTAMP 0x04
+#define SG_SCF_UNREACH   0x10
+#define SG_SCF_SACK      0x80
+
+struct sg_syncache_entry {
+	u64 added_ns;     /* CLOCK_MONOTONIC when the SYN came */
+	u64 rxt_ns;       /* next SYN-ACK retransmission due */
+	u32 irs;          /* client's ISN (sc_irs) */
+	u32 iss;          /* our ISS, a cookie (sc_iss) */
+	u32 ts;           /* our TSval (sc_ts) */
+	u32 ts_recent;    /* client's TSval to echo (sc_tsreflect) */
+	u32 flowlabel;    /* IPv6 flow label of our SYN-ACK */
+	u16 peer_mss;     /* the client's MSS, exact (default if it sent none) */
+	u16 mss;          /* the MSS our SYN-ACK advertised */
+	u16 wnd;          /* the window our SYN-ACK advertised (sc_wnd) */
+	u16 bucket;       /* which bucketlimit slice holds it */
+	u8 snd_wscale;    /* the client's shift (sc_requested_s_scale) */
+	u8 rcv_wscale;    /* ours (sc_requested_r_scale) */
+	u8 flags;         /* SG_SCF_* */
+	u8 rxmits;        /* retransmissions so far */
+	u8 ttl;           /* TTL / hop limit of our SYN-ACK */
+	u8 l2_len;        /* bytes of l2 in use */
+	u8 l2[22];        /* our SYN-ACK's Ethernet header and VLAN tags */
+};
+
+/* Entry counts, changed only with atomics and only by BPF (the controller
+ * removes entries through synguard_syncache_drop), plus the pause state. */
+struct sg_syncache_state {
+	u64 entries;
+	u64 pause_until_ns; /* cookies only until then (0: never paused) */
+	u64 pauses;         /* pauses since attach */
+	u32 backoff;        /* current pause = pause_ms << backoff */
+	u32 pad;
+};
+
+BPF_TABLE_PINNED("hash", struct sg_flow, struct sg_syncache_entry, syncache,
+		 SG_SYNCACHE_MAX, SG_PIN_DIR "/syncache", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", u32, struct sg_syncache_state, syncache_state, 1,
+		 SG_PIN_DIR "/syncache_state");
+BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,
+		 SG_PIN_DIR "/syncache_buckets");
 
 /* What XDP hands to the tc program in the metadata area in front of a
  * validated ACK (bpf_xdp_adjust_meta). The kernel limits metadata to 32

@@ -13,6 +13,7 @@
 
 #define SG_ETH_P_8021Q  0x8100
 #define SG_ETH_P_8021AD 0x88a8
+#define SG_IPPROTO_ICMPV6 58
 #define SG_IP_MF        0x2000
 #define SG_IP_OFFMASK   0x1fff
 
@@ -20,6 +21,7 @@ enum sg_parse {
 	SG_PARSE_TCP,       /* IPv4/IPv6 + TCP, headers all inside the frame */
 	SG_PARSE_OTHER,     /* not ours to judge (not IP, not TCP, fragment, IPv6 ext headers) */
 	SG_PARSE_MALFORMED, /* IP or TCP header lengths that do not fit the frame */
+	SG_PARSE_ICMP,      /* ICMP or ICMPv6 (l4_off set): maybe about our SYN-ACK */
 };
 
 struct sg_pkt {
@@ -85,8 +87,6 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		if (ip->version != 4 || ihl < sizeof(*ip) || tot < ihl ||
 		    l3_off + tot > p->frame_len)
 			return SG_PARSE_MALFORMED;
-		if (ip->protocol != IPPROTO_TCP)
-			return SG_PARSE_OTHER;
 		/* Fragments are reassembled by the kernel, not judged here. */
 		if (ip->frag_off & bpf_htons(SG_IP_MF | SG_IP_OFFMASK))
 			return SG_PARSE_OTHER;
@@ -94,6 +94,10 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		p->ip4 = ip;
 		p->l4_off = l3_off + ihl;
 		p->l4_len = tot - ihl;
+		if (ip->protocol == IPPROTO_ICMP)
+			return SG_PARSE_ICMP;
+		if (ip->protocol != IPPROTO_TCP)
+			return SG_PARSE_OTHER;
 	} else if (proto == ETH_P_IPV6) {
 		struct ipv6hdr *ip6 = data + l3_off;
 		u32 plen;
@@ -104,13 +108,15 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		if (ip6->version != 6 ||
 		    l3_off + sizeof(*ip6) + plen > p->frame_len)
 			return SG_PARSE_MALFORMED;
-		/* Extension headers (and jumbograms, plen 0) go to the kernel. */
-		if (ip6->nexthdr != IPPROTO_TCP)
-			return SG_PARSE_OTHER;
 		p->ipv6 = 1;
 		p->ip6 = ip6;
 		p->l4_off = l3_off + sizeof(*ip6);
 		p->l4_len = plen;
+		if (ip6->nexthdr == SG_IPPROTO_ICMPV6)
+			return SG_PARSE_ICMP;
+		/* Extension headers (and jumbograms, plen 0) go to the kernel. */
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return SG_PARSE_OTHER;
 	} else {
 		return SG_PARSE_OTHER;
 	}
@@ -126,6 +132,56 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		return SG_PARSE_MALFORMED;
 	p->tcp = tcp;
 	return SG_PARSE_TCP;
+}
+
+/* An ICMP "destination unreachable" (RFC 792 type 3 except code 4, which
+ * is path MTU discovery; ICMPv6 type 1) quoting a TCP segment we sent, as
+ * the seed's syncache_unreach sees it: the quoted segment's 4-tuple turned
+ * round (client first, the syncache's key) and its seq. 0 if it is one.
+ * Read with bpf_xdp_load_bytes: with packet pointers clang merges the v4
+ * and v6 branches' pointers and the verifier loses their bounds checks. */
+static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
+					      struct sg_pkt *p,
+					      struct sg_flow *key, u32 *seq,
+					      u16 *server_port)
+{
+	u32 off = p->l4_off + 8; /* type, code, checksum, unused */
+	u8 icmp[2];
+	struct {
+		__be16 source;
+		__be16 dest;
+		__be32 seq;
+	} q;
+
+	if (bpf_xdp_load_bytes(ctx, p->l4_off, icmp, sizeof(icmp)))
+		return -1;
+	if (p->ipv6) {
+		struct ipv6hdr in;
+
+		if (icmp[0] != 1 /* ICMPV6_DEST_UNREACH */ ||
+		    bpf_xdp_load_bytes(ctx, off, &in, sizeof(in)) ||
+		    in.nexthdr != IPPROTO_TCP ||
+		    bpf_xdp_load_bytes(ctx, off + sizeof(in), &q, sizeof(q)))
+			return -1;
+		__builtin_memcpy(&key->w[0], &in.daddr, 16);
+		__builtin_memcpy(&key->w[2], &in.saddr, 16);
+		key->w[4] = (u64)q.dest | (u64)q.source << 16;
+		key->ipv6 = 1;
+	} else {
+		struct iphdr in;
+
+		if (icmp[0] != 3 /* ICMP_DEST_UNREACH */ || icmp[1] == 4 ||
+		    bpf_xdp_load_bytes(ctx, off, &in, sizeof(in)) ||
+		    in.protocol != IPPROTO_TCP || in.ihl < 5 ||
+		    bpf_xdp_load_bytes(ctx, off + in.ihl * 4, &q, sizeof(q)))
+			return -1;
+		key->w[0] = (u64)in.daddr | (u64)in.saddr << 32;
+		key->w[1] = (u64)q.dest | (u64)q.source << 16;
+		key->ipv6 = 0;
+	}
+	*seq = bpf_ntohl(q.seq);
+	*server_port = bpf_ntohs(q.source);
+	return 0;
 }
 
 /* TCP options we read (RFC 793, 7323, 2018). */

@@ -1,19 +1,23 @@
-"""synguard: SYN cookies at XDP for Linux TCP listeners.
+"""synguard: SYN cookies and the FreeBSD syncache at XDP for Linux TCP listeners.
 
 usage:
   synguard attach IFACE --ports 80,443 [--mode auto|native|generic]
                   [--rotate-seconds 16] [--metrics-addr 127.0.0.1:9717 | --no-metrics]
-                  [--force]
+                  [--force] [--SETTING VALUE ...]
   synguard status IFACE [--json]
+  synguard list IFACE [--json]
+  synguard set IFACE SETTING=VALUE [...]
   synguard detach IFACE
 
 examples:
   sudo synguard attach eth0 --ports 80,443       # protect until SIGINT/SIGTERM
   sudo synguard status eth0 --json               # from another shell
+  sudo synguard list eth0                        # half-open connections (SYN_RECEIVED)
+  sudo synguard set eth0 cachelimit=50000 rexmtlimit=2
   sudo synguard detach eth0                      # also after a crash of attach
   curl -s 127.0.0.1:9717/metrics
 
-exit codes: 0 ok, 1 runtime failure (status: not protected), 2 bad input.
+exit codes: 0 ok, 1 runtime failure (status, list: not protected), 2 bad input.
 """
 
 import argparse
@@ -26,6 +30,7 @@ import threading
 import time
 
 from . import __version__, layout, libbpf, loader
+from .settings import SETTINGS, current, parse_assignments
 
 log = logging.getLogger("synguard")
 
@@ -56,11 +61,15 @@ def parse_ports(text):
 
 
 def build_parser():
+    settings_help = (
+        "settings (the seed's sysctls; attach --NAME VALUE, or set NAME=VALUE at run time):\n"
+        + "".join("  %-16s %s\n" % (name, s.help) for name, s in SETTINGS.items())
+    )
     p = Parser(
         prog="synguard",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=__doc__.split("\n\n", 1)[1] + "\n" + settings_help,
     )
     p.add_argument("--version", action="version", version="synguard " + __version__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -84,10 +93,20 @@ def build_parser():
     m.add_argument("--metrics-addr", default="127.0.0.1:9717", help="Prometheus /metrics on HOST:PORT")
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
+    for name, s in SETTINGS.items():
+        a.add_argument("--" + name.replace("_", "-"), dest="set_" + name, metavar="VALUE", help=s.help)
 
-    s = sub.add_parser("status", help="counters, key age, mode")
+    s = sub.add_parser("status", help="counters, syncache, key age, mode")
     s.add_argument("iface")
     s.add_argument("--json", action="store_true")
+
+    li = sub.add_parser("list", help="half-open connections in the syncache")
+    li.add_argument("iface")
+    li.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("set", help="change settings while attached")
+    st.add_argument("iface")
+    st.add_argument("assignments", nargs="+", metavar="SETTING=VALUE")
 
     d = sub.add_parser("detach", help="remove everything synguard attached to IFACE")
     d.add_argument("iface")
@@ -98,6 +117,14 @@ def cmd_attach(args):
     ports = parse_ports(args.ports)
     if not 1 <= args.rotate_seconds <= 3600:
         raise UsageError("--rotate-seconds must be within 1..3600")
+    try:
+        syncache_cfg = parse_assignments(
+            "%s=%s" % (name, getattr(args, "set_" + name))
+            for name in SETTINGS
+            if getattr(args, "set_" + name) is not None
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     metrics_addr = "" if args.no_metrics else args.metrics_addr
     if metrics_addr:
         from .metrics import parse_addr
@@ -113,9 +140,9 @@ def cmd_attach(args):
 
     syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
     dp, maps, state = loader.attach(
-        args.iface, ports, args.mode, args.force, args.rotate_seconds, metrics_addr
+        args.iface, ports, args.mode, args.force, args.rotate_seconds, metrics_addr, syncache_cfg
     )
-    server = None
+    server = cache = None
     try:
         if syncookies == "0":
             # The kernel drops a request socket the hand-off made while this is 0.
@@ -131,8 +158,10 @@ def cmd_attach(args):
             except OSError as e:
                 raise loader.AttachError("cannot serve metrics on %s: %s" % (metrics_addr, e.strerror)) from e
         from .secrets import KeyRotator
+        from .syncache import Syncache
 
         rotator = KeyRotator(maps.secrets)
+        cache = Syncache(maps, dp.drop_fd, args.iface)
         print(
             "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
             % (
@@ -144,19 +173,12 @@ def cmd_attach(args):
             ),
             flush=True,
         )
-        status = 0
-        next_rotation = time.monotonic() + args.rotate_seconds
-        while not stop.wait(max(0.0, next_rotation - time.monotonic())):
-            rotator.rotate()
-            next_rotation += args.rotate_seconds
-            prog_id, _ = libbpf.xdp_query(state.ifindex)
-            if prog_id != state.xdp_prog_id:
-                log.error("the XDP program on %s was replaced or removed by someone else", args.iface)
-                status = 1
-                break
+        status = run_loop(stop, state, rotator, cache, maps, args.rotate_seconds)
     finally:
         if server:
             server.shutdown()
+        if cache:
+            cache.close()
         maps.close()
         dp.close()
         loader.detach(args.iface, state)
@@ -164,14 +186,44 @@ def cmd_attach(args):
     return status
 
 
-def status_dict(iface):
-    """Everything `status` shows, from the pins and the run-state file."""
+def run_loop(stop, state, rotator, cache, maps, rotate_seconds):
+    """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
+    first retransmission delay, at most 250 ms), key rotation on time, and a
+    check that our XDP program is still the one attached."""
+    next_rotation = time.monotonic() + rotate_seconds
+    while True:
+        tick = min(0.25, maps.config.lookup(0).rexmt_ms / 4000)
+        if stop.wait(max(0.0, min(tick, next_rotation - time.monotonic()))):
+            return 0
+        cache.tick()
+        if time.monotonic() >= next_rotation:
+            rotator.rotate()
+            next_rotation += rotate_seconds
+            prog_id, _ = libbpf.xdp_query(state.ifindex)
+            if prog_id != state.xdp_prog_id:
+                log.error("the XDP program on %s was replaced or removed by someone else", state.ifname)
+                return 1
+
+
+def open_maps(iface):
+    """The pinned maps of a protected interface; UsageError if it is not."""
+    if not loader.valid_ifname(iface):
+        raise UsageError("invalid interface name %r" % iface)
     pins = loader.pin_dir(iface)
     if not os.path.isdir(pins):
         return None
+    return loader.Maps(pins)
+
+
+def status_dict(iface):
+    """Everything `status` shows, from the pins and the run-state file."""
+    from .syncache import Syncache
+
+    maps = open_maps(iface)
+    if maps is None:
+        return None
     state = loader.RunState.load(iface)
-    maps = loader.Maps(pins)
-    try:
+    with maps:
         secrets = maps.secrets.lookup(0)
         cfg = maps.config.lookup(0)
         idx = loader.ifindex(iface)
@@ -187,6 +239,8 @@ def status_dict(iface):
             "key_age_seconds": round((time.monotonic_ns() - secrets.rotated_ns) / 1e9, 3),
             "key_rotations": secrets.rotations,
             "metrics_addr": state.metrics_addr if state else "",
+            "settings": current(cfg),
+            "syncache": Syncache(maps, None).status(),
             "config": {
                 "mss4": cfg.mss4,
                 "mss6": cfg.mss6,
@@ -199,13 +253,9 @@ def status_dict(iface):
             },
             "counters": maps.read_counters(),
         }
-    finally:
-        maps.close()
 
 
 def cmd_status(args):
-    if not loader.valid_ifname(args.iface):
-        raise UsageError("invalid interface name %r" % args.iface)
     st = status_dict(args.iface)
     if st is None:
         print("synguard: %s is not protected" % args.iface, file=sys.stderr)
@@ -224,9 +274,77 @@ def cmd_status(args):
     )
     print("controller: %s" % ("pid %d" % st["controller_pid"] if st["controller_running"] else "not running"))
     print("cookie key: %.1f s old, %d rotations" % (st["key_age_seconds"], st["key_rotations"]))
+    sc = st["syncache"]
+    print(
+        "syncache: %d entries (limit %d), %s"
+        % (
+            sc["entries"],
+            st["settings"]["cachelimit"],
+            "PAUSED (cookies only) for %.1f s more" % sc["pause_remaining_seconds"]
+            if sc["paused"]
+            else "active",
+        )
+    )
+    print("settings: " + " ".join("%s=%g" % kv for kv in st["settings"].items()))
     width = max(map(len, st["counters"]))
     for name, value in st["counters"].items():
         print("  %-*s %d" % (width, name, value))
+    return 0
+
+
+def cmd_list(args):
+    from .syncache import describe
+
+    maps = open_maps(args.iface)
+    if maps is None:
+        print("synguard: %s is not protected" % args.iface, file=sys.stderr)
+        return 1
+    with maps:
+        now = time.monotonic_ns()
+        rows = sorted(
+            (describe(k, e, now) for k, e in maps.syncache.items()), key=lambda r: -r["age_seconds"]
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        "%-6s %-46s %-46s %-12s %7s %5s  %s"
+        % ("Proto", "Local Address", "Foreign Address", "State", "Age", "Rxmt", "Options")
+    )
+    for r in rows:
+        opts = "mss %d" % r["mss"]
+        if r["wscale"] is not None:
+            opts += " wscale %d" % r["wscale"]
+        opts += "".join(" " + o for o in ("sack", "timestamps", "unreach") if r[o])
+        print(
+            "%-6s %-46s %-46s %-12s %6.1fs %5d  %s"
+            % (
+                "tcp6" if r["family"] == "inet6" else "tcp4",
+                r["local"],
+                r["remote"],
+                r["state"],
+                r["age_seconds"],
+                r["retransmits"],
+                opts,
+            )
+        )
+    return 0
+
+
+def cmd_set(args):
+    try:
+        changes = parse_assignments(args.assignments)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    maps = open_maps(args.iface)
+    if maps is None:
+        raise UsageError("%s is not protected" % args.iface)
+    with maps:
+        cfg = maps.config.lookup(0)
+        for field, value in changes.items():
+            setattr(cfg, field, value)
+        maps.config.update(0, cfg)
+        print("synguard: %s: %s" % (args.iface, " ".join("%s=%g" % kv for kv in current(cfg).items())))
     return 0
 
 
@@ -250,11 +368,20 @@ def cmd_detach(args):
     return 0
 
 
+COMMANDS = {
+    "attach": cmd_attach,
+    "status": cmd_status,
+    "list": cmd_list,
+    "set": cmd_set,
+    "detach": cmd_detach,
+}
+
+
 def main(argv=None):
     logging.basicConfig(format="synguard: %(message)s", level=logging.INFO)
     try:
         args = build_parser().parse_args(argv)
-        return {"attach": cmd_attach, "status": cmd_status, "detach": cmd_detach}[args.command](args)
+        return COMMANDS[args.command](args)
     except (UsageError, loader.AttachError) as e:
         print("synguard: error: %s" % e, file=sys.stderr)
         return 2

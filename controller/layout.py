@@ -53,6 +53,12 @@ def counter_names():
     return tuple(counter_help())
 
 
+def xdp_outcomes():
+    """The counters of which each XDP frame lands in exactly one (maps.h)."""
+    names = counter_names()
+    return names[names.index("passed") : names.index("coalesced") + 1]
+
+
 def _table(name):
     text = bpf_source("cookie.h")
     m = re.search(r"#define %s \{([^}]*)\}" % name, text)
@@ -100,8 +106,92 @@ class Config(ct.Structure):
         ("wscale", ct.c_uint8),
         ("flags", ct.c_uint8),
         ("ttl", ct.c_uint8),
-        ("pad", ct.c_uint8 * 7),
+        ("syncookies", ct.c_uint8),
+        ("syncookies_only", ct.c_uint8),
+        ("rexmtlimit", ct.c_uint8),
+        ("cachelimit", ct.c_uint32),
+        ("bucketlimit", ct.c_uint32),
+        ("rexmt_ms", ct.c_uint32),
+        ("pause_ms", ct.c_uint32),
     ]
+
+
+# The seed's defaults: TCP_SYNCACHE_HASHSIZE 512 x TCP_SYNCACHE_BUCKETLIMIT 30,
+# SYNCACHE_MAXREXMTS 3; a 1 s first retransmission as Linux uses; FreeBSD's
+# pause of one SYNCOOKIE_LIFETIME.
+SYNCACHE_DEFAULTS = dict(
+    syncookies=1,
+    syncookies_only=0,
+    cachelimit=512 * 30,
+    bucketlimit=30,
+    rexmtlimit=3,
+    rexmt_ms=1000,
+    pause_ms=16000,
+)
+SYNCACHE_MAX = 1 << 20
+SYNCACHE_BUCKETS = 512
+
+# sc_flags (the seed's values).
+SCF_WINSCALE, SCF_TIMESTAMP, SCF_UNREACH, SCF_SACK = 0x02, 0x04, 0x10, 0x80
+
+
+class Flow(ct.Structure):
+    """struct sg_flow: a syncache key (seq half zeroed)."""
+
+    _fields_ = [("w", ct.c_uint64 * 5), ("ipv6", ct.c_uint64)]
+
+    def endpoints(self):
+        """(client addr bytes, server addr bytes, client port, server port)."""
+        raw = bytes(self)
+        if self.ipv6:
+            return raw[0:16], raw[16:32], int.from_bytes(raw[32:34], "big"), int.from_bytes(raw[34:36], "big")
+        return raw[0:4], raw[4:8], int.from_bytes(raw[8:10], "big"), int.from_bytes(raw[10:12], "big")
+
+
+class SyncacheEntry(ct.Structure):
+    """struct sg_syncache_entry."""
+
+    _fields_ = [
+        ("added_ns", ct.c_uint64),
+        ("rxt_ns", ct.c_uint64),
+        ("irs", ct.c_uint32),
+        ("iss", ct.c_uint32),
+        ("ts", ct.c_uint32),
+        ("ts_recent", ct.c_uint32),
+        ("flowlabel", ct.c_uint32),
+        ("peer_mss", ct.c_uint16),
+        ("mss", ct.c_uint16),
+        ("wnd", ct.c_uint16),
+        ("bucket", ct.c_uint16),
+        ("snd_wscale", ct.c_uint8),
+        ("rcv_wscale", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("rxmits", ct.c_uint8),
+        ("ttl", ct.c_uint8),
+        ("l2_len", ct.c_uint8),
+        ("l2", ct.c_uint8 * 22),
+    ]
+
+
+class SyncacheState(ct.Structure):
+    """struct sg_syncache_state."""
+
+    _fields_ = [
+        ("entries", ct.c_uint64),
+        ("pause_until_ns", ct.c_uint64),
+        ("pauses", ct.c_uint64),
+        ("backoff", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class DropRecord(ct.Structure):
+    """struct sg_drop_record: input/output of synguard_syncache_drop."""
+
+    _fields_ = [("key", Flow), ("bucket", ct.c_uint32), ("removed", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+DROP_BATCH = 64
 
 
 class TcpReqAttrs(ct.Structure):
@@ -129,6 +219,10 @@ class Handoff(ct.Structure):
 
 
 assert ct.sizeof(Secrets) == 56
-assert ct.sizeof(Config) == 16
+assert ct.sizeof(Config) == 28
+assert ct.sizeof(Flow) == 48
+assert ct.sizeof(SyncacheEntry) == 72
+assert ct.sizeof(SyncacheState) == 32
+assert ct.sizeof(DropRecord) == 56
 assert ct.sizeof(TcpReqAttrs) == 20
 assert ct.sizeof(Handoff) == 24

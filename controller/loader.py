@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from . import kfunc, layout, libbpf
 
 XDP_PROG = "synguard_xdp"
+DROP_PROG = "synguard_syncache_drop"
 TC_PROG = "synguard_tc"
 KFUNC = "bpf_sk_assign_tcp_reqsk"
 RUN_DIR = "/run/synguard"
@@ -109,10 +110,11 @@ def kernel_wscale():
     return max(0, min(14, space.bit_length() - 1 - 15))
 
 
-def kernel_config(ifname):
-    """sg_config from the interface and this network namespace's sysctls."""
+def kernel_config(ifname, **syncache):
+    """sg_config from the interface and this network namespace's sysctls;
+    the syncache settings are the seed's defaults unless given."""
     mtu = if_mtu(ifname)
-    cfg = layout.Config()
+    cfg = layout.Config(**{**layout.SYNCACHE_DEFAULTS, **syncache})
     cfg.mss4 = max(layout.mss_table(False)[0], min(mtu - 40, 65535))
     cfg.mss6 = max(layout.mss_table(True)[0], min(mtu - 60, 65535))
     cfg.window = 65535  # the seed's TCP_MAXWIN; SYN windows are never scaled
@@ -150,6 +152,7 @@ class Datapath:
         src = layout.bpf_dir()
         self.xdp = BPF(src_file=str(src / "xdp_synguard.c").encode(), cflags=cflags)
         self.xdp_fd = self.xdp.load_func(XDP_PROG.encode(), BPF.XDP).fd
+        self.drop_fd = self.xdp.load_func(DROP_PROG.encode(), BPF.XDP).fd
         self.tc = BPF(src_file=str(src / "tc_handoff.c").encode(), cflags=cflags)
         kfunc.patch_bcc_function(self.tc, TC_PROG, KFUNC)
         self.tc_fd = self.tc.load_func(TC_PROG.encode(), BPF.SCHED_CLS).fd
@@ -171,6 +174,18 @@ class Maps:
         self.config = libbpf.PinnedMap(pins + "/config", u32, layout.Config)
         self.listeners = libbpf.PinnedMap(pins + "/listeners", u32, u32)
         self.counters = libbpf.PinnedMap(pins + "/counters", u32, ctypes.c_uint64, percpu=True)
+        self.syncache = libbpf.PinnedMap(pins + "/syncache", layout.Flow, layout.SyncacheEntry)
+        self.syncache_state = libbpf.PinnedMap(pins + "/syncache_state", u32, layout.SyncacheState)
+        self.syncache_buckets = libbpf.PinnedMap(pins + "/syncache_buckets", u32, u32)
+        self._all = (
+            self.secrets,
+            self.config,
+            self.listeners,
+            self.counters,
+            self.syncache,
+            self.syncache_state,
+            self.syncache_buckets,
+        )
 
     def read_counters(self):
         """{name: total over CPUs}, read now (no cache)."""
@@ -178,6 +193,18 @@ class Maps:
             name: sum(v.value for v in self.counters.lookup(i))
             for i, name in enumerate(layout.counter_names())
         }
+
+    def add_counters(self, **amounts):
+        """Add to counters only the controller writes (no BPF program
+        touches those slots, so read-modify-write is safe)."""
+        names = layout.counter_names()
+        for name, n in amounts.items():
+            if n:
+                idx = names.index(name)
+                values = self.counters.lookup(idx)
+                values[0].value += n
+                per_cpu = (ctypes.c_uint64 * len(values))(*[v.value for v in values])
+                self.counters.update(idx, per_cpu)
 
     def ports(self):
         return [p for p in range(1, layout.LISTENER_SLOTS) if self.listeners.lookup(p).value]
@@ -187,7 +214,7 @@ class Maps:
             self.listeners.update(p, ctypes.c_uint32(1))
 
     def close(self):
-        for m in (self.secrets, self.config, self.listeners, self.counters):
+        for m in self._all:
             m.close()
 
     def __enter__(self):
@@ -270,8 +297,9 @@ def check_can_attach(ifname, force):
     return idx
 
 
-def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics_addr=""):
-    """Load, pin and attach. Returns (Datapath, Maps, RunState). On failure
+def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics_addr="", syncache=None):
+    """Load, pin and attach. syncache: sg_config fields that differ from the
+    seed's defaults. Returns (Datapath, Maps, RunState). On failure
     everything attached so far is removed again before the error is raised."""
     idx = check_can_attach(ifname, force)
     # A synguard left behind by a controller that died: clear it first.
@@ -286,7 +314,7 @@ def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics
     try:
         dp = Datapath(pins)
         maps = dp.open_maps()
-        maps.config.update(0, kernel_config(ifname))
+        maps.config.update(0, kernel_config(ifname, **(syncache or {})))
         maps.set_ports(ports)
         from .secrets import KeyRotator  # late: keeps this module's imports small
 

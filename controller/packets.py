@@ -84,11 +84,14 @@ def tcp_frame(
     ttl=64,
     ip_options=b"",
     flowlabel=0,
+    l2=None,
+    df=True,
 ):
     """A complete Ethernet frame carrying one TCP segment, checksums right.
 
     vlans: VLAN ids, outermost first (the outer one tagged 802.1ad when
-    there are two, as QinQ does)."""
+    there are two, as QinQ does). l2: the Ethernet header and tags as raw
+    bytes instead (src_mac, dst_mac and vlans are then ignored)."""
     src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if len(options) % 4 or len(ip_options) % 4:
         raise ValueError("options must be padded to 4 bytes")
@@ -108,7 +111,7 @@ def tcp_frame(
                 0,
                 ihl * 4 + tcp_len,
                 0,
-                0x4000,
+                0x4000 if df else 0,  # DF
                 ttl,
                 IPPROTO_TCP,
                 0,
@@ -125,7 +128,9 @@ def tcp_frame(
         )
         ethertype = ETH_P_IPV6
 
-    return _l2_header(dst_mac, src_mac, vlans, ethertype) + ip + tcp
+    if l2 is None:
+        l2 = _l2_header(dst_mac, src_mac, vlans, ethertype)
+    return bytes(l2) + ip + tcp
 
 
 def _l2_header(dst_mac, src_mac, vlans, ethertype):
@@ -137,6 +142,29 @@ def _l2_header(dst_mac, src_mac, vlans, ethertype):
     for vid, next_type in zip(vlans, types[1:]):
         out += struct.pack("!HH", vid, next_type)
     return out
+
+
+def icmp_unreachable(quoted, code=1, src_mac=CLIENT_MAC, dst_mac=SERVER_MAC, router=None):
+    """An ICMP (IPv4: type 3) or ICMPv6 (type 1) destination unreachable
+    from `router` (default: the quoted segment's destination) to the quoted
+    segment's source, quoting the IP header and the first bytes of `quoted`
+    (an Ethernet frame as tcp_frame makes, without VLAN tags)."""
+    q = parse_frame(quoted)
+    ip_and_tcp = quoted[14:]
+    src = ipaddress.ip_address(router) if router else q.dst
+    if q.version == 4:
+        body = ip_and_tcp[: (ip_and_tcp[0] & 0xF) * 4 + 8]
+        icmp = struct.pack("!BBHI", 3, code, 0, 0) + body
+        icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, src.packed, q.src.packed)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + ip + icmp
+    body = ip_and_tcp[: 40 + 8]
+    icmp = struct.pack("!BBHI", 1, code, 0, 0) + body
+    pseudo = src.packed + q.src.packed + struct.pack("!IxxxB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
+    ip = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 64, src.packed, q.src.packed)
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + ip + icmp
 
 
 @dataclass

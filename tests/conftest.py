@@ -70,17 +70,35 @@ UNIT_CONFIG = dict(
     wscale=7,
     ttl=64,
     flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
+    **layout.SYNCACHE_DEFAULTS,
 )
+
+
+def reset(prog, maps, **config):
+    """The data path as after attach: config (seed defaults unless given),
+    ports, fresh keys, an empty syncache, no pause, no recent hand-offs."""
+    maps.config.update(0, layout.Config(**{**UNIT_CONFIG, **config}))
+    maps.set_ports([PORT, PORT_NO_LISTENER])
+    KeyRotator(maps.secrets).install_initial()
+    for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets"):
+        prog.xdp[name].clear()
 
 
 @pytest.fixture
 def dp(datapath, unit_ns):
-    """The data path reset for one test (config, ports, fresh keys), the
-    test running inside the unit namespace."""
+    """The data path reset for one test, the test running inside the unit
+    namespace."""
     prog, maps = datapath
-    maps.config.update(0, layout.Config(**UNIT_CONFIG))
-    maps.set_ports([PORT, PORT_NO_LISTENER])
-    KeyRotator(maps.secrets).install_initial()
-    prog.xdp[b"handoffs"].clear()  # tests reuse 4-tuples within its 10 ms window
+    reset(prog, maps)
+    with netns.netns(unit_ns):
+        yield prog, maps
+
+
+@pytest.fixture
+def cookies_only(datapath, unit_ns):
+    """As dp, with syncookies_only=1: the pure cookie path, no entries, so a
+    test may send the same SYN again and get a fresh cookie."""
+    prog, maps = datapath
+    reset(prog, maps, syncookies_only=1)
     with netns.netns(unit_ns):
         yield prog, maps

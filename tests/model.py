@@ -88,6 +88,25 @@ def ack_for(synack_frame, client_tsval=778, payload=b""):
     )
 
 
+def flow_key(frame):
+    """The syncache key (layout.Flow) of a frame from the client."""
+    s = packets.parse_frame(frame)
+    k = layout.Flow()
+    raw = s.src.packed + s.dst.packed
+    ports = s.sport.to_bytes(2, "big") + s.dport.to_bytes(2, "big")
+    ctypes.memmove(k.w, raw + ports, len(raw) + 4)
+    k.ipv6 = s.version == 6
+    return k
+
+
+def entry(maps, frame):
+    """The syncache entry for the client frame's 4-tuple, or None."""
+    try:
+        return maps.syncache.lookup(flow_key(frame))
+    except OSError:
+        return None
+
+
 def handoff(out):
     """Split test-run output into (struct sg_handoff, the frame after it)."""
     size = ctypes.sizeof(layout.Handoff)

@@ -1,0 +1,102 @@
+"""The seed's sysctls, as synguard settings: names, ranges, parsing.
+
+One table for `attach` (flags), `synguard set IFACE KEY=VALUE` (at run
+time, written into the pinned config map) and `status`. A value outside its
+range is a ValueError with the reason; nothing is written then.
+"""
+
+from dataclasses import dataclass
+
+from . import layout
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # as in `synguard set` and the seed's sysctl
+    field: str  # struct sg_config field
+    lo: float
+    hi: float
+    scale: int  # the field holds value * scale (seconds -> ms)
+    help: str
+    seconds: bool = False
+
+    def parse(self, text):
+        try:
+            value = float(text) if self.seconds else int(text)
+        except ValueError:
+            raise ValueError(
+                "%s: %r is not a %s" % (self.name, text, "number" if self.seconds else "whole number")
+            ) from None
+        if not self.lo <= value <= self.hi:
+            raise ValueError("%s must be within %g..%g, not %s" % (self.name, self.lo, self.hi, text))
+        return round(value * self.scale)
+
+    def show(self, raw):
+        return raw / self.scale if self.seconds else raw
+
+
+SETTINGS = {
+    s.name: s
+    for s in (
+        Setting(
+            "syncookies",
+            "syncookies",
+            0,
+            1,
+            1,
+            "1: answer with cookies when there is no entry (default); 0: syncache only, "
+            "SYNs beyond the limits are dropped",
+        ),
+        Setting(
+            "syncookies_only", "syncookies_only", 0, 1, 1, "1: keep no syncache entries (with syncookies)"
+        ),
+        Setting("cachelimit", "cachelimit", 1, layout.SYNCACHE_MAX, 1, "entries in the whole syncache"),
+        Setting(
+            "bucketlimit",
+            "bucketlimit",
+            1,
+            layout.SYNCACHE_MAX,
+            1,
+            "entries per bucket (%d buckets)" % layout.SYNCACHE_BUCKETS,
+        ),
+        Setting("rexmtlimit", "rexmtlimit", 0, 10, 1, "SYN-ACK retransmissions before an entry is stale"),
+        Setting(
+            "rexmtbase",
+            "rexmt_ms",
+            0.01,
+            60,
+            1000,
+            "seconds to the first retransmission (then x2, x4, x8)",
+            seconds=True,
+        ),
+        Setting(
+            "pausetime",
+            "pause_ms",
+            0,
+            3600,
+            1000,
+            "seconds of cookies-only after an overflow; doubles on repeats (0: never pause)",
+            seconds=True,
+        ),
+    )
+}
+
+
+def parse_assignments(items):
+    """['cachelimit=100', ...] -> {field: raw value}; ValueError names the
+    first bad one."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError("expected KEY=VALUE, got %r" % item)
+        if name not in SETTINGS:
+            raise ValueError("unknown setting %r (known: %s)" % (name, ", ".join(SETTINGS)))
+        s = SETTINGS[name]
+        out[s.field] = s.parse(value)
+    return out
+
+
+def current(cfg):
+    """{name: value} of a layout.Config, in the settings' own units."""
+    return {name: s.show(getattr(cfg, s.field)) for name, s in SETTINGS.items()}

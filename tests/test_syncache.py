@@ -1,0 +1,340 @@
+"""The seed's syncache rules, each by name, through BPF_PROG_TEST_RUN, and the
+user-space timer (without sending: the retransmissions on a wire are in
+test_netns_syncache.py)."""
+
+import time
+
+import pytest
+from conftest import reset
+from model import (
+    CLIENT4,
+    CLIENT6,
+    SERVER6,
+    SERVER4,
+    ack_for,
+    entry,
+    expected_synack,
+    flow_key,
+    handoff,
+    run,
+    syn,
+)
+
+from synguard import layout, libbpf, packets
+from synguard.packets import ACK, FIN, RST, SYN, tcp_options
+from synguard.syncache import Syncache, synack_frame
+
+# A client whose MSS (1410) and window scale (5) are not in the cookie's tables.
+ODD = tcp_options(mss=1410, wscale=5, sack=True, ts=(1000, 0))
+
+
+def delta(maps, before):
+    now = maps.read_counters()
+    return {k: now[k] - before[k] for k in now if now[k] != before[k]}
+
+
+def state(maps):
+    return maps.syncache_state.lookup(0)
+
+
+def test_syncache_add_keeps_the_exact_connection_state(dp):
+    prog, maps = dp
+    frame = syn(options=ODD, seq=4242)
+    t0 = time.monotonic_ns()
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    sa = packets.parse_frame(out)
+    e = entry(maps, frame)
+    assert (e.irs, e.iss) == (4242, sa.seq)
+    assert (e.peer_mss, e.snd_wscale, e.rcv_wscale) == (1410, 5, 7)  # exact, not the tables' 1400 and 4
+    assert e.flags == layout.SCF_WINSCALE | layout.SCF_TIMESTAMP | layout.SCF_SACK
+    assert (e.ts, e.ts_recent) == sa.options["ts"]
+    assert (e.mss, e.wnd, e.ttl, e.rxmits) == (1410, 65535, 64, 0)
+    assert bytes(e.l2[: e.l2_len]) == out[:14]
+    h = expected_synack(frame, maps, sa.options["ts"][0])[1]
+    assert e.bucket == (h >> 44) & 511
+    assert t0 <= e.added_ns <= time.monotonic_ns()
+    assert e.rxt_ns - e.added_ns == 1_000_000_000
+    assert state(maps).entries == 1
+    assert maps.syncache_buckets.lookup(e.bucket).value == 1
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        syn(options=ODD),
+        syn(CLIENT6, SERVER6, options=ODD),
+        syn(options=b""),
+        syn(vlans=(5,)),
+        syn(CLIENT6, SERVER6, vlans=(10, 20), options=tcp_options(mss=1300, sack=True)),
+        syn(options=tcp_options(mss=1460, wscale=9, ts=(1, 0))),
+    ],
+    ids=["v4", "v6", "v4 no options", "v4 VLAN", "v6 QinQ", "v4 no SACK"],
+)
+def test_retransmission_is_byte_identical_to_the_first_synack(dp, frame):
+    prog, maps = dp
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    assert synack_frame(flow_key(frame), entry(maps, frame)) == out
+
+
+def test_dupsyn_answers_with_the_same_synack(dp):
+    prog, maps = dp
+    frame = syn(options=ODD)
+    first = run(prog.xdp_fd, frame)[1]
+    key = flow_key(frame)
+    e = entry(maps, frame)
+    e.rxmits = 2
+    maps.syncache.update(key, e)
+    before = maps.read_counters()
+    verdict, again = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX and again == first  # same ISS, same everything
+    assert delta(maps, before) == {"packets": 1, "dupsyn": 1}
+    e = entry(maps, frame)
+    assert e.rxmits == 0  # retransmit counter reset
+    assert state(maps).entries == 1
+
+
+def test_dupsyn_takes_up_the_new_timestamp_or_drops_timestamps(dp):
+    prog, maps = dp
+    run(prog.xdp_fd, syn(options=ODD))
+    out = run(prog.xdp_fd, syn(options=tcp_options(mss=1410, wscale=5, sack=True, ts=(2000, 0))))[1]
+    assert packets.parse_frame(out).options["ts"][1] == 2000
+    out = run(prog.xdp_fd, syn(options=tcp_options(mss=1410, wscale=5, sack=True)))[1]
+    assert "ts" not in packets.parse_frame(out).options
+    assert not entry(maps, syn()).flags & layout.SCF_TIMESTAMP
+
+
+def test_syncache_expand_hands_off_the_exact_options(dp):
+    prog, maps = dp
+    frame = syn(options=ODD)
+    synack = run(prog.xdp_fd, frame)[1]
+    ack = ack_for(synack)
+    before = maps.read_counters()
+    verdict, out = run(prog.xdp_fd, ack)
+    assert verdict == libbpf.XDP_PASS
+    m, rest = handoff(out)
+    assert rest == ack and m.magic == layout.HANDOFF_MAGIC
+    a = m.attrs
+    assert (a.mss, a.wscale_ok, a.snd_wscale, a.rcv_wscale, a.sack_ok) == (1410, 1, 5, 7, 1)
+    assert (a.tstamp_ok, a.rcv_tsval, a.rcv_tsecr) == (1, 778, packets.parse_frame(synack).options["ts"][0])
+    assert delta(maps, before) == {"packets": 1, "expanded": 1}
+    assert entry(maps, frame) is None and state(maps).entries == 0
+
+
+def _mismatch(synack, kind):
+    a = packets.parse_frame(ack_for(synack))
+    sa = packets.parse_frame(synack)
+    seq, ack, opts = a.seq, a.ack, a.raw_options
+    if kind == "ack":
+        ack += 1
+    elif kind == "seq":
+        seq += 1448  # the third ACK lost, a later segment first
+    elif kind == "tsecr":
+        opts = tcp_options(ts=(778, sa.options["ts"][0] + 1))
+    elif kind == "no timestamp":
+        opts = b""
+    return packets.tcp_frame(
+        a.src, a.dst, a.sport, a.dport, seq=seq, ack=ack, flags=ACK, options=opts, payload=b"x" * 10
+    )
+
+
+@pytest.mark.parametrize(
+    "kind,then",
+    [("ack", "badcookie"), ("seq", "badcookie"), ("tsecr", "recvcookie"), ("no timestamp", "recvcookie")],
+)
+def test_syncache_badack_drops_the_entry_and_the_cookie_decides(dp, kind, then):
+    """A mismatch removes the entry (syncache_badack); the ISS is a cookie,
+    so an ACK whose only fault is its timestamp still completes."""
+    prog, maps = dp
+    frame = syn(options=ODD)
+    synack = run(prog.xdp_fd, frame)[1]
+    before = maps.read_counters()
+    verdict, _ = run(prog.xdp_fd, _mismatch(synack, kind))
+    assert verdict == (libbpf.XDP_PASS if then == "recvcookie" else libbpf.XDP_DROP)
+    assert delta(maps, before) == {"packets": 1, "badack": 1, then: 1}
+    assert entry(maps, frame) is None and state(maps).entries == 0
+
+
+def _rst(frame, seq, flags=RST):
+    s = packets.parse_frame(frame)
+    return packets.tcp_frame(s.src, s.dst, s.sport, s.dport, seq=seq & 0xFFFFFFFF, flags=flags)
+
+
+@pytest.mark.parametrize(
+    "seq_offset,flags,removed",
+    [
+        (1, RST, True),  # what a client sends to refuse our SYN-ACK
+        (0, RST, True),  # left edge: IRS
+        (65535, RST, True),  # right edge: IRS + WND
+        (65536, RST, False),
+        (-1, RST, False),
+        (1, RST | ACK, False),  # RFC 793 p. 65: a RST for our SYN-ACK carries no ACK
+        (1, RST | SYN, False),
+        (1, RST | FIN, False),
+    ],
+)
+def test_syncache_chkrst(dp, seq_offset, flags, removed):
+    prog, maps = dp
+    frame = syn(seq=1000)
+    run(prog.xdp_fd, frame)
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, _rst(frame, 1000 + seq_offset, flags))[0] == libbpf.XDP_PASS
+    assert delta(maps, before) == {"packets": 1, "reset" if removed else "badrst": 1}
+    assert (entry(maps, frame) is None) == removed
+
+
+@pytest.mark.parametrize("client,server", [(CLIENT4, SERVER4), (CLIENT6, SERVER6)], ids=["icmp", "icmpv6"])
+def test_syncache_unreach(dp, client, server):
+    """The first unreachable marks the entry; one after the retransmissions
+    ran out removes it; a bogus one (wrong seq) and path-MTU ones change
+    nothing."""
+    prog, maps = dp
+    frame = syn(client, server)
+    synack = run(prog.xdp_fd, frame)[1]
+    key = flow_key(frame)
+    sa = packets.parse_frame(synack)
+    wrong = packets.tcp_frame(sa.src, sa.dst, sa.sport, sa.dport, seq=sa.seq + 1, ack=sa.ack, flags=SYN | ACK)
+    bogus = [packets.icmp_unreachable(wrong)]
+    if client == CLIENT4:
+        bogus.append(packets.icmp_unreachable(synack, code=4))  # fragmentation needed: path MTU, not unreach
+    for frame_ in bogus:
+        run(prog.xdp_fd, frame_)
+    assert not entry(maps, frame).flags & layout.SCF_UNREACH
+
+    before = maps.read_counters()
+    icmp = packets.icmp_unreachable(synack)
+    assert run(prog.xdp_fd, icmp) == (libbpf.XDP_PASS, icmp)  # the kernel sees it too
+    assert entry(maps, frame).flags & layout.SCF_UNREACH
+    run(prog.xdp_fd, icmp)  # a second one before the retransmissions ran out
+    assert entry(maps, frame) is not None
+    e = entry(maps, frame)
+    e.rxmits = 3  # rexmtlimit
+    maps.syncache.update(key, e)
+    run(prog.xdp_fd, icmp)
+    assert entry(maps, frame) is None
+    assert delta(maps, before) == {"packets": 3, "passed": 3, "unreach": 1}
+
+
+def test_cachelimit_then_cookies(dp):
+    """zonefail: past cachelimit a SYN gets its cookie SYN-ACK, no entry."""
+    prog, maps = dp
+    reset(prog, maps, cachelimit=3, pause_ms=0)
+    before = maps.read_counters()
+    for i in range(5):
+        assert run(prog.xdp_fd, syn(sport=1000 + i))[0] == libbpf.XDP_TX
+    assert delta(maps, before) == {"packets": 5, "sendcookie": 5, "added": 3, "zonefail": 2}
+    assert state(maps).entries == 3 and len(maps.syncache.items()) == 3
+
+
+def test_bucketlimit(dp):
+    """bucketoverflow: at most bucketlimit entries per bucket; the bucket of
+    each SYN is known from the Python cookie reference."""
+    prog, maps = dp
+    reset(prog, maps, bucketlimit=1, pause_ms=0)
+    before = maps.read_counters()
+    seen, expect_over = set(), 0
+    for i in range(200):
+        frame = syn(sport=2000 + i)
+        synack = run(prog.xdp_fd, frame)[1]
+        h = expected_synack(frame, maps, packets.parse_frame(synack).options["ts"][0])[1]
+        bucket = (h >> 44) & 511
+        expect_over += bucket in seen
+        seen.add(bucket)
+    assert expect_over > 0  # 200 SYNs into 512 buckets: collisions are certain
+    assert delta(maps, before) == {
+        "packets": 200,
+        "sendcookie": 200,
+        "added": len(seen),
+        "bucketoverflow": expect_over,
+    }
+    assert all(maps.syncache_buckets.lookup(b).value == 1 for b in seen)
+
+
+def test_syncookies_only_keeps_no_entries(cookies_only):
+    prog, maps = cookies_only
+    before = maps.read_counters()
+    synack = run(prog.xdp_fd, syn())[1]
+    assert entry(maps, syn()) is None
+    assert run(prog.xdp_fd, ack_for(synack))[0] == libbpf.XDP_PASS
+    assert delta(maps, before) == {"packets": 2, "sendcookie": 1, "recvcookie": 1}
+
+
+def test_syncookies_0_drops_beyond_the_limit_and_refuses_cookies(dp):
+    prog, maps = dp
+    reset(prog, maps, syncookies=0, cachelimit=2, pause_ms=0)
+    before = maps.read_counters()
+    verdicts = [run(prog.xdp_fd, syn(sport=3000 + i))[0] for i in range(4)]
+    assert verdicts == [libbpf.XDP_TX] * 2 + [libbpf.XDP_DROP] * 2
+    assert delta(maps, before) == {"packets": 4, "sendcookie": 2, "added": 2, "zonefail": 2, "dropped": 2}
+    # An ACK without an entry is refused even if its cookie is valid.
+    reset(prog, maps, syncookies_only=1)
+    synack = run(prog.xdp_fd, syn(sport=4000))[1]
+    reset(prog, maps, syncookies=0)
+    assert run(prog.xdp_fd, ack_for(synack))[0] == libbpf.XDP_DROP
+
+
+def test_pause_engages_doubles_and_expires(dp):
+    prog, maps = dp
+    reset(prog, maps, cachelimit=1, pause_ms=200)
+    run(prog.xdp_fd, syn(sport=1))  # the one entry
+    t = time.monotonic_ns()
+    run(prog.xdp_fd, syn(sport=2))  # overflow: pause
+    st = state(maps)
+    assert (st.pauses, st.backoff) == (1, 0)
+    assert 150e6 < st.pause_until_ns - t < 250e6
+    Syncache(maps, prog.drop_fd).drop([(flow_key(syn(sport=1)), entry(maps, syn(sport=1)).bucket)])
+    before = maps.read_counters()
+    run(prog.xdp_fd, syn(sport=3))  # room again, but paused: cookie only
+    assert delta(maps, before) == {"packets": 1, "sendcookie": 1}
+    time.sleep((st.pause_until_ns - time.monotonic_ns()) / 1e9 + 0.01)
+    run(prog.xdp_fd, syn(sport=4))  # resumed: cached
+    assert entry(maps, syn(sport=4)) is not None
+    t = time.monotonic_ns()
+    run(prog.xdp_fd, syn(sport=5))  # overflow again within one pause length: twice as long
+    st = state(maps)
+    assert (st.pauses, st.backoff) == (2, 1)
+    assert 350e6 < st.pause_until_ns - t < 450e6
+
+
+def test_pause_backoff_is_capped(dp):
+    prog, maps = dp
+    reset(prog, maps, cachelimit=1, pause_ms=1)
+    run(prog.xdp_fd, syn(sport=1))
+    for i in range(12):
+        run(prog.xdp_fd, syn(sport=100 + i))
+        time.sleep((state(maps).pause_until_ns - time.monotonic_ns()) / 1e9 + 0.0002)
+    assert state(maps).backoff == 6
+
+
+def test_timer_retransmits_with_backoff_then_expires(dp):
+    """syncache_timer on a simulated clock: retransmissions at +1, +3, +7 s
+    (base 1 s: x1, x2, x4, x8), stale at +15 s."""
+    prog, maps = dp
+    frame = syn()
+    run(prog.xdp_fd, frame)
+    t0 = entry(maps, frame).added_ns
+    timer = Syncache(maps, prog.drop_fd)  # no interface: nothing is sent
+    before = maps.read_counters()
+    schedule = []
+    for ms in range(0, 16000, 50):
+        resent, stale = timer.tick(t0 + ms * 1_000_000)
+        if resent or stale:
+            schedule.append((ms, resent, stale))
+    assert schedule == [(1000, 1, 0), (3000, 1, 0), (7000, 1, 0), (15000, 0, 1)]
+    assert delta(maps, before) == {"retransmitted": 3, "stale": 1}
+    assert entry(maps, frame) is None and state(maps).entries == 0
+
+
+def test_drop_program_keeps_counts_exact(dp):
+    prog, maps = dp
+    frames = [syn(sport=5000 + i) for i in range(100)]
+    for f in frames:
+        run(prog.xdp_fd, f)
+    assert state(maps).entries == 100
+    victims = [(flow_key(f), entry(maps, f).bucket) for f in frames]
+    sc = Syncache(maps, prog.drop_fd)
+    assert sc.drop(victims) == 100
+    assert sc.drop(victims[:10]) == 0  # already gone: nothing counted twice
+    assert state(maps).entries == 0
+    assert all(maps.syncache_buckets.lookup(b).value == 0 for b in range(512))
