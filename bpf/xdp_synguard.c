@@ -176,8 +176,8 @@ static __always_inline void syncache_pause(struct sg_syncache_state *st,
 	u64 delta;
 	u32 backoff = st->backoff;
 
-	if (now < st->pause_until_ns)
-		return;
+	if (!cfg->pause_ms || now < st->pause_until_ns)
+		return; /* pausetime 0: never pause */
 	delta = ((u64)cfg->pause_ms * SG_MS) << (backoff & 7);
 	if (st->pause_until_ns && now - st->pause_until_ns < delta) {
 		if (backoff < SG_PAUSE_MAX_BACKOFF) {

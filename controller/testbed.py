@@ -302,6 +302,32 @@ class Testbed:
         return sent
 
 
+class Capture:
+    """Frames arriving at the client veth (after its XDP stub), with their
+    arrival times: what the server side put on the wire."""
+
+    def __init__(self, bed):
+        with netns.netns(bed.client_ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((bed.client_if, 0))
+        self.sock.settimeout(0.05)
+
+    def collect(self, seconds, match=lambda frame: True):
+        """[(monotonic time, frame)] of matching frames for `seconds`."""
+        got, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                frame, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            if addr[2] != socket.PACKET_OUTGOING and match(frame):
+                got.append((time.monotonic(), frame))
+        return got
+
+    def close(self):
+        self.sock.close()
+
+
 def spoofed_syns(count, port, v6=False, seed=1):
     """count SYN frames from random spoofed sources in the benchmarking
     ranges, Linux-style options."""
