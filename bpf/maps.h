@@ -132,7 +132,12 @@ struct sg_flow {
  * cookie, so an entry that is missing only costs fidelity. No
  * preallocation: entries cost memory only while they exist, and a failed
  * insert (map full, no memory) is the seed's zone allocation failure. */
-#define SG_SYNCACHE_MAX     (1 << 20) /* hard ceiling for cachelimit */
+/* The map's size, a ceiling for cachelimit, fixed when the map is made
+ * (the loader passes it). The kernel gives a hash map that many buckets:
+ * a SYN touches one at random, so it is kept no larger than needed. */
+#ifndef SG_SYNCACHE_MAX
+#define SG_SYNCACHE_MAX     65536
+#endif
 #define SG_SYNCACHE_BUCKETS 512       /* the seed's TCP_SYNCACHE_HASHSIZE */
 
 /* sc_flags, with the seed's values. */

@@ -128,7 +128,13 @@ SYNCACHE_DEFAULTS = dict(
     rexmt_ms=1000,
     pause_ms=16000,
 )
-SYNCACHE_MAX = 1 << 20
+SYNCACHE_MAX = 1 << 22  # largest syncache map synguard makes (cachelimit's ceiling)
+
+
+def syncache_map_size(cachelimit):
+    """The syncache map's size for a cachelimit: a power of two (the kernel
+    rounds the bucket count up to one anyway), at least 65536."""
+    return max(65536, 1 << (max(1, cachelimit) - 1).bit_length())
 SYNCACHE_BUCKETS = 512
 
 # sc_flags (the seed's values).

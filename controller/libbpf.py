@@ -135,6 +135,13 @@ class PinnedMap:
         self.percpu = percpu
         self.fd = _check(_lib.bpf_obj_get(path.encode()), "open %s" % path)
 
+    @property
+    def max_entries(self):
+        info = ct.create_string_buffer(80)  # struct bpf_map_info; max_entries at 16
+        size = ct.c_uint32(ct.sizeof(info))
+        _check(_lib.bpf_obj_get_info_by_fd(self.fd, info, ct.byref(size)), "map info " + self.path)
+        return int.from_bytes(info.raw[16:20], "little")
+
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)

@@ -138,7 +138,7 @@ class Datapath:
     Nothing is attached here: tests run the programs with BPF_PROG_TEST_RUN,
     attach() puts them on an interface."""
 
-    def __init__(self, pins):
+    def __init__(self, pins, syncache_max=65536):
         from bcc import BPF
 
         self.pins = pins
@@ -146,6 +146,7 @@ class Datapath:
         cflags = [
             "-I%s" % layout.bpf_dir(),
             '-DSG_PIN_DIR="%s"' % pins,
+            "-DSG_SYNCACHE_MAX=%d" % syncache_max,
             "-Wno-unused-function",
             "-Wno-compare-distinct-pointer-types",
         ]
@@ -312,7 +313,8 @@ def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics
     state = RunState(ifname, idx, os.getpid(), mode, sorted(ports), rotate_seconds, metrics_addr=metrics_addr)
     dp = maps = None
     try:
-        dp = Datapath(pins)
+        cachelimit = (syncache or {}).get("cachelimit", layout.SYNCACHE_DEFAULTS["cachelimit"])
+        dp = Datapath(pins, layout.syncache_map_size(cachelimit))
         maps = dp.open_maps()
         maps.config.update(0, kernel_config(ifname, **(syncache or {})))
         maps.set_ports(ports)

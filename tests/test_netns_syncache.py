@@ -231,6 +231,22 @@ def test_pause_engages_is_shown_and_expires(bed):
     assert not sc2["paused"] and sc2["pauses"] == sc["pauses"]
 
 
+def test_set_refuses_bad_values_and_leaves_the_settings(bed):
+    before = status(bed)["settings"]
+    for bad, message in (
+        ("cachelimit=70000", "cachelimit can grow to 65536 while attached"),
+        ("rexmtlimit=11", "rexmtlimit must be within 0..10, not 11"),
+        ("syncookies=2", "syncookies must be within 0..1, not 2"),
+        ("rexmtbase=fast", "rexmtbase: 'fast' is not a number"),
+        ("nosuch=1", "unknown setting 'nosuch'"),
+        ("cachelimit", "expected KEY=VALUE, got 'cachelimit'"),
+    ):
+        r = bed.synguard_run("set", bed.server_if, "bucketlimit=7", bad)
+        assert r.returncode == 2, bad
+        assert r.stderr.startswith("synguard: error: " + message) and len(r.stderr.splitlines()) == 1
+    assert status(bed)["settings"] == before
+
+
 def test_controller_logged_each_pause_once(bed):
     """Runs last in this module: the controller's log, read at its exit."""
     bed.proc.send_signal(signal.SIGTERM)
