@@ -342,8 +342,10 @@ def cmd_set(args):
     with maps:
         size = maps.syncache.max_entries
         if changes.get("cachelimit", 0) > size:
-            raise UsageError("cachelimit can grow to %d while attached (the syncache map's size, set by "
-                             "attach --cachelimit)" % size)
+            raise UsageError(
+                "cachelimit can grow to %d while attached (the syncache map's size, set by "
+                "attach --cachelimit)" % size
+            )
         cfg = maps.config.lookup(0)
         for field, value in changes.items():
             setattr(cfg, field, value)

@@ -104,9 +104,13 @@ def main(argv=None):
             time.sleep(0.5)
             st = json.loads(bed.synguard_run("status", bed.server_if, "--json").stdout)
             c = st["counters"]
-            print("6. counters (synguard status %s):" % bed.server_if)
+            sc = st["syncache"]
+            print("6. syncache: %d entries, %s (%d pauses); counters (synguard status %s):"
+                  % (sc["entries"], "paused for %.1f s more" % sc["pause_remaining_seconds"] if sc["paused"]
+                     else "active", sc["pauses"], bed.server_if))
+            width = max(map(len, c))
             for name, value in c.items():
-                print("     %-12s %d" % (name, value))
+                print("     %-*s %d" % (width, name, value))
             with netns.netns(bed.server_ns):
                 metrics = urllib.request.urlopen("http://127.0.0.1:9717/metrics", timeout=5).read().decode()
             samples = [

@@ -135,6 +135,8 @@ def syncache_map_size(cachelimit):
     """The syncache map's size for a cachelimit: a power of two (the kernel
     rounds the bucket count up to one anyway), at least 65536."""
     return max(65536, 1 << (max(1, cachelimit) - 1).bit_length())
+
+
 SYNCACHE_BUCKETS = 512
 
 # sc_flags (the seed's values).

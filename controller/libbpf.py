@@ -171,14 +171,13 @@ class PinnedMap:
         k = key if isinstance(key, self.key_type) else self.key_type(key)
         _check(_lib.bpf_map_update_elem(self.fd, ct.byref(k), ct.byref(value), flags), "update " + self.path)
 
-    def items(self, chunk=4096):
-        """All (key, value) pairs, read with BPF_MAP_LOOKUP_BATCH: one
-        syscall per chunk instead of two per entry."""
+    def batches(self, chunk=4096):
+        """Yield (keys array, values array, count) chunks of the whole map,
+        read with BPF_MAP_LOOKUP_BATCH (one syscall per chunk instead of two
+        per entry). Each chunk has buffers of its own."""
         token = ct.create_string_buffer(max(8, ct.sizeof(self.key_type)))
-        out = []
         first = True
         while True:
-            # Fresh buffers per chunk: the returned structs are views into them.
             keys = (self.key_type * chunk)()
             values = (self.value_type * chunk)()
             count = ct.c_uint32(chunk)
@@ -187,10 +186,15 @@ class PinnedMap:
             )
             if ret < 0 and ret != -errno.ENOENT:
                 _check(ret, "lookup batch " + self.path)
-            out.extend(zip(keys[: count.value], values[: count.value]))
+            if count.value:
+                yield keys, values, count.value
             if ret == -errno.ENOENT:
-                return out
+                return
             first = False
+
+    def items(self):
+        """All (key, value) pairs (views into the batch buffers)."""
+        return [kv for keys, values, n in self.batches() for kv in zip(keys[:n], values[:n])]
 
 
 class TestRun:
