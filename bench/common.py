@@ -60,7 +60,7 @@ def datapath(syncache_max=65536):
 def clear(dp):
     """Empty syncache, no pause, no recent hand-offs."""
     for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets"):
-        dp.xdp[name].clear()
+        dp.bpf[name].clear()
 
 
 def configure(dp, maps, **syncache):

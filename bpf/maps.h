@@ -57,7 +57,9 @@ enum sg_counter {
 	SG_C_MAX
 };
 
-/* Fixed size so that adding a counter never changes a pinned map's shape. */
+/* Fixed size so that adding a counter never changes a pinned map's shape.
+ * Slots [0, 64) count IPv4 (and packets, passed and malformed, which have
+ * no family), slots [64, 128) IPv6. */
 #define SG_COUNTER_SLOTS 64
 
 /* One 128-bit SipHash key. */
@@ -116,7 +118,7 @@ BPF_TABLE_PINNED("array", u32, struct sg_config, config, 1,
 		 SG_PIN_DIR "/config");
 BPF_TABLE_PINNED("array", u32, u32, listeners, SG_LISTENER_SLOTS,
 		 SG_PIN_DIR "/listeners");
-BPF_TABLE_PINNED("percpu_array", u32, u64, counters, SG_COUNTER_SLOTS,
+BPF_TABLE_PINNED("percpu_array", u32, u64, counters, 2 * SG_COUNTER_SLOTS,
 		 SG_PIN_DIR "/counters");
 
 /* A connection attempt as the client sent it: the cookie's input (seq =

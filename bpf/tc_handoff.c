@@ -15,13 +15,22 @@
 
 #define SG_TCP_LISTEN 10
 
-static __always_inline void count(u32 idx)
+/* Count an event of address family ipv6 (0 also for family-less ones).
+ * bcc rewrites map calls only in the main file and not inside macros, so
+ * each hook's file has this function; the loader compiles both files as one
+ * module, where the second copy is skipped. */
+#ifndef SG_HAVE_COUNT
+#define SG_HAVE_COUNT
+static __always_inline void count(u32 idx, u32 ipv6)
 {
-	u64 *c = counters.lookup(&idx);
+	u64 *c;
 
+	idx += ipv6 ? SG_COUNTER_SLOTS : 0;
+	c = counters.lookup(&idx);
 	if (c)
 		*c += 1; /* per-CPU slot: no atomic needed */
 }
+#endif
 
 /* bcc 0.26 cannot emit a kfunc call. This fake helper id compiles to
  * `call 0x7ffff0`; the loader (controller/kfunc.py) rewrites that
@@ -72,7 +81,7 @@ int synguard_tc(struct __sk_buff *skb)
 		/* Another segment of this handshake made the socket in the
 		 * meantime (see `handoffs` in xdp_synguard.c): it takes this one. */
 		bpf_sk_release(sk);
-		count(SG_C_raced);
+		count(SG_C_raced, p.ipv6);
 		return TC_ACT_OK;
 	}
 	/* The kfunc wants a struct sock with BTF; a tcp_sock starts with one. */
@@ -85,9 +94,9 @@ int synguard_tc(struct __sk_buff *skb)
 	bpf_sk_release(sk);
 	if (ret)
 		goto abort;
-	count(SG_C_completed);
+	count(SG_C_completed, p.ipv6);
 	return TC_ACT_OK;
 abort:
-	count(SG_C_aborted);
+	count(SG_C_aborted, p.ipv6);
 	return TC_ACT_OK;
 }

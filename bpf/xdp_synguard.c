@@ -38,13 +38,22 @@ _Static_assert(SG_CF_WSCALE == SG_HAS_WSCALE && SG_CF_SACK == SG_HAS_SACK &&
 	       SG_CF_TIMESTAMPS == SG_HAS_TS,
 	       "config switches and option flags share bits");
 
-static __always_inline void count(u32 idx)
+/* Count an event of address family ipv6 (0 also for family-less ones).
+ * bcc rewrites map calls only in the main file and not inside macros, so
+ * each hook's file has this function; the loader compiles both files as one
+ * module, where the second copy is skipped. */
+#ifndef SG_HAVE_COUNT
+#define SG_HAVE_COUNT
+static __always_inline void count(u32 idx, u32 ipv6)
 {
-	u64 *c = counters.lookup(&idx);
+	u64 *c;
 
+	idx += ipv6 ? SG_COUNTER_SLOTS : 0;
+	c = counters.lookup(&idx);
 	if (c)
 		*c += 1; /* per-CPU slot: no atomic needed */
 }
+#endif
 
 /* Parsed options and the entry being built live in a per-CPU scratch slot,
  * not on the stack. The verifier tracks stack values exactly, so option
@@ -134,9 +143,9 @@ static __always_inline void flow_from_pkt(struct sg_pkt *p, u32 isn,
 }
 
 /* A protected port with no listener, or a 4-tuple the kernel owns. */
-static __always_inline int leave_to_kernel(int state)
+static __always_inline int leave_to_kernel(int state, u32 ipv6)
 {
-	count(state < 0 ? SG_C_nolistener : SG_C_established);
+	count(state < 0 ? SG_C_nolistener : SG_C_established, ipv6);
 	return XDP_PASS;
 }
 
@@ -214,7 +223,7 @@ static __always_inline int syncache_insert(struct sg_flow *key,
 		__sync_fetch_and_add(&st->entries, 1);
 		__sync_fetch_and_add(b, 1);
 		if (!syncache.insert(key, e)) {
-			count(SG_C_added);
+			count(SG_C_added, key->ipv6);
 			return 0;
 		}
 		/* The map is full or out of memory: the zone failed. */
@@ -222,7 +231,7 @@ static __always_inline int syncache_insert(struct sg_flow *key,
 		__sync_fetch_and_add(b, -1);
 		overflow = SG_C_zonefail;
 	}
-	count(overflow);
+	count(overflow, key->ipv6);
 	syncache_pause(st, cfg, now);
 	return -1;
 }
@@ -370,12 +379,12 @@ static __always_inline int send_synack(struct xdp_md *ctx, struct sg_pkt *p,
 	int r = write_synack(ctx, p->l3_off, p->frame_len, f, sa);
 
 	if (r == -1) {
-		count(SG_C_unsupported);
+		count(SG_C_unsupported, f->ipv6);
 		return XDP_PASS;
 	}
 	if (r)
 		return XDP_ABORTED;
-	count(counter);
+	count(counter, f->ipv6);
 	return XDP_TX;
 }
 
@@ -399,7 +408,7 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
 
 	state = lookup_state(ctx, p);
 	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state);
+		return leave_to_kernel(state, p->ipv6);
 
 	s = scratch.lookup(&zero);
 	if (!s)
@@ -505,7 +514,7 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
 	}
 	if (r && !cfg->syncookies) {
 		/* No entry and no cookies: the seed sends nothing. */
-		count(SG_C_dropped);
+		count(SG_C_dropped, ipv6);
 		return XDP_DROP;
 	}
 	r = write_synack(ctx, p->l3_off, p->frame_len, &f, &sa);
@@ -513,12 +522,12 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
 		/* The kernel answers this SYN itself: no entry of ours. */
 		if (keep)
 			syncache_drop(&key, s->e.bucket);
-		count(SG_C_unsupported);
+		count(SG_C_unsupported, ipv6);
 		return XDP_PASS;
 	}
 	if (r)
 		return XDP_ABORTED;
-	count(SG_C_sendcookie);
+	count(SG_C_sendcookie, ipv6);
 	return XDP_TX;
 }
 
@@ -533,7 +542,7 @@ static __always_inline int hand_off(struct xdp_md *ctx,
 
 	handoffs.update(key, &now);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct sg_handoff))) {
-		count(SG_C_unsupported); /* the driver has no metadata area */
+		count(SG_C_unsupported, key->ipv6); /* the driver has no metadata area */
 		return XDP_PASS;
 	}
 	m = (void *)(long)ctx->data_meta;
@@ -541,7 +550,7 @@ static __always_inline int hand_off(struct xdp_md *ctx,
 		return XDP_ABORTED;
 	m->magic = SG_HANDOFF_MAGIC;
 	__builtin_memcpy(&m->attrs, attrs, sizeof(*attrs));
-	count(counter);
+	count(counter, key->ipv6);
 	return XDP_PASS;
 }
 
@@ -561,7 +570,7 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 
 	state = lookup_state(ctx, p);
 	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state);
+		return leave_to_kernel(state, p->ipv6);
 
 	cookie = bpf_ntohl(p->tcp->ack_seq) - 1;
 	isn = bpf_ntohl(p->tcp->seq) - 1;
@@ -603,11 +612,11 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 			return hand_off(ctx, &attrs, &key, now, SG_C_expanded);
 		}
 		/* syncache_badack; the cookie may still vouch for it. */
-		count(SG_C_badack);
+		count(SG_C_badack, ipv6);
 	}
 
 	if (!cfg->syncookies) {
-		count(SG_C_badcookie); /* no entry and no cookies: rejected */
+		count(SG_C_badcookie, ipv6); /* no entry and no cookies: rejected */
 		return XDP_DROP;
 	}
 	meta = cookie & 0xff;
@@ -619,14 +628,14 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 		 * pure ACK costs no map lookup. */
 		if ((p->l4_len > p->tcp->doff * 4 || p->tcp->fin) &&
 		    handed_off_recently(&key, now)) {
-			count(SG_C_coalesced);
+			count(SG_C_coalesced, ipv6);
 			return XDP_PASS;
 		}
-		count(SG_C_badcookie);
+		count(SG_C_badcookie, ipv6);
 		return XDP_DROP;
 	}
 	if (handed_off_recently(&key, now)) {
-		count(SG_C_coalesced);
+		count(SG_C_coalesced, ipv6);
 		return XDP_PASS;
 	}
 
@@ -659,7 +668,7 @@ static __always_inline int handle_rst(struct xdp_md *ctx, struct sg_pkt *p,
 	int state = lookup_state(ctx, p);
 
 	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state);
+		return leave_to_kernel(state, p->ipv6);
 	flow_from_pkt(p, 0, &f);
 	tuple_key(&f, &key);
 	e = syncache.lookup(&key);
@@ -669,10 +678,10 @@ static __always_inline int handle_rst(struct xdp_md *ctx, struct sg_pkt *p,
 	if (!(flags & (SG_TH_ACK | SG_TH_SYN | SG_TH_FIN)) && e &&
 	    bpf_ntohl(p->tcp->seq) - e->irs <= e->wnd &&
 	    !syncache_drop(&key, e->bucket)) {
-		count(SG_C_reset);
+		count(SG_C_reset, p->ipv6);
 		return XDP_PASS;
 	}
-	count(SG_C_badrst);
+	count(SG_C_badrst, p->ipv6);
 	return XDP_PASS;
 }
 
@@ -703,7 +712,7 @@ static __always_inline void handle_icmp(struct xdp_md *ctx, struct sg_pkt *p,
 		return;
 	}
 	if (!syncache_drop(&key, e->bucket))
-		count(SG_C_unreach);
+		count(SG_C_unreach, key.ipv6);
 }
 
 int synguard_xdp(struct xdp_md *ctx)
@@ -717,10 +726,10 @@ int synguard_xdp(struct xdp_md *ctx)
 	u8 flags;
 	int r;
 
-	count(SG_C_packets);
+	count(SG_C_packets, 0);
 	r = parse_pkt(data, data_end, &p);
 	if (r == SG_PARSE_MALFORMED) {
-		count(SG_C_malformed);
+		count(SG_C_malformed, 0);
 		return XDP_PASS;
 	}
 	cfg = config.lookup(&zero);
@@ -747,7 +756,7 @@ int synguard_xdp(struct xdp_md *ctx)
 	if ((flags & (SG_TH_SYN | SG_TH_ACK)) == SG_TH_ACK)
 		return handle_ack(ctx, &p, cfg, sec);
 pass:
-	count(SG_C_passed);
+	count(SG_C_passed, 0);
 	return XDP_PASS;
 }
 

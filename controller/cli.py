@@ -161,7 +161,10 @@ def cmd_attach(args):
         from .syncache import Syncache
 
         rotator = KeyRotator(maps.secrets)
-        cache = Syncache(maps, dp.drop_fd, args.iface)
+        try:
+            cache = Syncache(maps, dp.drop_fd, args.iface)
+        except PermissionError:
+            raise loader.AttachError("retransmitting SYN-ACKs (AF_PACKET) needs CAP_NET_RAW") from None
         print(
             "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
             % (

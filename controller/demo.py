@@ -105,9 +105,15 @@ def main(argv=None):
             st = json.loads(bed.synguard_run("status", bed.server_if, "--json").stdout)
             c = st["counters"]
             sc = st["syncache"]
-            print("6. syncache: %d entries, %s (%d pauses); counters (synguard status %s):"
-                  % (sc["entries"], "paused for %.1f s more" % sc["pause_remaining_seconds"] if sc["paused"]
-                     else "active", sc["pauses"], bed.server_if))
+            print(
+                "6. syncache: %d entries, %s (%d pauses); counters (synguard status %s):"
+                % (
+                    sc["entries"],
+                    "paused for %.1f s more" % sc["pause_remaining_seconds"] if sc["paused"] else "active",
+                    sc["pauses"],
+                    bed.server_if,
+                )
+            )
             width = max(map(len, c))
             for name, value in c.items():
                 print("     %-*s %d" % (width, name, value))

@@ -18,7 +18,8 @@ CF_SACK = 0x04
 CF_TIMESTAMPS = 0x08
 
 HANDOFF_MAGIC = 0x53594E47
-COUNTER_SLOTS = 64
+COUNTER_SLOTS = 64  # per family: slots [0, 64) IPv4 or no family, [64, 128) IPv6
+FAMILYLESS = ("packets", "passed", "malformed")
 LISTENER_SLOTS = 65536
 
 

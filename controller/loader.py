@@ -135,35 +135,45 @@ def kernel_config(ifname, **syncache):
 class Datapath:
     """Both programs compiled and loaded, their maps pinned under pins.
 
-    Nothing is attached here: tests run the programs with BPF_PROG_TEST_RUN,
-    attach() puts them on an interface."""
+    The two hooks' files are compiled as one bcc module: one clang run, and
+    the maps are made once. Compiled apart, the second module would re-open
+    the first one's pinned maps, which bcc does by map id and that needs
+    CAP_SYS_ADMIN. Nothing is attached here: tests run the programs with
+    BPF_PROG_TEST_RUN, attach() puts them on an interface."""
+
+    SOURCES = ("xdp_synguard.c", "tc_handoff.c")
 
     def __init__(self, pins, syncache_max=65536):
         from bcc import BPF
 
         self.pins = pins
         os.makedirs(pins, exist_ok=True)
+        src = layout.bpf_dir()
         cflags = [
-            "-I%s" % layout.bpf_dir(),
+            "-I%s" % src,
             '-DSG_PIN_DIR="%s"' % pins,
             "-DSG_SYNCACHE_MAX=%d" % syncache_max,
             "-Wno-unused-function",
             "-Wno-compare-distinct-pointer-types",
         ]
-        src = layout.bpf_dir()
-        self.xdp = BPF(src_file=str(src / "xdp_synguard.c").encode(), cflags=cflags)
-        self.xdp_fd = self.xdp.load_func(XDP_PROG.encode(), BPF.XDP).fd
-        self.drop_fd = self.xdp.load_func(DROP_PROG.encode(), BPF.XDP).fd
-        self.tc = BPF(src_file=str(src / "tc_handoff.c").encode(), cflags=cflags)
-        kfunc.patch_bcc_function(self.tc, TC_PROG, KFUNC)
-        self.tc_fd = self.tc.load_func(TC_PROG.encode(), BPF.SCHED_CLS).fd
+        # #line keeps compiler messages pointing at the right file and line.
+        text = "".join('#line 1 "%s"\n%s\n' % (src / name, (src / name).read_text()) for name in self.SOURCES)
+        self.bpf = BPF(text=text.encode(), cflags=cflags)
+        self.xdp_fd = self.bpf.load_func(XDP_PROG.encode(), BPF.XDP).fd
+        self.drop_fd = self.bpf.load_func(DROP_PROG.encode(), BPF.XDP).fd
+        kfunc.patch_bcc_function(self.bpf, TC_PROG, KFUNC)
+        self.tc_fd = self.bpf.load_func(TC_PROG.encode(), BPF.SCHED_CLS).fd
+
+    @property
+    def xdp(self):
+        """The bcc module (tables by name, e.g. dp.bpf[b"handoffs"])."""
+        return self.bpf
 
     def open_maps(self):
         return Maps(self.pins)
 
     def close(self):
-        self.tc.cleanup()
-        self.xdp.cleanup()
+        self.bpf.cleanup()
 
 
 class Maps:
@@ -188,20 +198,36 @@ class Maps:
             self.syncache_buckets,
         )
 
+    def _slots(self):
+        """Per-CPU totals of every slot: [0, 64) IPv4 or no family, then IPv6."""
+        return [sum(v.value for v in self.counters.lookup(i)) for i in range(2 * layout.COUNTER_SLOTS)]
+
     def read_counters(self):
-        """{name: total over CPUs}, read now (no cache)."""
+        """{name: total over CPUs and families}, read now (no cache)."""
+        slots = self._slots()
         return {
-            name: sum(v.value for v in self.counters.lookup(i))
-            for i, name in enumerate(layout.counter_names())
+            name: slots[i] + slots[i + layout.COUNTER_SLOTS] for i, name in enumerate(layout.counter_names())
         }
 
-    def add_counters(self, **amounts):
+    def read_counters_by_family(self):
+        """({name: n} of the family-less counters, {family: {name: n}})."""
+        slots = self._slots()
+        plain, families = {}, {"inet": {}, "inet6": {}}
+        for i, name in enumerate(layout.counter_names()):
+            if name in layout.FAMILYLESS:
+                plain[name] = slots[i]
+            else:
+                families["inet"][name] = slots[i]
+                families["inet6"][name] = slots[i + layout.COUNTER_SLOTS]
+        return plain, families
+
+    def add_counters(self, ipv6, **amounts):
         """Add to counters only the controller writes (no BPF program
         touches those slots, so read-modify-write is safe)."""
         names = layout.counter_names()
         for name, n in amounts.items():
             if n:
-                idx = names.index(name)
+                idx = names.index(name) + (layout.COUNTER_SLOTS if ipv6 else 0)
                 values = self.counters.lookup(idx)
                 values[0].value += n
                 per_cpu = (ctypes.c_uint64 * len(values))(*[v.value for v in values])

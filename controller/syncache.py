@@ -140,10 +140,12 @@ class Syncache:
         cfg = self.maps.config.lookup(0)
         now_ns = now_ns or time.monotonic_ns()
         base = cfg.rexmt_ms * 1_000_000
-        stale, resent = [], 0
+        stale = {False: [], True: []}
+        resent = {False: 0, True: 0}
         for key, e in self.due(now_ns):
+            v6 = bool(key.ipv6)
             if e.rxmits >= cfg.rexmtlimit:
-                stale.append((key, e.bucket))
+                stale[v6].append((key, e.bucket))
                 continue
             if self.sock:
                 try:
@@ -157,11 +159,14 @@ class Syncache:
                 self.maps.syncache.update(key, e, flags=2)  # BPF_EXIST: not if expanded meanwhile
             except OSError:
                 continue
-            resent += 1
-        expired = self.drop(stale) if stale else 0
-        self.maps.add_counters(retransmitted=resent, stale=expired)
+            resent[v6] += 1
+        expired = 0
+        for v6 in (False, True):
+            gone = self.drop(stale[v6]) if stale[v6] else 0
+            self.maps.add_counters(v6, retransmitted=resent[v6], stale=gone)
+            expired += gone
         self._log_pause(now_ns)
-        return resent, expired
+        return resent[False] + resent[True], expired
 
     def _log_pause(self, now_ns):
         """One log line per transition of the pause (the seed logs it too)."""

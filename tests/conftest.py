@@ -81,7 +81,7 @@ def reset(prog, maps, **config):
     maps.set_ports([PORT, PORT_NO_LISTENER])
     KeyRotator(maps.secrets).install_initial()
     for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets"):
-        prog.xdp[name].clear()
+        prog.bpf[name].clear()
 
 
 @pytest.fixture
