@@ -3,12 +3,12 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT :=
+TEST_APT := prometheus
 
 .PHONY: install setup demo test lint clean
 
 install:            ## the set-up alone; synguard ends up on PATH
-	deploy/install.sh --venv /opt/synguard/venv --link
+	deploy/install.sh --venv /opt/synguard/venv --link --systemd
 
 setup:
 	deploy/install.sh --venv $(VENV) --dev --extra-apt "$(TEST_APT)"

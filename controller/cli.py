@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from . import __version__, layout, libbpf, loader
+from . import __version__, configfile, layout, libbpf, loader
 from .settings import SETTINGS, current, parse_assignments
 
 log = logging.getLogger("synguard")
@@ -76,21 +76,20 @@ def build_parser():
 
     a = sub.add_parser("attach", help="protect listeners on an interface (foreground)")
     a.add_argument("iface")
-    a.add_argument("--ports", required=True, type=str, help="ports to protect: 80,443,8000-8010")
+    a.add_argument("--config", metavar="FILE", help="TOML file with any of these options (flags win)")
+    a.add_argument("--ports", help="ports to protect: 80,443,8000-8010 (required here or in --config)")
     a.add_argument(
         "--mode",
         choices=("auto", "native", "generic"),
-        default="auto",
-        help="XDP mode: native (driver), generic (skb), auto: native, else generic",
+        help="XDP mode: native (driver), generic (skb), auto (default): native, else generic",
     )
     a.add_argument(
         "--rotate-seconds",
         type=float,
-        default=16.0,
         help="cookie key rotation period (default 16, the seed's SYNCOOKIE_LIFETIME)",
     )
     m = a.add_mutually_exclusive_group()
-    m.add_argument("--metrics-addr", default="127.0.0.1:9717", help="Prometheus /metrics on HOST:PORT")
+    m.add_argument("--metrics-addr", help="Prometheus /metrics on HOST:PORT (default 127.0.0.1:9717)")
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
     for name, s in SETTINGS.items():
@@ -113,26 +112,52 @@ def build_parser():
     return p
 
 
-def cmd_attach(args):
-    ports = parse_ports(args.ports)
-    if not 1 <= args.rotate_seconds <= 3600:
-        raise UsageError("--rotate-seconds must be within 1..3600")
+def attach_options(args):
+    """The attach options from the flags, then --config FILE, then the
+    defaults: (ports, mode, rotate_seconds, metrics_addr or "", force,
+    {sg_config field: value})."""
     try:
-        syncache_cfg = parse_assignments(
-            "%s=%s" % (name, getattr(args, "set_" + name))
-            for name in SETTINGS
-            if getattr(args, "set_" + name) is not None
-        )
+        conf = configfile.load(args.config) if args.config else {}
     except ValueError as e:
         raise UsageError(str(e)) from None
-    metrics_addr = "" if args.no_metrics else args.metrics_addr
-    if metrics_addr:
+
+    def pick(name, default):
+        value = getattr(args, name)
+        return value if value is not None else conf.get(name, default)
+
+    ports_text = pick("ports", None)
+    if ports_text is None:
+        raise UsageError("the following arguments are required: --ports (or ports in --config)")
+    ports = parse_ports(ports_text)
+    mode = pick("mode", "auto")
+    if mode not in ("auto", "native", "generic"):
+        raise UsageError("mode must be auto, native or generic, not %r" % mode)
+    rotate_seconds = float(pick("rotate_seconds", 16.0))
+    if not 1 <= rotate_seconds <= 3600:
+        raise UsageError("--rotate-seconds must be within 1..3600")
+    if args.no_metrics or (args.metrics_addr is None and conf.get("metrics") is False):
+        metrics_addr = ""
+    else:
+        metrics_addr = pick("metrics_addr", "127.0.0.1:9717")
         from .metrics import parse_addr
 
         try:
             parse_addr(metrics_addr)
         except ValueError as e:
             raise UsageError("--metrics-addr: %s" % e) from None
+    settings = dict(conf.get("syncache", {}))
+    for name in SETTINGS:
+        if getattr(args, "set_" + name) is not None:
+            settings[name] = getattr(args, "set_" + name)
+    try:
+        syncache_cfg = parse_assignments("%s=%s" % kv for kv in settings.items())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return ports, mode, rotate_seconds, metrics_addr, args.force or conf.get("force", False), syncache_cfg
+
+
+def cmd_attach(args):
+    ports, mode, rotate_seconds, metrics_addr, force, syncache_cfg = attach_options(args)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +165,7 @@ def cmd_attach(args):
 
     syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
     dp, maps, state = loader.attach(
-        args.iface, ports, args.mode, args.force, args.rotate_seconds, metrics_addr, syncache_cfg
+        args.iface, ports, mode, force, rotate_seconds, metrics_addr, syncache_cfg
     )
     server = cache = None
     try:
@@ -171,12 +196,12 @@ def cmd_attach(args):
                 args.iface,
                 ",".join(map(str, ports)),
                 state.mode,
-                args.rotate_seconds,
+                rotate_seconds,
                 "metrics on http://%s/metrics" % metrics_addr if metrics_addr else "no metrics",
             ),
             flush=True,
         )
-        status = run_loop(stop, state, rotator, cache, maps, args.rotate_seconds)
+        status = run_loop(stop, state, rotator, cache, maps, rotate_seconds)
     finally:
         if server:
             server.shutdown()
@@ -255,6 +280,7 @@ def status_dict(iface):
                 "timestamps_ok": bool(cfg.flags & layout.CF_TIMESTAMPS),
             },
             "counters": maps.read_counters(),
+            "counters_by_family": maps.read_counters_by_family()[1],
         }
 
 

@@ -1,9 +1,11 @@
-"""Prometheus exporter: the BPF counters, read at scrape time.
+"""Prometheus exporter: the BPF counters and the syncache, read at scrape time.
 
-A custom collector reads the per-CPU counters map when Prometheus scrapes,
-so there is no polling thread and nothing to drift. Names follow the
-Prometheus conventions: synguard_ prefix, counters end in _total (added by
-prometheus_client), an `interface` label, nothing per client address.
+A custom collector reads the pinned maps when Prometheus scrapes, so there is
+no polling thread and nothing to drift: a scrape shows what `synguard status`
+shows at that moment. Names follow the Prometheus conventions: synguard_
+prefix, counters end in _total, seconds as the unit of time, an `interface`
+label and a `family` label (inet, inet6) on the counters that have one.
+Nothing is labelled per client address.
 """
 
 import time
@@ -14,6 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from . import layout
 
 
+def _help(text):
+    return text[0].upper() + text[1:] + "."
+
+
 class SynguardCollector:
     def __init__(self, maps, state):
         self.maps = maps
@@ -21,24 +27,65 @@ class SynguardCollector:
 
     def collect(self):
         ifname = self.state.ifname
-        counters = self.maps.read_counters()
+        plain, families = self.maps.read_counters_by_family()
         for name, help_text in layout.counter_help().items():
-            m = CounterMetricFamily(
-                "synguard_" + name, help_text[0].upper() + help_text[1:] + ".", labels=["interface"]
-            )
-            m.add_metric([ifname], counters[name])
+            if name in plain:
+                m = CounterMetricFamily("synguard_" + name, _help(help_text), labels=["interface"])
+                m.add_metric([ifname], plain[name])
+            else:
+                m = CounterMetricFamily("synguard_" + name, _help(help_text), labels=["interface", "family"])
+                for family, values in families.items():
+                    m.add_metric([ifname, family], values[name])
             yield m
+
+        now = time.monotonic_ns()
+        st = self.maps.syncache_state.lookup(0)
+        cfg = self.maps.config.lookup(0)
         secrets = self.maps.secrets.lookup(0)
-        age = GaugeMetricFamily(
-            "synguard_key_age_seconds", "Seconds since the cookie key was last rotated.", labels=["interface"]
-        )
-        age.add_metric([ifname], (time.monotonic_ns() - secrets.rotated_ns) / 1e9)
-        yield age
-        rot = CounterMetricFamily(
-            "synguard_key_rotations", "Cookie key rotations since attach.", labels=["interface"]
-        )
-        rot.add_metric([ifname], secrets.rotations)
-        yield rot
+        paused = st.pause_until_ns > now
+        for name, kind, help_text, value in (
+            (
+                "synguard_syncache_entries",
+                GaugeMetricFamily,
+                "Half-open connections in the syncache.",
+                st.entries,
+            ),
+            ("synguard_syncache_limit", GaugeMetricFamily, "The syncache's cachelimit.", cfg.cachelimit),
+            (
+                "synguard_syncache_paused",
+                GaugeMetricFamily,
+                "1 while the syncache is paused after an overflow (cookies only).",
+                int(paused),
+            ),
+            (
+                "synguard_syncache_pause_remaining_seconds",
+                GaugeMetricFamily,
+                "Seconds until the syncache's pause ends.",
+                max(0.0, (st.pause_until_ns - now) / 1e9),
+            ),
+            ("synguard_syncache_pauses", CounterMetricFamily, "Syncache pauses since attach.", st.pauses),
+            (
+                "synguard_key_age_seconds",
+                GaugeMetricFamily,
+                "Seconds since the cookie key was last rotated.",
+                (now - secrets.rotated_ns) / 1e9,
+            ),
+            (
+                "synguard_key_rotation_period_seconds",
+                GaugeMetricFamily,
+                "How often the cookie key is rotated.",
+                self.state.rotate_seconds,
+            ),
+            (
+                "synguard_key_rotations",
+                CounterMetricFamily,
+                "Cookie key rotations since attach.",
+                secrets.rotations,
+            ),
+        ):
+            m = kind(name, help_text, labels=["interface"])
+            m.add_metric([ifname], value)
+            yield m
         info = InfoMetricFamily("synguard_attach", "How synguard is attached.", labels=["interface"])
         info.add_metric([ifname], {"mode": self.state.mode, "ports": ",".join(map(str, self.state.ports))})
         yield info

@@ -2,10 +2,11 @@
 # Install synguard and everything it needs on Debian 12/13 or Ubuntu 24.04.
 # Safe to run again: it only adds what is missing and refreshes the package.
 #
-# usage: deploy/install.sh [--venv DIR] [--dev] [--link] [--extra-apt PKGS]
+# usage: deploy/install.sh [--venv DIR] [--dev] [--link] [--systemd] [--extra-apt PKGS]
 #   --venv DIR    virtualenv to install into (default /opt/synguard/venv)
 #   --dev         editable install of this tree with the test extras
 #   --link        put synguard on PATH as /usr/local/bin/synguard
+#   --systemd     install synguard@.service and /etc/synguard/synguard.example.toml
 #   --extra-apt   more Debian packages (space separated), e.g. for tests
 #
 # The Makefile's install, demo and test targets all come through here.
@@ -14,14 +15,16 @@ set -euo pipefail
 VENV=/opt/synguard/venv
 DEV=0
 LINK=0
+SYSTEMD=0
 EXTRA_APT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) VENV="$2"; shift 2 ;;
     --dev) DEV=1; shift ;;
     --link) LINK=1; shift ;;
+    --systemd) SYSTEMD=1; shift ;;
     --extra-apt) EXTRA_APT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -114,5 +117,13 @@ fi
 if [ "$LINK" = 1 ]; then
   ln -sfn "$VENV/bin/synguard" /usr/local/bin/synguard
   say "synguard is /usr/local/bin/synguard"
+fi
+if [ "$SYSTEMD" = 1 ]; then
+  install -D -m 0644 "$SRC/deploy/systemd/synguard@.service" /etc/systemd/system/synguard@.service
+  install -D -m 0644 "$SRC/deploy/synguard.example.toml" /etc/synguard/synguard.example.toml
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+  fi
+  say "synguard@.service installed: write /etc/synguard/IFACE.toml, then systemctl enable --now synguard@IFACE"
 fi
 say "done"

@@ -60,7 +60,7 @@ def test_bad_ports(ports, message):
             ["attach", "lo", "--ports", "80", "--mode", "turbo"],
             "argument --mode: invalid choice: 'turbo' (choose from 'auto', 'native', 'generic')",
         ),
-        (["attach", "lo"], "the following arguments are required: --ports"),
+        (["attach", "lo"], "the following arguments are required: --ports (or ports in --config)"),
         (["status", "bad/name"], "invalid interface name 'bad/name'"),
         (["frobnicate"], None),
     ],
@@ -111,3 +111,79 @@ def test_status_of_an_unprotected_interface():
 def test_detach_with_nothing_attached():
     r = synguard("detach", "lo")
     assert r.returncode == 0 and r.stdout.strip() == "synguard: lo: nothing attached"
+
+
+def attach_options(*argv):
+    from synguard import cli
+
+    return cli.attach_options(cli.build_parser().parse_args(["attach", "lo", *argv]))
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "deploy", "synguard.example.toml")
+
+
+def test_config_file_carries_every_option():
+    ports, mode, rotate, metrics, force, syncache = attach_options("--config", EXAMPLE)
+    assert (ports, mode, rotate, metrics, force) == ([80, 443], "auto", 16.0, "127.0.0.1:9717", False)
+    assert syncache == {
+        "syncookies": 1,
+        "syncookies_only": 0,
+        "cachelimit": 15360,
+        "bucketlimit": 30,
+        "rexmtlimit": 3,
+        "rexmt_ms": 1000,
+        "pause_ms": 16000,
+    }
+    from synguard import configfile
+    from synguard.settings import SETTINGS
+
+    text = open(EXAMPLE).read()
+    assert all("\n%s = " % k in text for k in list(configfile.ATTACH_KEYS) + list(SETTINGS))
+
+
+def test_flags_win_over_the_config_file(tmp_path):
+    conf = tmp_path / "eth0.toml"
+    conf.write_text('ports = "8000-8002"\nmode = "generic"\nmetrics = false\n[syncache]\ncachelimit = 100\n')
+    ports, mode, _, metrics, _, syncache = attach_options("--config", str(conf))
+    assert (ports, mode, metrics, syncache) == ([8000, 8001, 8002], "generic", "", {"cachelimit": 100})
+    ports, mode, _, metrics, force, syncache = attach_options(
+        "--config",
+        str(conf),
+        "--ports",
+        "9",
+        "--mode",
+        "native",
+        "--metrics-addr",
+        "[::1]:9",
+        "--force",
+        "--cachelimit",
+        "7",
+    )
+    assert (ports, mode, metrics, force, syncache) == ([9], "native", "[::1]:9", True, {"cachelimit": 7})
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("ports = [80]\nport = 81\n", "unknown key 'port'"),
+        ("ports = [80]\n[syncache]\ncachelimt = 5\n", "unknown key syncache.cachelimt"),
+        ("ports = 80\n", "ports has the wrong type (int)"),
+        ('ports = [80]\nforce = "yes"\n', "force has the wrong type (str)"),
+        ("ports = [80]\n[syncache]\nrexmtlimit = 99\n", "rexmtlimit must be within 0..10, not 99"),
+        ('ports = [80]\nmode = "turbo"\n', "mode must be auto, native or generic, not 'turbo'"),
+        ("ports = [0]\n", "port '0' is outside 1..65535"),
+        ("ports = [80\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files(tmp_path, content, message):
+    conf = tmp_path / "bad.toml"
+    conf.write_text(content)
+    r = synguard("attach", "lo", "--config", str(conf))
+    assert r.returncode == 2
+    assert message in one_error_line(r)
+
+
+def test_unreadable_config_file(tmp_path):
+    r = synguard("attach", "lo", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2
+    assert one_error_line(r) == "cannot read %s: No such file or directory" % (tmp_path / "missing.toml")

@@ -1,0 +1,68 @@
+"""`synguard attach --config FILE`: everything the flags say, in TOML.
+
+    ports = [80, 443]            # or "80,443,8000-8010"
+    mode = "auto"                # auto | native | generic
+    rotate_seconds = 16
+    metrics_addr = "127.0.0.1:9717"
+    metrics = true               # false: no metrics endpoint
+    force = false
+
+    [syncache]                   # the seed's sysctls (synguard set NAME=VALUE)
+    cachelimit = 15360
+    rexmtlimit = 3
+
+Flags given on the command line win over the file. Unknown keys, wrong types
+and values out of range are errors (ValueError with the file and the key).
+"""
+
+import tomllib
+
+from .settings import SETTINGS
+
+ATTACH_KEYS = {
+    "ports": (list, str),
+    "mode": (str,),
+    "rotate_seconds": (int, float),
+    "metrics_addr": (str,),
+    "metrics": (bool,),
+    "force": (bool,),
+}
+
+
+def load(path):
+    """{key: value} for attach, with the syncache table as 'syncache': {name: text}."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ValueError("cannot read %s: %s" % (path, e.strerror)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError("%s is not valid TOML: %s" % (path, e)) from None
+
+    out = {}
+    for key, value in data.items():
+        if key == "syncache":
+            if not isinstance(value, dict):
+                raise ValueError("%s: [syncache] must be a table" % path)
+            for name, v in value.items():
+                if name not in SETTINGS:
+                    raise ValueError(
+                        "%s: unknown key syncache.%s (known: %s)" % (path, name, ", ".join(SETTINGS))
+                    )
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError("%s: syncache.%s must be a number" % (path, name))
+            out["syncache"] = {name: str(v) for name, v in value.items()}
+            continue
+        if key not in ATTACH_KEYS:
+            raise ValueError(
+                "%s: unknown key %r (known: %s, [syncache])" % (path, key, ", ".join(ATTACH_KEYS))
+            )
+        types = ATTACH_KEYS[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise ValueError("%s: %s has the wrong type (%s)" % (path, key, type(value).__name__))
+        if key == "ports" and isinstance(value, list):
+            if not all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+                raise ValueError("%s: ports must be whole numbers" % path)
+            value = ",".join(map(str, value))
+        out[key] = value
+    return out

@@ -1,0 +1,120 @@
+"""deploy/: what an operator installs, scrapes, alerts on and looks at."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from synguard import configfile, loader
+from synguard.metrics import SynguardCollector
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+DEPLOY = os.path.join(ROOT, "deploy")
+RULES = os.path.join(DEPLOY, "prometheus", "synguard-rules.yml")
+UNIT = os.path.join(DEPLOY, "systemd", "synguard@.service")
+K8S = os.path.join(DEPLOY, "kubernetes", "synguard.yaml")
+DASHBOARD = os.path.join(DEPLOY, "grafana", "synguard-dashboard.json")
+
+
+def run(*argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_promtool_checks_the_rules_and_the_config():
+    r = run("promtool", "check", "rules", RULES)
+    assert r.returncode == 0 and "SUCCESS: 6 rules found" in r.stdout, r.stdout + r.stderr
+    r = run("promtool", "check", "config", os.path.join(DEPLOY, "prometheus", "prometheus.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_alert_rules_unit_tests():
+    r = run(
+        "promtool", "test", "rules", "synguard-rules.test.yml", cwd=os.path.join(ROOT, "tests", "prometheus")
+    )
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd here")
+def test_systemd_unit_verifies(tmp_path):
+    # verify wants ExecStart to exist: point it at this venv's synguard.
+    exe = os.path.join(os.path.dirname(sys.executable), "synguard")
+    text = open(UNIT).read().replace("/usr/local/bin/synguard", exe)
+    unit = tmp_path / "synguard@test0.service"
+    unit.write_text(text)
+    r = run("systemd-analyze", "verify", "--man=no", str(unit))
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+
+
+def unit_capabilities():
+    line = next(ln for ln in open(UNIT) if ln.startswith("CapabilityBoundingSet="))
+    return sorted(line.split("=", 1)[1].split())
+
+
+def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
+    text = open(UNIT).read()
+    assert "ExecStart=/usr/local/bin/synguard attach %i --config /etc/synguard/%i.toml" in text
+    assert "ExecStopPost=/usr/local/bin/synguard detach %i" in text
+    assert "Restart=on-failure" in text
+    assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
+
+
+def test_daemonset():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(open(K8S))}
+    spec = docs["DaemonSet"]["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    (c,) = spec["containers"]
+    caps = c["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"] and sorted("CAP_" + x for x in caps["add"]) == unit_capabilities()
+    assert not c["securityContext"]["privileged"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["bpffs"] == "/sys/fs/bpf" and volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
+    assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    assert c["args"][-2:] == ["--config", mounts["config"] + "/synguard.toml"]
+
+
+def test_daemonset_config_is_a_valid_config_file(tmp_path):
+    docs = {d["kind"]: d for d in yaml.safe_load_all(open(K8S))}
+    conf = tmp_path / "synguard.toml"
+    conf.write_text(docs["ConfigMap"]["data"]["synguard.toml"])
+    loaded = configfile.load(str(conf))
+    assert loaded["ports"] == "80,443" and loaded["metrics_addr"] == "0.0.0.0:9717"
+
+
+def exported_names(maps):
+    """Every series name the exporter produces, as Prometheus stores them."""
+    state = loader.RunState("test0", 1, os.getpid(), "native", [80], 16.0)
+    names = set()
+    for family in SynguardCollector(maps, state).collect():
+        for sample in family.samples:
+            names.add(sample.name)
+    return names
+
+
+def queried_names(exprs):
+    return {m for e in exprs for m in re.findall(r"\bsynguard_\w+", e)}
+
+
+def test_dashboard_and_rules_query_only_exported_metrics(datapath):
+    _prog, maps = datapath
+    names = exported_names(maps)
+    dash = json.load(open(DASHBOARD))
+    dash_exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    dash_exprs += [v["query"] for v in dash["templating"]["list"]]
+    rule_exprs = [r["expr"] for g in yaml.safe_load(open(RULES))["groups"] for r in g["rules"]]
+    assert len(dash["panels"]) >= 6
+    for expr_names in (queried_names(dash_exprs), queried_names(rule_exprs)):
+        assert expr_names and expr_names <= names, expr_names - names
+
+
+def test_install_script_is_safe_to_run_again():
+    """make test ran it once already: a second run finds nothing missing."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    r = run("bash", os.path.join(DEPLOY, "install.sh"), "--venv", venv, "--dev", "--extra-apt", "prometheus")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "apt-get install" not in r.stdout and r.stdout.strip().endswith("install: done")
