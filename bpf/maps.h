@@ -30,6 +30,7 @@
 	X(sendcookie)  /* SYN answered with a cookie SYN-ACK (XDP_TX) */       \
 	X(dupsyn)      /* SYN for a syncache entry, answered from it again */  \
 	X(dropped)     /* SYN left unanswered: no entry possible, syncookies 0 */ \
+	X(ratelimited) /* SYN dropped: its source prefix had its SYN-ACKs */   \
 	X(recvcookie)  /* ACK with a valid cookie, sent on to the hand-off */  \
 	X(expanded)    /* ACK matching a syncache entry, sent on to the hand-off */ \
 	X(badcookie)   /* ACK to a listener with an invalid cookie; dropped */ \
@@ -106,6 +107,17 @@ struct sg_config {
 	u32 bucketlimit;    /* entries per bucket (SG_SYNCACHE_BUCKETS of them) */
 	u32 rexmt_ms;       /* first retransmission after rexmt_ms, then x2, x4, x8 */
 	u32 pause_ms;       /* first pause after an overflow; doubles, capped */
+	/* SYN-ACKs to one source prefix (the reflection limit): the rate and
+	 * burst as set, the GCRA parameters the data path uses (the controller
+	 * derives them), the prefix lengths and the hash seed. */
+	u32 synack_rate;        /* per second; 0: no limit */
+	u32 synack_burst;
+	u8 prefix4;             /* IPv4 source prefix length, 0..32 */
+	u8 prefix6;             /* IPv6 source prefix length, 0..128 */
+	u8 pad[2];
+	u64 synack_interval_ns; /* 1 s / synack_rate */
+	u64 synack_tau_ns;      /* synack_burst * synack_interval_ns */
+	u64 prefix_seed;        /* random per attach: buckets cannot be aimed at */
 };
 
 /* listeners[port] != 0: the port (host order) is protected. An array keyed

@@ -87,6 +87,65 @@ static __always_inline int handed_off_recently(struct sg_flow *k, u64 now)
 	return last && now - *last < SG_HANDOFF_WINDOW_NS;
 }
 
+/* The reflection limit: SYN-ACKs per source prefix, so that a flood of
+ * SYNs spoofed from a victim's addresses cannot turn us into a SYN-ACK
+ * cannon aimed at it. GCRA (one "theoretical arrival time" per bucket)
+ * over an array of buckets picked by a seeded hash of the prefix: no map
+ * insert per SYN (a random-source flood would churn an LRU), and without
+ * the seed nobody can aim prefixes at a bucket. Prefixes that share a
+ * bucket share its rate. Updates race between CPUs; that can let a burst
+ * overshoot by one SYN-ACK per CPU, never block a prefix for longer. */
+#define SG_RATELIMIT_BUCKETS 65536
+BPF_ARRAY(synack_tat, u64, SG_RATELIMIT_BUCKETS);
+
+static __always_inline u64 mask_bits(u64 v, u32 bits) /* keep the top bits */
+{
+	if (bits >= 64)
+		return v;
+	return bits ? v & (~0ULL << (64 - bits)) : 0;
+}
+
+/* murmur3's 64-bit finaliser: every input bit reaches every output bit, so
+ * prefixes whose low bits are all zero still spread over the buckets. */
+static __always_inline u64 fmix64(u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+static __always_inline int synack_allowed(struct sg_pkt *p,
+					  const struct sg_config *cfg, u64 now)
+{
+	u64 a, b = 0, t, *tat;
+	u32 idx;
+
+	if (!cfg->synack_interval_ns)
+		return 1;
+	if (p->ipv6) {
+		u32 bits = cfg->prefix6;
+
+		a = mask_bits(__builtin_bswap64(*(u64 *)&p->ip6->saddr), bits);
+		if (bits > 64)
+			b = mask_bits(__builtin_bswap64(*((u64 *)&p->ip6->saddr + 1)), bits - 64);
+		b ^= 0x6; /* v4 and v6 prefixes of equal bits never share a value */
+	} else {
+		a = mask_bits((u64)bpf_ntohl(p->ip4->saddr) << 32, cfg->prefix4);
+	}
+	idx = fmix64(fmix64(a ^ cfg->prefix_seed) ^ b) & (SG_RATELIMIT_BUCKETS - 1);
+	tat = synack_tat.lookup(&idx);
+	if (!tat)
+		return 1;
+	t = *tat > now ? *tat : now;
+	if (t - now > cfg->synack_tau_ns)
+		return 0;
+	*tat = t + cfg->synack_interval_ns;
+	return 1;
+}
+
 /* The flow's 4-tuple without the ISN: the key of handoffs and syncache. */
 static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k)
 {
@@ -409,6 +468,11 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
 	state = lookup_state(ctx, p);
 	if (state != SG_TCP_LISTEN)
 		return leave_to_kernel(state, p->ipv6);
+	now = bpf_ktime_get_ns();
+	if (!synack_allowed(p, cfg, now)) {
+		count(SG_C_ratelimited, ipv6);
+		return XDP_DROP;
+	}
 
 	s = scratch.lookup(&zero);
 	if (!s)
@@ -419,7 +483,6 @@ static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
 	isn = bpf_ntohl(p->tcp->seq);
 	flow_from_pkt(p, isn, &f);
 	tuple_key(&f, &key);
-	now = bpf_ktime_get_ns();
 
 	/* A SYN for an entry: the same SYN-ACK again (same ISS), the retransmit
 	 * counter reset and, as the seed does, the client's timestamp taken

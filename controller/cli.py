@@ -145,7 +145,7 @@ def attach_options(args):
             parse_addr(metrics_addr)
         except ValueError as e:
             raise UsageError("--metrics-addr: %s" % e) from None
-    settings = dict(conf.get("syncache", {}))
+    settings = dict(conf.get("settings", {}))
     for name in SETTINGS:
         if getattr(args, "set_" + name) is not None:
             settings[name] = getattr(args, "set_" + name)
@@ -164,9 +164,19 @@ def cmd_attach(args):
         signal.signal(sig, lambda *_: stop.set())
 
     syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
-    dp, maps, state = loader.attach(
+    dp, maps, state, adopted = loader.attach(
         args.iface, ports, mode, force, rotate_seconds, metrics_addr, syncache_cfg
     )
+    if adopted:
+        st = maps.syncache_state.lookup(0)
+        log.info(
+            "adopted the data path left attached on %s (%s XDP): keys, %d syncache entries and counters "
+            "kept%s",
+            args.iface,
+            state.mode,
+            st.entries,
+            "" if mode in ("auto", state.mode) else "; detach first to change the mode",
+        )
     server = cache = None
     try:
         if syncookies == "0":
@@ -378,7 +388,7 @@ def cmd_set(args):
         cfg = maps.config.lookup(0)
         for field, value in changes.items():
             setattr(cfg, field, value)
-        maps.config.update(0, cfg)
+        maps.config.update(0, cfg.derive())
         print("synguard: %s: %s" % (args.iface, " ".join("%s=%g" % kv for kv in current(cfg).items())))
     return 0
 

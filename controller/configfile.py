@@ -7,8 +7,8 @@
     metrics = true               # false: no metrics endpoint
     force = false
 
-    [syncache]                   # the seed's sysctls (synguard set NAME=VALUE)
-    cachelimit = 15360
+    [settings]                   # the seed's sysctls and the reflection limit
+    cachelimit = 15360           # (synguard set NAME=VALUE at run time)
     rexmtlimit = 3
 
 Flags given on the command line win over the file. Unknown keys, wrong types
@@ -30,7 +30,7 @@ ATTACH_KEYS = {
 
 
 def load(path):
-    """{key: value} for attach, with the syncache table as 'syncache': {name: text}."""
+    """{key: value} for attach, with the settings table as 'settings': {name: text}."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -41,21 +41,21 @@ def load(path):
 
     out = {}
     for key, value in data.items():
-        if key == "syncache":
+        if key == "settings":
             if not isinstance(value, dict):
-                raise ValueError("%s: [syncache] must be a table" % path)
+                raise ValueError("%s: [settings] must be a table" % path)
             for name, v in value.items():
                 if name not in SETTINGS:
                     raise ValueError(
-                        "%s: unknown key syncache.%s (known: %s)" % (path, name, ", ".join(SETTINGS))
+                        "%s: unknown key settings.%s (known: %s)" % (path, name, ", ".join(SETTINGS))
                     )
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValueError("%s: syncache.%s must be a number" % (path, name))
-            out["syncache"] = {name: str(v) for name, v in value.items()}
+                    raise ValueError("%s: settings.%s must be a number" % (path, name))
+            out["settings"] = {name: str(v) for name, v in value.items()}
             continue
         if key not in ATTACH_KEYS:
             raise ValueError(
-                "%s: unknown key %r (known: %s, [syncache])" % (path, key, ", ".join(ATTACH_KEYS))
+                "%s: unknown key %r (known: %s, [settings])" % (path, key, ", ".join(ATTACH_KEYS))
             )
         types = ATTACH_KEYS[key]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):

@@ -90,7 +90,7 @@ def main(argv=None):
             flood_s = time.monotonic() - t0
             ok_during = sum(ok for ok, _ in during)
             print(
-                "5. flood: %d frames (%d spoofed SYNs, %d forged ACKs from 198.19.0.0/16, 2001:db8:5::/64) "
+                "5. flood: %d frames (%d spoofed SYNs, %d forged ACKs from 198.19.0.0/16, 2001:db8:5::/48) "
                 "in %.1f s, %d/%d real connections during it"
                 % (
                     sent[0],
@@ -134,23 +134,26 @@ def main(argv=None):
             syns_sent = min(sent[0], len(frames) - args.acks)
             acks_sent = max(0, sent[0] - syns_sent)
             forged_accepted = len(srv.accepted) - accepted_before - ok_during
+            answered = c["sendcookie"] - real_total
             good = (
                 real_ok == real_total
-                and c["sendcookie"] == syns_sent + real_total
+                and answered + c["ratelimited"] == syns_sent
                 and c["completed"] == real_total
                 and c["badcookie"] == acks_sent
                 and forged_accepted == 0
             )
             print(
                 "verdict: %s: %d/%d real connections completed (%d during the flood), %d/%d spoofed SYNs "
-                "answered at XDP with cookie SYN-ACKs, %d/%d forged ACKs dropped, %d accepted by the listener"
+                "answered at XDP with cookie SYN-ACKs (%d held back by the reflection limit), %d/%d forged ACKs "
+                "dropped, %d accepted by the listener"
                 % (
                     "PASS" if good else "FAIL",
                     real_ok,
                     real_total,
                     ok_during,
-                    c["sendcookie"] - real_total,
+                    answered,
                     syns_sent,
+                    c["ratelimited"],
                     c["badcookie"],
                     acks_sent,
                     forged_accepted,

@@ -114,7 +114,21 @@ class Config(ct.Structure):
         ("bucketlimit", ct.c_uint32),
         ("rexmt_ms", ct.c_uint32),
         ("pause_ms", ct.c_uint32),
+        ("synack_rate", ct.c_uint32),
+        ("synack_burst", ct.c_uint32),
+        ("prefix4", ct.c_uint8),
+        ("prefix6", ct.c_uint8),
+        ("pad", ct.c_uint8 * 2),
+        ("synack_interval_ns", ct.c_uint64),
+        ("synack_tau_ns", ct.c_uint64),
+        ("prefix_seed", ct.c_uint64),
     ]
+
+    def derive(self):
+        """The GCRA parameters the data path uses, from rate and burst."""
+        self.synack_interval_ns = 10**9 // self.synack_rate if self.synack_rate else 0
+        self.synack_tau_ns = (self.synack_burst - 1) * self.synack_interval_ns  # burst at once
+        return self
 
 
 # The seed's defaults: TCP_SYNCACHE_HASHSIZE 512 x TCP_SYNCACHE_BUCKETLIMIT 30,
@@ -129,6 +143,9 @@ SYNCACHE_DEFAULTS = dict(
     rexmt_ms=1000,
     pause_ms=16000,
 )
+# The reflection limit: 1000 SYN-ACKs a second, 1000 at once, per /24 or /64.
+RATELIMIT_DEFAULTS = dict(synack_rate=1000, synack_burst=1000, prefix4=24, prefix6=64)
+SETTING_DEFAULTS = {**SYNCACHE_DEFAULTS, **RATELIMIT_DEFAULTS}
 SYNCACHE_MAX = 1 << 22  # largest syncache map synguard makes (cachelimit's ceiling)
 
 
@@ -228,7 +245,7 @@ class Handoff(ct.Structure):
 
 
 assert ct.sizeof(Secrets) == 56
-assert ct.sizeof(Config) == 28
+assert ct.sizeof(Config) == 64
 assert ct.sizeof(Flow) == 48
 assert ct.sizeof(SyncacheEntry) == 72
 assert ct.sizeof(SyncacheState) == 32

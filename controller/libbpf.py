@@ -97,6 +97,7 @@ def _opts(cls, **kw):
 
 
 _lib.bpf_obj_get.argtypes = [ct.c_char_p]
+_lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 _lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
 _lib.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
 _lib.bpf_map_lookup_batch.argtypes = [
@@ -121,6 +122,15 @@ _lib.bpf_prog_get_fd_by_id.argtypes = [ct.c_uint32]
 _lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
 
 
+def obj_pin(fd, path):
+    _check(_lib.bpf_obj_pin(fd, path.encode()), "pin " + path)
+
+
+def obj_get(path):
+    """A new fd for the object (map or program) pinned at path."""
+    return _check(_lib.bpf_obj_get(path.encode()), "open " + path)
+
+
 def num_possible_cpus():
     return _check(_lib.libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 
@@ -133,7 +143,7 @@ class PinnedMap:
         self.key_type = key_type
         self.value_type = value_type
         self.percpu = percpu
-        self.fd = _check(_lib.bpf_obj_get(path.encode()), "open %s" % path)
+        self.fd = obj_get(path)
 
     @property
     def max_entries(self):
@@ -176,10 +186,14 @@ class PinnedMap:
         read with BPF_MAP_LOOKUP_BATCH (one syscall per chunk instead of two
         per entry). Each chunk has buffers of its own."""
         token = ct.create_string_buffer(max(8, ct.sizeof(self.key_type)))
+        value_type = self.value_type
+        if self.percpu:  # one value per possible CPU, each padded to 8 bytes
+            assert ct.sizeof(value_type) == 8
+            value_type = value_type * num_possible_cpus()
         first = True
         while True:
             keys = (self.key_type * chunk)()
-            values = (self.value_type * chunk)()
+            values = (value_type * chunk)()
             count = ct.c_uint32(chunk)
             ret = _lib.bpf_map_lookup_batch(
                 self.fd, None if first else token, token, keys, values, ct.byref(count), None

@@ -10,6 +10,7 @@ removes exactly that, also after a crash.
 import ctypes
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from . import kfunc, layout, libbpf
 
 XDP_PROG = "synguard_xdp"
 DROP_PROG = "synguard_syncache_drop"
+DROP_PIN = "prog_syncache_drop"
 TC_PROG = "synguard_tc"
 KFUNC = "bpf_sk_assign_tcp_reqsk"
 RUN_DIR = "/run/synguard"
@@ -112,9 +114,11 @@ def kernel_wscale():
 
 def kernel_config(ifname, **syncache):
     """sg_config from the interface and this network namespace's sysctls;
-    the syncache settings are the seed's defaults unless given."""
+    the settings (the seed's syncache, the reflection limit) are the
+    defaults unless given."""
     mtu = if_mtu(ifname)
-    cfg = layout.Config(**{**layout.SYNCACHE_DEFAULTS, **syncache})
+    cfg = layout.Config(**{**layout.SETTING_DEFAULTS, **syncache})
+    cfg.prefix_seed = int.from_bytes(os.urandom(8), "little")
     cfg.mss4 = max(layout.mss_table(False)[0], min(mtu - 40, 65535))
     cfg.mss6 = max(layout.mss_table(True)[0], min(mtu - 60, 65535))
     cfg.window = 65535  # the seed's TCP_MAXWIN; SYN windows are never scaled
@@ -129,7 +133,17 @@ def kernel_config(ifname, **syncache):
         if read_sysctl(sysctl, ["0"])[0] != "0":
             flags |= bit
     cfg.flags = flags
-    return cfg
+    return cfg.derive()
+
+
+def source_hash():
+    """Identifies the data path's C sources: a controller only adopts
+    programs built from the sources it would build itself."""
+    h = hashlib.sha256()
+    for path in sorted(layout.bpf_dir().iterdir()):
+        if path.suffix in (".c", ".h"):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class Datapath:
@@ -164,16 +178,31 @@ class Datapath:
         kfunc.patch_bcc_function(self.bpf, TC_PROG, KFUNC)
         self.tc_fd = self.bpf.load_func(TC_PROG.encode(), BPF.SCHED_CLS).fd
 
-    @property
-    def xdp(self):
-        """The bcc module (tables by name, e.g. dp.bpf[b"handoffs"])."""
-        return self.bpf
+    def open_maps(self):
+        return Maps(self.pins)
+
+    def pin_drop_prog(self):
+        """Pinned so that a controller restarted later can adopt this data
+        path without compiling it again."""
+        libbpf.obj_pin(self.drop_fd, os.path.join(self.pins, DROP_PIN))
+
+    def close(self):
+        self.bpf.cleanup()
+
+
+class Adopted:
+    """A data path left attached by a controller that is gone: the pinned
+    maps and the pinned drop program, nothing compiled."""
+
+    def __init__(self, pins):
+        self.pins = pins
+        self.drop_fd = libbpf.obj_get(os.path.join(pins, DROP_PIN))
 
     def open_maps(self):
         return Maps(self.pins)
 
     def close(self):
-        self.bpf.cleanup()
+        os.close(self.drop_fd)
 
 
 class Maps:
@@ -199,8 +228,13 @@ class Maps:
         )
 
     def _slots(self):
-        """Per-CPU totals of every slot: [0, 64) IPv4 or no family, then IPv6."""
-        return [sum(v.value for v in self.counters.lookup(i)) for i in range(2 * layout.COUNTER_SLOTS)]
+        """Per-CPU totals of every slot: [0, 64) IPv4 or no family, then IPv6
+        (one batch syscall)."""
+        slots = [0] * (2 * layout.COUNTER_SLOTS)
+        for keys, values, n in self.counters.batches():
+            for k, v in zip(keys[:n], values[:n]):
+                slots[k] = sum(v)  # simple ctypes come back as ints
+        return slots
 
     def read_counters(self):
         """{name: total over CPUs and families}, read now (no cache)."""
@@ -266,6 +300,7 @@ class RunState:
     created_clsact: bool = False
     metrics_addr: str = ""
     restore_syncookies: str = ""  # net.ipv4.tcp_syncookies before attach changed it
+    source_hash: str = ""
     started: float = field(default_factory=time.time)
 
     def save(self):
@@ -325,22 +360,35 @@ def check_can_attach(ifname, force):
 
 
 def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics_addr="", syncache=None):
-    """Load, pin and attach. syncache: sg_config fields that differ from the
-    seed's defaults. Returns (Datapath, Maps, RunState). On failure
+    """Load, pin and attach; or adopt what a controller that died left
+    attached. syncache: sg_config fields that differ from the defaults.
+    Returns (Datapath or Adopted, Maps, RunState, adopted). On failure
     everything attached so far is removed again before the error is raised."""
     idx = check_can_attach(ifname, force)
-    # A synguard left behind by a controller that died: clear it first.
-    leftover, _ = libbpf.xdp_query(idx)
-    if leftover and libbpf.prog_name(leftover) == XDP_PROG:
-        detach(ifname)
+    leftover = adoptable(ifname, idx)
+    if leftover:
+        return adopt(leftover, ports, rotate_seconds, metrics_addr, syncache or {}) + (True,)
+    prog_id, _ = libbpf.xdp_query(idx)
+    if prog_id and libbpf.prog_name(prog_id) == XDP_PROG:
+        detach(ifname)  # left by an older synguard, or half attached: start clean
     ensure_bpffs()
     pins = pin_dir(ifname)
     shutil.rmtree(pins, ignore_errors=True)
-    state = RunState(ifname, idx, os.getpid(), mode, sorted(ports), rotate_seconds, metrics_addr=metrics_addr)
+    state = RunState(
+        ifname,
+        idx,
+        os.getpid(),
+        mode,
+        sorted(ports),
+        rotate_seconds,
+        metrics_addr=metrics_addr,
+        source_hash=source_hash(),
+    )
     dp = maps = None
     try:
         cachelimit = (syncache or {}).get("cachelimit", layout.SYNCACHE_DEFAULTS["cachelimit"])
         dp = Datapath(pins, layout.syncache_map_size(cachelimit))
+        dp.pin_drop_prog()
         maps = dp.open_maps()
         maps.config.update(0, kernel_config(ifname, **(syncache or {})))
         maps.set_ports(ports)
@@ -361,6 +409,57 @@ def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics
             dp.close()
         detach(ifname, state)
         raise
+    return dp, maps, state, False
+
+
+def adoptable(ifname, idx):
+    """The run state of a complete synguard data path on ifname whose
+    controller is gone and whose programs were built from our sources;
+    None otherwise."""
+    state = RunState.load(ifname)
+    if not state or state.controller_alive() or state.source_hash != source_hash():
+        return None
+    prog_id, _ = libbpf.xdp_query(idx)
+    pins = pin_dir(ifname)
+    if (
+        prog_id != state.xdp_prog_id
+        or libbpf.tc_query(idx, TC_HANDLE, TC_PRIORITY) != state.tc_prog_id
+        or not os.path.exists(os.path.join(pins, DROP_PIN))
+    ):
+        return None
+    return state
+
+
+def adopt(state, ports, rotate_seconds, metrics_addr, syncache):
+    """Take over a data path left attached: keep its keys (cookies already
+    sent stay valid), its syncache and its counters; apply this attach's
+    ports and settings."""
+    pins = pin_dir(state.ifname)
+    dp = Adopted(pins)
+    maps = dp.open_maps()
+    try:
+        old = maps.config.lookup(0)
+        size = maps.syncache.max_entries
+        if syncache.get("cachelimit", 0) > size:
+            raise AttachError(
+                "cachelimit can grow to %d while the data path stays attached; "
+                "synguard detach %s first for more" % (size, state.ifname)
+            )
+        cfg = kernel_config(state.ifname, **syncache)
+        cfg.prefix_seed = old.prefix_seed  # the rate limiter's buckets stay meaningful
+        maps.config.update(0, cfg.derive())
+        for port in set(maps.ports()) - set(ports):
+            maps.listeners.update(port, ctypes.c_uint32(0))
+        maps.set_ports(ports)
+    except BaseException:
+        maps.close()
+        dp.close()
+        raise
+    state.pid = os.getpid()
+    state.ports = sorted(ports)
+    state.rotate_seconds = rotate_seconds
+    state.metrics_addr = metrics_addr
+    state.save()
     return dp, maps, state
 
 

@@ -78,6 +78,17 @@ SETTINGS = {
             "seconds of cookies-only after an overflow; doubles on repeats (0: never pause)",
             seconds=True,
         ),
+        Setting(
+            "ratelimit",
+            "synack_rate",
+            0,
+            10_000_000,
+            1,
+            "SYN-ACKs per second to one source prefix (the reflection limit; 0: none)",
+        ),
+        Setting("ratelimit_burst", "synack_burst", 1, 10_000_000, 1, "SYN-ACKs to one source prefix at once"),
+        Setting("prefix4", "prefix4", 0, 32, 1, "IPv4 source prefix length the limit counts by"),
+        Setting("prefix6", "prefix6", 0, 128, 1, "IPv6 source prefix length the limit counts by"),
     )
 }
 

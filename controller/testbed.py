@@ -30,7 +30,7 @@ from . import libbpf, loader, netns, packets
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
 SPOOF_NET4 = ipaddress.ip_network("198.19.0.0/16")
-SPOOF_NET6 = ipaddress.ip_network("2001:db8:5::/64")
+SPOOF_NET6 = ipaddress.ip_network("2001:db8:5::/48")  # many /64s, as spoofed floods look
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2

@@ -70,17 +70,17 @@ UNIT_CONFIG = dict(
     wscale=7,
     ttl=64,
     flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
-    **layout.SYNCACHE_DEFAULTS,
+    **layout.SETTING_DEFAULTS,
 )
 
 
 def reset(prog, maps, **config):
     """The data path as after attach: config (seed defaults unless given),
     ports, fresh keys, an empty syncache, no pause, no recent hand-offs."""
-    maps.config.update(0, layout.Config(**{**UNIT_CONFIG, **config}))
+    maps.config.update(0, layout.Config(**{**UNIT_CONFIG, "synack_rate": 0, **config}).derive())
     maps.set_ports([PORT, PORT_NO_LISTENER])
     KeyRotator(maps.secrets).install_initial()
-    for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets"):
+    for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets", b"synack_tat"):
         prog.bpf[name].clear()
 
 

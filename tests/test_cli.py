@@ -133,6 +133,10 @@ def test_config_file_carries_every_option():
         "rexmtlimit": 3,
         "rexmt_ms": 1000,
         "pause_ms": 16000,
+        "synack_rate": 1000,
+        "synack_burst": 1000,
+        "prefix4": 24,
+        "prefix6": 64,
     }
     from synguard import configfile
     from synguard.settings import SETTINGS
@@ -143,7 +147,7 @@ def test_config_file_carries_every_option():
 
 def test_flags_win_over_the_config_file(tmp_path):
     conf = tmp_path / "eth0.toml"
-    conf.write_text('ports = "8000-8002"\nmode = "generic"\nmetrics = false\n[syncache]\ncachelimit = 100\n')
+    conf.write_text('ports = "8000-8002"\nmode = "generic"\nmetrics = false\n[settings]\ncachelimit = 100\n')
     ports, mode, _, metrics, _, syncache = attach_options("--config", str(conf))
     assert (ports, mode, metrics, syncache) == ([8000, 8001, 8002], "generic", "", {"cachelimit": 100})
     ports, mode, _, metrics, force, syncache = attach_options(
@@ -166,10 +170,10 @@ def test_flags_win_over_the_config_file(tmp_path):
     "content,message",
     [
         ("ports = [80]\nport = 81\n", "unknown key 'port'"),
-        ("ports = [80]\n[syncache]\ncachelimt = 5\n", "unknown key syncache.cachelimt"),
+        ("ports = [80]\n[settings]\ncachelimt = 5\n", "unknown key settings.cachelimt"),
         ("ports = 80\n", "ports has the wrong type (int)"),
         ('ports = [80]\nforce = "yes"\n', "force has the wrong type (str)"),
-        ("ports = [80]\n[syncache]\nrexmtlimit = 99\n", "rexmtlimit must be within 0..10, not 99"),
+        ("ports = [80]\n[settings]\nrexmtlimit = 99\n", "rexmtlimit must be within 0..10, not 99"),
         ('ports = [80]\nmode = "turbo"\n', "mode must be auto, native or generic, not 'turbo'"),
         ("ports = [0]\n", "port '0' is outside 1..65535"),
         ("ports = [80\n", "is not valid TOML"),
