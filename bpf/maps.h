@@ -73,14 +73,21 @@ struct sg_key {
  * path mints cookies with keys[active] and accepts keys[0] and keys[1]:
  * the idle slot holds the previous key until the next rotation overwrites
  * it. The controller writes the new key into the idle slot first and flips
- * `current` in a second update, so a reader never sees a half-written key
- * in the slot it mints with. */
+ * `active` in a second update, so a reader never sees a half-written key
+ * in the slot it mints with.
+ *
+ * Fleet mode (controller/fleet.py): keys come from a master key shared by
+ * hosts behind one address, one key per wall-clock epoch, keys[e & 1] for
+ * epoch e. For the parity that is not active a host also accepts `ahead`,
+ * the next epoch's key, so cookies from hosts whose clocks run up to one
+ * period ahead or behind validate. */
 struct sg_secrets {
 	u32 active;  /* slot SYN cookies are minted with */
-	u32 pad;
+	u32 fleet;   /* 1: also try `ahead` for the other parity */
 	u64 rotated_ns;  /* CLOCK_MONOTONIC of the last flip (controller only) */
 	u64 rotations;   /* flips since the map was created (controller only) */
 	struct sg_key keys[2];
+	struct sg_key ahead;
 };
 
 /* Option switches in sg_config.flags: the data path only offers what the

@@ -684,8 +684,13 @@ static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
 	}
 	meta = cookie & 0xff;
 	/* The slot bit picks the key: the current one or the previous one.
-	 * A key older than that has been overwritten, so its cookies fail. */
+	 * A key older than that has been overwritten, so its cookies fail. In
+	 * fleet mode the other parity may also be the next epoch's key (a host
+	 * whose clock runs ahead minted it): a second hash, for those only. */
 	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &f, meta);
+	if (cookie >> 8 != (u32)(h & 0xffffff) && sec->fleet &&
+	    SG_META_SLOT(meta) != (sec->active & 1))
+		h = sg_cookie_hash(&sec->ahead, &f, meta);
 	if (cookie >> 8 != (u32)(h & 0xffffff)) {
 		/* Only segments with data or FIN can trail a hand-off; a bogus
 		 * pure ACK costs no map lookup. */

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from . import __version__, configfile, layout, libbpf, loader
+from . import __version__, configfile, fleet, layout, libbpf, loader
 from .settings import SETTINGS, current, parse_assignments
 
 log = logging.getLogger("synguard")
@@ -92,6 +92,12 @@ def build_parser():
     m.add_argument("--metrics-addr", help="Prometheus /metrics on HOST:PORT (default 127.0.0.1:9717)")
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
+    a.add_argument(
+        "--fleet-key",
+        metavar="FILE",
+        help="derive the keys from this fleet's master key (root only, 0600): hosts behind one "
+        "address validate each other's cookies",
+    )
     for name, s in SETTINGS.items():
         a.add_argument("--" + name.replace("_", "-"), dest="set_" + name, metavar="VALUE", help=s.help)
 
@@ -109,6 +115,9 @@ def build_parser():
 
     d = sub.add_parser("detach", help="remove everything synguard attached to IFACE")
     d.add_argument("iface")
+
+    k = sub.add_parser("keygen", help="write a new fleet master key file (0600)")
+    k.add_argument("file")
     return p
 
 
@@ -153,11 +162,31 @@ def attach_options(args):
         syncache_cfg = parse_assignments("%s=%s" % kv for kv in settings.items())
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return ports, mode, rotate_seconds, metrics_addr, args.force or conf.get("force", False), syncache_cfg
+    fleet_key = pick("fleet_key", None)
+    if fleet_key:
+        try:
+            fleet.load(fleet_key)
+        except fleet.FleetKeyError as e:
+            raise UsageError(str(e)) from None
+    return (
+        ports,
+        mode,
+        rotate_seconds,
+        metrics_addr,
+        args.force or conf.get("force", False),
+        syncache_cfg,
+        fleet_key,
+    )
 
 
 def cmd_attach(args):
-    ports, mode, rotate_seconds, metrics_addr, force, syncache_cfg = attach_options(args)
+    ports, mode, rotate_seconds, metrics_addr, force, syncache_cfg, fleet_key = attach_options(args)
+    from .secrets import FleetRotator, KeyRotator
+
+    def rotator(secrets_map):
+        if fleet_key:
+            return FleetRotator(secrets_map, rotate_seconds, fleet_key)
+        return KeyRotator(secrets_map, rotate_seconds)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -165,7 +194,7 @@ def cmd_attach(args):
 
     syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
     dp, maps, state, adopted = loader.attach(
-        args.iface, ports, mode, force, rotate_seconds, metrics_addr, syncache_cfg
+        args.iface, ports, mode, force, rotate_seconds, metrics_addr, syncache_cfg, rotator
     )
     if adopted:
         st = maps.syncache_state.lookup(0)
@@ -192,10 +221,9 @@ def cmd_attach(args):
                 server = serve(metrics_addr, maps, state)
             except OSError as e:
                 raise loader.AttachError("cannot serve metrics on %s: %s" % (metrics_addr, e.strerror)) from e
-        from .secrets import KeyRotator
         from .syncache import Syncache
 
-        rotator = KeyRotator(maps.secrets)
+        keys = rotator(maps.secrets)
         try:
             cache = Syncache(maps, dp.drop_fd, args.iface)
         except PermissionError:
@@ -211,7 +239,7 @@ def cmd_attach(args):
             ),
             flush=True,
         )
-        status = run_loop(stop, state, rotator, cache, maps, rotate_seconds)
+        status = run_loop(stop, state, keys, cache, maps)
     finally:
         if server:
             server.shutdown()
@@ -224,19 +252,17 @@ def cmd_attach(args):
     return status
 
 
-def run_loop(stop, state, rotator, cache, maps, rotate_seconds):
+def run_loop(stop, state, keys, cache, maps):
     """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
     first retransmission delay, at most 250 ms), key rotation on time, and a
     check that our XDP program is still the one attached."""
-    next_rotation = time.monotonic() + rotate_seconds
     while True:
         tick = min(0.25, maps.config.lookup(0).rexmt_ms / 4000)
-        if stop.wait(max(0.0, min(tick, next_rotation - time.monotonic()))):
+        if stop.wait(max(0.0, min(tick, keys.due_in()))):
             return 0
         cache.tick()
-        if time.monotonic() >= next_rotation:
-            rotator.rotate()
-            next_rotation += rotate_seconds
+        if keys.due_in() <= 0:
+            keys.rotate()
             prog_id, _ = libbpf.xdp_query(state.ifindex)
             if prog_id != state.xdp_prog_id:
                 log.error("the XDP program on %s was replaced or removed by someone else", state.ifname)
@@ -276,6 +302,7 @@ def status_dict(iface):
             "rotate_seconds": state.rotate_seconds if state else None,
             "key_age_seconds": round((time.monotonic_ns() - secrets.rotated_ns) / 1e9, 3),
             "key_rotations": secrets.rotations,
+            "fleet": bool(secrets.fleet),
             "metrics_addr": state.metrics_addr if state else "",
             "settings": current(cfg),
             "syncache": Syncache(maps, None).status(),
@@ -413,12 +440,28 @@ def cmd_detach(args):
     return 0
 
 
+def cmd_keygen(args):
+    """A new master key in a file only root can read; never overwrites."""
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise UsageError("cannot create %s: %s" % (args.file, e.strerror)) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(fleet.generate())
+    print(
+        "synguard: wrote a new fleet master key to %s (mode 0600): copy it to every host of the fleet"
+        % args.file
+    )
+    return 0
+
+
 COMMANDS = {
     "attach": cmd_attach,
     "status": cmd_status,
     "list": cmd_list,
     "set": cmd_set,
     "detach": cmd_detach,
+    "keygen": cmd_keygen,
 }
 
 

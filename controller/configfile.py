@@ -6,6 +6,7 @@
     metrics_addr = "127.0.0.1:9717"
     metrics = true               # false: no metrics endpoint
     force = false
+    fleet_key = "/etc/synguard/fleet.key"   # fleet mode (controller/fleet.py)
 
     [settings]                   # the seed's sysctls and the reflection limit
     cachelimit = 15360           # (synguard set NAME=VALUE at run time)
@@ -26,6 +27,7 @@ ATTACH_KEYS = {
     "metrics_addr": (str,),
     "metrics": (bool,),
     "force": (bool,),
+    "fleet_key": (str,),
 }
 
 

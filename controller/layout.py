@@ -87,10 +87,11 @@ class Secrets(ct.Structure):
 
     _fields_ = [
         ("active", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("fleet", ct.c_uint32),
         ("rotated_ns", ct.c_uint64),
         ("rotations", ct.c_uint64),
         ("keys", Key * 2),
+        ("ahead", Key),
     ]
 
     def __repr__(self):  # never show key material, even by accident
@@ -244,7 +245,7 @@ class Handoff(ct.Structure):
     _fields_ = [("magic", ct.c_uint32), ("attrs", TcpReqAttrs)]
 
 
-assert ct.sizeof(Secrets) == 56
+assert ct.sizeof(Secrets) == 72
 assert ct.sizeof(Config) == 64
 assert ct.sizeof(Flow) == 48
 assert ct.sizeof(SyncacheEntry) == 72

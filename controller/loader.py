@@ -359,9 +359,12 @@ def check_can_attach(ifname, force):
     return idx
 
 
-def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics_addr="", syncache=None):
+def attach(
+    ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics_addr="", syncache=None, rotator=None
+):
     """Load, pin and attach; or adopt what a controller that died left
-    attached. syncache: sg_config fields that differ from the defaults.
+    attached. syncache: sg_config fields that differ from the defaults;
+    rotator(secrets map): the key source (KeyRotator unless given).
     Returns (Datapath or Adopted, Maps, RunState, adopted). On failure
     everything attached so far is removed again before the error is raised."""
     idx = check_can_attach(ifname, force)
@@ -394,7 +397,7 @@ def attach(ifname, ports, mode="auto", force=False, rotate_seconds=16.0, metrics
         maps.set_ports(ports)
         from .secrets import KeyRotator  # late: keeps this module's imports small
 
-        KeyRotator(maps.secrets).install_initial()
+        (rotator or KeyRotator)(maps.secrets).install_initial()
         state.created_clsact = libbpf.tc_clsact_create(idx)
         state.save()  # from here on, detach() knows what to undo
         state.tc_prog_id = libbpf.tc_attach(idx, dp.tc_fd, TC_HANDLE, TC_PRIORITY)

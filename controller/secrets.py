@@ -1,24 +1,34 @@
-"""The cookie secrets: two SipHash keys in the `secrets` map, rotated.
+"""The cookie secrets: SipHash keys in the `secrets` map, rotated.
 
 As in the seed (sch_secbits_odd/even), cookies are minted with the active
 slot and checked against both, so a cookie lives between one and two
-rotation periods. A rotation writes a fresh key into the idle slot, which
+rotation periods. A rotation writes the new key into the idle slot, which
 held the previous key, and only then flips `active` in a second update, so
-the data path never mints with a half-written key. Keys come from
-os.urandom and exist only in the map and this process's memory: nothing
-here formats them into a string.
+the data path never mints with a half-written key.
+
+Two sources of keys: KeyRotator draws each from os.urandom (one host);
+FleetRotator derives them from a master key shared by a fleet
+(controller/fleet.py). Keys exist only in the map and this process's
+memory: nothing here formats them into a string.
 """
 
+import logging
 import os
 import struct
 import time
 
-from . import layout
+from . import fleet, layout
+
+log = logging.getLogger("synguard")
 
 
 class KeyRotator:
-    def __init__(self, secrets_map):
+    """Random keys, rotated every period seconds from now on."""
+
+    def __init__(self, secrets_map, period=16.0):
         self.map = secrets_map
+        self.period = period
+        self._next = time.monotonic() + period
 
     @staticmethod
     def _fresh_key():
@@ -33,6 +43,9 @@ class KeyRotator:
         s.rotated_ns = time.monotonic_ns()
         self.map.update(0, s)
 
+    def due_in(self):
+        return self._next - time.monotonic()
+
     def rotate(self):
         s = self.map.lookup(0)
         idle = s.active ^ 1
@@ -42,8 +55,44 @@ class KeyRotator:
         s.rotated_ns = time.monotonic_ns()
         s.rotations += 1
         self.map.update(0, s)
+        self._next += self.period
 
-    def info(self):
-        """(active slot, seconds since the last rotation, rotations)."""
+
+class FleetRotator:
+    """Keys derived from the fleet's master key, one per wall-clock epoch of
+    period seconds; every host of the fleet holds the same ones. The key file
+    is read again at each rotation, so a new file (a master key changeover)
+    takes effect without a restart; a file that cannot be read then is
+    logged and the keys already derived are kept."""
+
+    def __init__(self, secrets_map, period, key_path, clock=time.time):
+        self.map = secrets_map
+        self.period = period
+        self.key_path = key_path
+        self.clock = clock
+        self.masters = fleet.load(key_path)  # FleetKeyError at attach: refused
+
+    def _write(self, epoch_state):
+        new, _epoch = epoch_state
         s = self.map.lookup(0)
-        return s.active, (time.monotonic_ns() - s.rotated_ns) / 1e9, s.rotations
+        new.rotations = s.rotations + (s.active != new.active or not s.fleet)
+        staged = layout.Secrets.from_buffer_copy(new)
+        staged.active = s.active if s.fleet else new.active  # first the keys, then the flip
+        staged.ahead = s.ahead if s.fleet else new.ahead
+        staged.rotated_ns = s.rotated_ns
+        self.map.update(0, staged)
+        new.rotated_ns = time.monotonic_ns()
+        self.map.update(0, new)
+
+    def install_initial(self):
+        self._write(fleet.key_state(self.masters, self.period, self.clock()))
+
+    def due_in(self):
+        return self.period - self.clock() % self.period
+
+    def rotate(self):
+        try:
+            self.masters = fleet.load(self.key_path)
+        except fleet.FleetKeyError as e:
+            log.error("%s; keeping the master key read before", e)
+        self._write(fleet.key_state(self.masters, self.period, self.clock()))

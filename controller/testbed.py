@@ -78,11 +78,11 @@ class EchoServer:
     reads. For each accepted connection it records the peer, the server's
     ISS (via TCP_REPAIR, before sending anything) and TCP_INFO."""
 
-    def __init__(self, bed, port):
+    def __init__(self, bed, port, ns=None):
         self.port = port
         self.accepted = []
         self._stop = False
-        with netns.netns(bed.server_ns):
+        with netns.netns(ns or bed.server_ns):
             self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -300,6 +300,162 @@ class Testbed:
         finally:
             s.close()
         return sent
+
+
+class FleetBed:
+    """Two servers behind one address, and a router that sends each client's
+    SYN to one and everything after it to the other, as an ECMP rehash or a
+    changed load-balancer path does mid-handshake.
+
+        client 198.18.0.1 --- router 198.18.0.254
+                               |-- (SYN)   198.18.2.1 --- A 198.18.2.2, service 198.18.1.1
+                               '-- (rest)  198.18.3.1 --- B 198.18.3.2, service 198.18.1.1
+
+    The router marks SYNs (nft) and routes marked packets to A (policy
+    routing), the rest to B. synguard attaches to A's and B's veths.
+    """
+
+    SERVICE = "198.18.1.1"
+
+    def __init__(self, tag=None):
+        tag = tag or secrets.token_hex(2)
+        self.ns = {r: "sgf-%s-%s" % (tag, r) for r in ("c", "r", "a", "b")}
+        self.ifs = {r: "sgf%s%s" % (tag, r) for r in ("c", "rc", "ra", "rb", "a", "b")}
+        self.client_ns, self.client_if = self.ns["c"], self.ifs["c"]
+        self._stubs = []
+        self._procs = []
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def up(self):
+        ns, ifs = self.ns, self.ifs
+        for name in ns.values():
+            _ip("netns", "add", name)
+            _ip("link", "set", "lo", "up", ns=name)
+        for a, b, a_ns, b_ns in (("c", "rc", "c", "r"), ("ra", "a", "r", "a"), ("rb", "b", "r", "b")):
+            _ip(
+                "link",
+                "add",
+                ifs[a],
+                "netns",
+                ns[a_ns],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifs[b],
+                "netns",
+                ns[b_ns],
+            )
+        for ifname, owner, addr in (
+            ("c", "c", "198.18.0.1/24"),
+            ("rc", "r", "198.18.0.254/24"),
+            ("ra", "r", "198.18.2.1/30"),
+            ("a", "a", "198.18.2.2/30"),
+            ("rb", "r", "198.18.3.1/30"),
+            ("b", "b", "198.18.3.2/30"),
+        ):
+            _ip("addr", "add", addr, "dev", ifs[ifname], ns=ns[owner])
+            _ip("link", "set", ifs[ifname], "up", ns=ns[owner])
+        _ip("route", "add", "default", "via", "198.18.0.254", ns=ns["c"])
+        for server, gw in (("a", "198.18.2.1"), ("b", "198.18.3.1")):
+            _ip("addr", "add", self.SERVICE + "/32", "dev", ifs[server], ns=ns[server])
+            _ip("route", "add", "default", "via", gw, ns=ns[server])
+        _ip("route", "add", self.SERVICE, "via", "198.18.3.2", ns=ns["r"])
+        _ip("route", "add", self.SERVICE, "via", "198.18.2.2", "table", "100", ns=ns["r"])
+        _ip("rule", "add", "fwmark", "1", "lookup", "100", ns=ns["r"])
+        with netns.netns(ns["r"]):
+            for name in (
+                "net.ipv4.ip_forward",
+                "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.conf.default.rp_filter",
+            ):
+                loader.write_sysctl(name, "1" if name.endswith("forward") else "0")
+            for ifname in ("rc", "ra", "rb"):  # the return path is not the way in
+                loader.write_sysctl("net.ipv4.conf.%s.rp_filter" % ifs[ifname], "0")
+        netns.run(
+            ns["r"],
+            [
+                "nft",
+                "add table inet fleet; "
+                "add chain inet fleet pre { type filter hook prerouting priority -150; }; "
+                "add rule inet fleet pre ip daddr %s tcp flags & (syn | ack) == syn meta mark set 1"
+                % self.SERVICE,
+            ],
+            check=True,
+        )
+        # XDP_TX on A's and B's veths reaches the router only if its ends run XDP.
+        from bcc import BPF
+
+        for ifname in ("ra", "rb"):
+            stub = BPF(text=b"int pass(struct xdp_md *ctx) { return XDP_PASS; }")
+            self._stubs.append(stub)
+            with netns.netns(ns["r"]):
+                libbpf.xdp_attach(
+                    loader.ifindex(ifs[ifname]),
+                    stub.load_func(b"pass", BPF.XDP).fd,
+                    libbpf.XDP_FLAGS_DRV_MODE,
+                )
+
+    def down(self):
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for name in self.ns.values():
+            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        for server in ("a", "b"):
+            shutil.rmtree(loader.pin_dir(self.ifs[server]), ignore_errors=True)
+            try:
+                os.unlink(loader.state_path(self.ifs[server]))
+            except FileNotFoundError:
+                pass
+        for stub in self._stubs:
+            stub.cleanup()
+        self._stubs = []
+
+    def attach(self, server, ports, *extra, timeout=60):
+        """`synguard attach` on server ("a" or "b"); returns its Popen once protecting."""
+        p = netns.popen(
+            self.ns[server],
+            [
+                sys.executable,
+                "-m",
+                "synguard.cli",
+                "attach",
+                self.ifs[server],
+                "--ports",
+                ",".join(map(str, ports)),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._procs.append(p)
+        line = p.stdout.readline()
+        if "protecting" not in line:
+            p.kill()
+            raise RuntimeError("synguard attach failed: %s" % p.stderr.read())
+        return p
+
+    def synguard_run(self, server, *args):
+        return netns.run(
+            self.ns[server],
+            [sys.executable, "-m", "synguard.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 class Capture:

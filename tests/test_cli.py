@@ -123,7 +123,8 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "deploy", "synguard.exam
 
 
 def test_config_file_carries_every_option():
-    ports, mode, rotate, metrics, force, syncache = attach_options("--config", EXAMPLE)
+    ports, mode, rotate, metrics, force, syncache, fleet_key = attach_options("--config", EXAMPLE)
+    assert fleet_key is None  # commented out in the example
     assert (ports, mode, rotate, metrics, force) == ([80, 443], "auto", 16.0, "127.0.0.1:9717", False)
     assert syncache == {
         "syncookies": 1,
@@ -142,15 +143,18 @@ def test_config_file_carries_every_option():
     from synguard.settings import SETTINGS
 
     text = open(EXAMPLE).read()
-    assert all("\n%s = " % k in text for k in list(configfile.ATTACH_KEYS) + list(SETTINGS))
+    assert all(
+        "\n%s = " % k in text or "\n# %s = " % k in text
+        for k in list(configfile.ATTACH_KEYS) + list(SETTINGS)
+    )
 
 
 def test_flags_win_over_the_config_file(tmp_path):
     conf = tmp_path / "eth0.toml"
     conf.write_text('ports = "8000-8002"\nmode = "generic"\nmetrics = false\n[settings]\ncachelimit = 100\n')
-    ports, mode, _, metrics, _, syncache = attach_options("--config", str(conf))
+    ports, mode, _, metrics, _, syncache, _ = attach_options("--config", str(conf))
     assert (ports, mode, metrics, syncache) == ([8000, 8001, 8002], "generic", "", {"cachelimit": 100})
-    ports, mode, _, metrics, force, syncache = attach_options(
+    ports, mode, _, metrics, force, syncache, _ = attach_options(
         "--config",
         str(conf),
         "--ports",

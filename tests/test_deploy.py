@@ -59,7 +59,7 @@ def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
     text = open(UNIT).read()
     assert "ExecStart=/usr/local/bin/synguard attach %i --config /etc/synguard/%i.toml" in text
     assert "Restart=on-failure" in text
-    assert "ExecStopPost" not in text  # a restart after a crash adopts the data path
+    assert "\nExecStopPost=" not in text  # a restart after a crash adopts the data path
     assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
 
 
@@ -76,6 +76,10 @@ def test_daemonset():
     assert mounts["bpffs"] == "/sys/fs/bpf" and volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
     assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
     assert c["args"][-2:] == ["--config", mounts["config"] + "/synguard.toml"]
+    fleet = volumes["fleet-key"]["secret"]
+    assert fleet["optional"] is True and fleet["defaultMode"] == 0o400
+    assert mounts["fleet-key"] == "/etc/synguard/fleet"
+    assert 'fleet_key = "/etc/synguard/fleet/fleet.key"' in docs["ConfigMap"]["data"]["synguard.toml"]
 
 
 def test_daemonset_config_is_a_valid_config_file(tmp_path):
