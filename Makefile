@@ -3,7 +3,7 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT := prometheus nftables netsniff-ng
+TEST_APT := prometheus nftables netsniff-ng vagrant vagrant-libvirt
 
 .PHONY: install setup demo test fuzz soak bench clean
 
@@ -24,6 +24,12 @@ fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
 
 soak: setup         ## floods at the generator's maximum, real clients throughout (3 minutes)
 	$(PYTHON) tests/soak.py --seconds 180
+
+bench: setup        ## per-packet cost, syncache timer, floods against the alternatives (under 10 minutes)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md
+	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
+	cd bench && $(PYTHON) flood.py --out ../docs/bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -14,6 +14,7 @@ also after a failure (use it as a context manager).
 
 import errno
 import ipaddress
+import json
 import os
 import random
 import secrets
@@ -36,6 +37,17 @@ TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCP_REPAIR_OFF_NO_WP = -1
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+
+
+def xdp_stub(ns, ifname, verdict="XDP_PASS"):
+    """A one-line native XDP program on a veth: a veth delivers XDP_TX frames
+    only to a peer that runs XDP too. Returns the BPF object (cleanup() it)."""
+    from bcc import BPF
+
+    stub = BPF(text=b"int stub(struct xdp_md *ctx) { return %s; }" % verdict.encode())
+    with netns.netns(ns):
+        libbpf.xdp_attach(loader.ifindex(ifname), stub.load_func(b"stub", BPF.XDP).fd, libbpf.XDP_FLAGS_DRV_MODE)
+    return stub
 
 
 def _ip(*args, ns=None):
@@ -125,11 +137,16 @@ class EchoServer:
 class Testbed:
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, tag=None):
+    def __init__(self, tag=None, attacker=False):
+        """attacker: also an attacker namespace on a link of its own to the
+        server (198.18.10.0/24), for floods that share nothing with the
+        real client's link; the server routes 198.19.0.0/16 to it."""
         tag = tag or secrets.token_hex(3)
         self.client_ns, self.server_ns = "sg-%s-c" % tag, "sg-%s-s" % tag
         self.client_if, self.server_if = "sg%sc" % tag, "sg%ss" % tag
-        self._stub = None
+        self.attacker = attacker
+        self.attacker_ns, self.attacker_if, self.attack_if = "sg-%s-a" % tag, "sg%sa" % tag, "sg%st" % tag
+        self._stubs = []
         self._procs = []
 
     def __enter__(self):
@@ -172,32 +189,42 @@ class Testbed:
             _ip("addr", "add", v4 + "/24", "dev", ifname, ns=ns)
             _ip("addr", "add", v6 + "/64", "dev", ifname, "nodad", ns=ns)
             _ip("link", "set", ifname, "up", ns=ns)
-        self._attach_stub()
-
-    def _attach_stub(self):
-        """XDP_PASS on the client veth (see the module comment)."""
-        from bcc import BPF
-
-        self._stub = BPF(text=b"int pass(struct xdp_md *ctx) { return XDP_PASS; }")
-        fd = self._stub.load_func(b"pass", BPF.XDP).fd
-        with netns.netns(self.client_ns):
-            libbpf.xdp_attach(loader.ifindex(self.client_if), fd, libbpf.XDP_FLAGS_DRV_MODE)
+        self._stubs.append(xdp_stub(self.client_ns, self.client_if))
+        if self.attacker:
+            _ip("netns", "add", self.attacker_ns)
+            _ip("link", "add", self.attack_if, "netns", self.server_ns, "type", "veth", "peer", "name",
+                self.attacker_if, "netns", self.attacker_ns)
+            for ns, ifname, v4 in ((self.attacker_ns, self.attacker_if, "198.18.10.1/24"),
+                                   (self.server_ns, self.attack_if, "198.18.10.2/24")):
+                _ip("link", "set", "lo", "up", ns=ns)
+                _ip("addr", "add", v4, "dev", ifname, ns=ns)
+                _ip("link", "set", ifname, "up", ns=ns)
+            _ip("route", "add", str(SPOOF_NET4), "via", "198.18.10.1", ns=self.server_ns)
+            # The attacker drops everything that arrives, ARP requests too:
+            # the server must know its MAC beforehand to answer in the kernel.
+            r = subprocess.run(["ip", "-n", self.attacker_ns, "-j", "link", "show", self.attacker_if],
+                               capture_output=True, text=True, check=True)
+            _ip("neigh", "add", "198.18.10.1", "lladdr", json.loads(r.stdout)[0]["address"], "dev",
+                self.attack_if, "nud", "permanent", ns=self.server_ns)
+            # The attacker has no use for the SYN-ACKs: drop them on arrival.
+            self._stubs.append(xdp_stub(self.attacker_ns, self.attacker_if, "XDP_DROP"))
 
     def down(self):
         for p in self._procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for ns in (self.client_ns, self.server_ns):
+        for ns in (self.client_ns, self.server_ns, self.attacker_ns):
             subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(loader.pin_dir(self.server_if), ignore_errors=True)
-        try:
-            os.unlink(loader.state_path(self.server_if))
-        except FileNotFoundError:
-            pass
-        if self._stub is not None:
-            self._stub.cleanup()
-            self._stub = None
+        for ifname in (self.server_if, self.attack_if):
+            shutil.rmtree(loader.pin_dir(ifname), ignore_errors=True)
+            try:
+                os.unlink(loader.state_path(ifname))
+            except FileNotFoundError:
+                pass
+        for stub in self._stubs:
+            stub.cleanup()
+        self._stubs = []
 
     # --- processes in the namespaces ---------------------------------------
 
@@ -216,11 +243,12 @@ class Testbed:
             timeout=60,
         )
 
-    def attach(self, ports, *extra, timeout=60):
-        """Start `synguard attach` and wait for its "protecting" line."""
+    def attach(self, ports, *extra, timeout=60, iface=None):
+        """Start `synguard attach` (on the client link unless iface says
+        otherwise) and wait for its "protecting" line."""
         p = self.synguard(
             "attach",
-            self.server_if,
+            iface or self.server_if,
             "--ports",
             ",".join(map(str, ports)),
             *extra,
@@ -394,17 +422,8 @@ class FleetBed:
             check=True,
         )
         # XDP_TX on A's and B's veths reaches the router only if its ends run XDP.
-        from bcc import BPF
-
         for ifname in ("ra", "rb"):
-            stub = BPF(text=b"int pass(struct xdp_md *ctx) { return XDP_PASS; }")
-            self._stubs.append(stub)
-            with netns.netns(ns["r"]):
-                libbpf.xdp_attach(
-                    loader.ifindex(ifs[ifname]),
-                    stub.load_func(b"pass", BPF.XDP).fd,
-                    libbpf.XDP_FLAGS_DRV_MODE,
-                )
+            self._stubs.append(xdp_stub(ns["r"], ifs[ifname]))
 
     def down(self):
         for p in self._procs:
@@ -456,6 +475,67 @@ class FleetBed:
             text=True,
             timeout=60,
         )
+
+
+class LanBed:
+    """Three hosts on one LAN, as the end-to-end suite (synguard.e2e) and
+    the Vagrant VMs have them: a bridge in a namespace of its own joins the
+    server's, the client's and the attacker's veths.
+
+        client 198.18.50.11 --+
+                              br (sg-TAG-lan) --- server 198.18.50.10
+        attacker 198.18.50.12 +
+    """
+
+    SERVER, CLIENT, ATTACKER = "198.18.50.10", "198.18.50.11", "198.18.50.12"
+
+    def __init__(self, tag=None):
+        tag = tag or secrets.token_hex(2)
+        self.lan_ns = "sg-%s-lan" % tag
+        self.ns = {h: "sg-%s-%s" % (tag, h) for h in ("server", "client", "attacker")}
+        self.ifs = {h: "sg%s%s" % (tag, h[0]) for h in self.ns}  # in the host's namespace
+        self.ports = {h: "sg%s%sp" % (tag, h[0]) for h in self.ns}  # the bridge's end
+        self._stubs = []
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def up(self):
+        _ip("netns", "add", self.lan_ns)
+        _ip("link", "add", "br0", "type", "bridge", ns=self.lan_ns)
+        _ip("link", "set", "br0", "up", ns=self.lan_ns)
+        for host, addr in (("server", self.SERVER), ("client", self.CLIENT), ("attacker", self.ATTACKER)):
+            ns = self.ns[host]
+            _ip("netns", "add", ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+            _ip("link", "add", self.ifs[host], "netns", ns, "type", "veth", "peer", "name", self.ports[host],
+                "netns", self.lan_ns)
+            _ip("link", "set", self.ports[host], "master", "br0", "up", ns=self.lan_ns)
+            _ip("addr", "add", addr + "/24", "dev", self.ifs[host], ns=ns)
+            _ip("link", "set", self.ifs[host], "up", ns=ns)
+        # synguard's XDP_TX on the server's veth reaches the bridge only if
+        # the bridge's end runs XDP too (see the module comment).
+        self._stubs.append(xdp_stub(self.lan_ns, self.ports["server"]))
+
+    def down(self):
+        for ns in list(self.ns.values()) + [self.lan_ns]:
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        shutil.rmtree(loader.pin_dir(self.ifs["server"]), ignore_errors=True)
+        try:
+            os.unlink(loader.state_path(self.ifs["server"]))
+        except FileNotFoundError:
+            pass
+        for stub in self._stubs:
+            stub.cleanup()
+        self._stubs = []
 
 
 class Capture:

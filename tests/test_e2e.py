@@ -1,0 +1,100 @@
+"""The end-to-end suite (synguard.e2e) on namespace hosts, and what CI can
+check of the Vagrant VMs that run the same suite: the Vagrantfile
+validates, its addresses are the suite's, its provisioning installs."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from synguard.testbed import LanBed
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+VAGRANT = os.path.join(ROOT, "vagrant")
+VAGRANTFILE = os.path.join(VAGRANT, "Vagrantfile")
+
+STEPS = [
+    "before attach",
+    "attach",
+    "SYN flood",
+    "ACK flood",
+    "metrics",
+    "kill -9 and restart",
+    "stop (SIGTERM)",
+    "established connection",
+]
+
+
+def test_suite_passes_on_namespace_hosts(tmp_path):
+    out = tmp_path / "e2e.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "synguard.e2e", "--rate", "20000", "--seconds", "4", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verdict: PASS" in r.stdout
+    result = json.loads(out.read_text())
+    assert [s["name"] for s in result["steps"]] == STEPS
+    steps = {s["name"]: s["figures"] for s in result["steps"]}
+    assert steps["attach"]["xdp_mode"] == "native"
+    assert steps["SYN flood"]["sendcookie"] > 40000  # 80,000 sent, some lost on the bridge
+    assert steps["ACK flood"]["dropped"] > 70000 and steps["ACK flood"]["kernel_rsts"] == 0
+    assert steps["established connection"]["error"] is None
+    # Nothing of the suite is left behind: no namespaces, no work files.
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not re.search(r"sg-\w+-(lan|server|client|attacker)\b", netns), netns
+    assert not [f for f in os.listdir("/tmp") if f.startswith("synguard-e2e-")]
+
+
+def test_vagrantfile_validates():
+    r = subprocess.run(["vagrant", "validate"], cwd=VAGRANT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "validated successfully" in r.stdout, r.stdout + r.stderr
+
+
+def test_vagrant_hosts_are_the_suites_hosts():
+    """The VMs have the namespace hosts' addresses and the suite's default
+    server address, and a kernel with bpf_sk_assign_tcp_reqsk (>= 6.9)."""
+    text = open(VAGRANTFILE).read()
+    ips = dict(re.findall(r'"(server|client|attacker)"\s*=>\s*\{\s*ip:\s*"([\d.]+)"', text))
+    assert ips == {"server": LanBed.SERVER, "client": LanBed.CLIENT, "attacker": LanBed.ATTACKER}
+    e2e = open(os.path.join(ROOT, "controller", "e2e.py")).read()
+    assert '"--server-ip", default="%s"' % LanBed.SERVER in e2e
+    assert 'ENV.fetch("SYNGUARD_BOX", "debian/trixie64")' in text  # Debian 13: Linux 6.12
+
+
+def test_vagrant_provisioning_installs_on_this_machine(tmp_path):
+    """The Vagrantfile's provisioning script, run here (into a scratch venv;
+    what it links and installs under /usr/local and /etc is put back as it
+    was after)."""
+    script = re.search(r"PROVISION = <<~SH\n(.*?)\nSH\n", open(VAGRANTFILE).read(), re.S).group(1)
+    assert "/synguard/deploy/install.sh" in script
+    script = script.replace("/synguard/deploy/install.sh", os.path.join(ROOT, "deploy", "install.sh"))
+    script = script.replace("install.sh ", "install.sh --venv %s " % (tmp_path / "venv"), 1)
+    link = "/usr/local/bin/synguard"
+    link_before = os.readlink(link) if os.path.islink(link) else None
+    made = [p for p in ("/etc/systemd/system/synguard@.service", "/etc/synguard") if not os.path.lexists(p)]
+    try:
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        v = subprocess.run([link, "--version"], capture_output=True, text=True)
+        assert v.returncode == 0 and v.stdout.startswith("synguard "), v.stdout + v.stderr
+        assert shutil.which("trafgen")
+        assert os.path.exists("/etc/systemd/system/synguard@.service")
+    finally:
+        if os.path.lexists(link):
+            os.unlink(link)
+        if link_before:
+            os.symlink(link_before, link)
+        for p in made:
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.unlink(p)
+
+def test_e2e_sh_is_valid_bash_with_usage():
+    sh = os.path.join(VAGRANT, "e2e.sh")
+    assert subprocess.run(["bash", "-n", sh]).returncode == 0
+    r = subprocess.run([sh, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: vagrant/e2e.sh" in r.stdout
