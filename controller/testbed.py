@@ -134,7 +134,44 @@ class EchoServer:
         self.sock.close()
 
 
-class Testbed:
+class _Bed:
+    """Namespaces made by up() and removed by down(), also after a failure."""
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    _procs = ()
+
+    def _remove(self, namespaces, protected):
+        """Kill what ran in the namespaces and delete them, then what synguard
+        may have left for the protected interfaces (pins, run state) and the
+        XDP stubs."""
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for ns in namespaces:
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        for ifname in protected:
+            shutil.rmtree(loader.pin_dir(ifname), ignore_errors=True)
+            try:
+                os.unlink(loader.state_path(ifname))
+            except FileNotFoundError:
+                pass
+        for stub in self._stubs:
+            stub.cleanup()
+        self._stubs = []
+
+
+class Testbed(_Bed):
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, tag=None, attacker=False):
@@ -148,17 +185,6 @@ class Testbed:
         self.attacker_ns, self.attacker_if, self.attack_if = "sg-%s-a" % tag, "sg%sa" % tag, "sg%st" % tag
         self._stubs = []
         self._procs = []
-
-    def __enter__(self):
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.down()
 
     def up(self):
         _ip("netns", "add", self.client_ns)
@@ -210,21 +236,7 @@ class Testbed:
             self._stubs.append(xdp_stub(self.attacker_ns, self.attacker_if, "XDP_DROP"))
 
     def down(self):
-        for p in self._procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for ns in (self.client_ns, self.server_ns, self.attacker_ns):
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        for ifname in (self.server_if, self.attack_if):
-            shutil.rmtree(loader.pin_dir(ifname), ignore_errors=True)
-            try:
-                os.unlink(loader.state_path(ifname))
-            except FileNotFoundError:
-                pass
-        for stub in self._stubs:
-            stub.cleanup()
-        self._stubs = []
+        self._remove((self.client_ns, self.server_ns, self.attacker_ns), (self.server_if, self.attack_if))
 
     # --- processes in the namespaces ---------------------------------------
 
@@ -330,7 +342,7 @@ class Testbed:
         return sent
 
 
-class FleetBed:
+class FleetBed(_Bed):
     """Two servers behind one address, and a router that sends each client's
     SYN to one and everything after it to the other, as an ECMP rehash or a
     changed load-balancer path does mid-handshake.
@@ -352,17 +364,6 @@ class FleetBed:
         self.client_ns, self.client_if = self.ns["c"], self.ifs["c"]
         self._stubs = []
         self._procs = []
-
-    def __enter__(self):
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.down()
 
     def up(self):
         ns, ifs = self.ns, self.ifs
@@ -426,21 +427,7 @@ class FleetBed:
             self._stubs.append(xdp_stub(ns["r"], ifs[ifname]))
 
     def down(self):
-        for p in self._procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for name in self.ns.values():
-            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
-        for server in ("a", "b"):
-            shutil.rmtree(loader.pin_dir(self.ifs[server]), ignore_errors=True)
-            try:
-                os.unlink(loader.state_path(self.ifs[server]))
-            except FileNotFoundError:
-                pass
-        for stub in self._stubs:
-            stub.cleanup()
-        self._stubs = []
+        self._remove(self.ns.values(), (self.ifs["a"], self.ifs["b"]))
 
     def attach(self, server, ports, *extra, timeout=60):
         """`synguard attach` on server ("a" or "b"); returns its Popen once protecting."""
@@ -477,7 +464,7 @@ class FleetBed:
         )
 
 
-class LanBed:
+class LanBed(_Bed):
     """Three hosts on one LAN, as the end-to-end suite (synguard.e2e) and
     the Vagrant VMs have them: a bridge in a namespace of its own joins the
     server's, the client's and the attacker's veths.
@@ -497,17 +484,6 @@ class LanBed:
         self.ports = {h: "sg%s%sp" % (tag, h[0]) for h in self.ns}  # the bridge's end
         self._stubs = []
 
-    def __enter__(self):
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.down()
-
     def up(self):
         _ip("netns", "add", self.lan_ns)
         _ip("link", "add", "br0", "type", "bridge", ns=self.lan_ns)
@@ -526,16 +502,7 @@ class LanBed:
         self._stubs.append(xdp_stub(self.lan_ns, self.ports["server"]))
 
     def down(self):
-        for ns in list(self.ns.values()) + [self.lan_ns]:
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(loader.pin_dir(self.ifs["server"]), ignore_errors=True)
-        try:
-            os.unlink(loader.state_path(self.ifs["server"]))
-        except FileNotFoundError:
-            pass
-        for stub in self._stubs:
-            stub.cleanup()
-        self._stubs = []
+        self._remove(list(self.ns.values()) + [self.lan_ns], (self.ifs["server"],))
 
 
 class Capture:
