@@ -267,8 +267,13 @@ static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
 	u32 len = (doff - sizeof(struct tcphdr)) & 63, next = 0;
 
 	o->flags = 0;
-	if (len == 0 || len > 40 ||
-	    bpf_xdp_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len))
+	if (len < 1)
+		return;
+	/* Two compares, kept apart: clang folds `len == 0 || len > 40` into one
+	 * unsigned compare of len - 41, from which the 6.12 verifier cannot
+	 * tell that len >= 1 ("R4 invalid zero-sized read"; 6.18's can). */
+	asm volatile("" : "+r"(len));
+	if (len > 40 || bpf_xdp_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len))
 		return;
 	SG_OPT_AT4(0); SG_OPT_AT4(4); SG_OPT_AT4(8); SG_OPT_AT4(12);
 	SG_OPT_AT4(16); SG_OPT_AT4(20); SG_OPT_AT4(24); SG_OPT_AT4(28);
