@@ -33,7 +33,6 @@ examples:
 import argparse
 import json
 import os
-import secrets
 import shlex
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ import time
 PORT = 8080
 SPOOF_NET4 = "198.19.0.0/16"  # the attacker's spoofed sources (RFC 2544 range)
 METRICS = "127.0.0.1:9717"
+ATTACH_TIMEOUT = 300
 
 # Run on the server: a dual-stack echo listener, one thread per connection.
 LISTENER = r"""
@@ -199,7 +199,9 @@ class Suite:
         self.steps = []
         self.pids = []  # (host, pid) to kill at the end
         self.controller = None
-        self.workdir = "/tmp/synguard-e2e-" + secrets.token_hex(3)
+        # Not the secrets module: run as a file, this directory's secrets.py
+        # (synguard's) would shadow it.
+        self.workdir = "/tmp/synguard-e2e-" + os.urandom(3).hex()
         self.logs = 0
 
     # --- helpers ----------------------------------------------------------
@@ -239,7 +241,8 @@ class Suite:
         path = self.log("attach.log")
         self.controller = self.server.spawn("%s attach %s --ports %d --mode native --metrics-addr %s" % (
             self.server.synguard, self.server_if, PORT, METRICS), path)
-        deadline = time.monotonic() + 90
+        # bcc's compile: seconds on hardware, minutes under software emulation.
+        deadline = time.monotonic() + ATTACH_TIMEOUT
         while time.monotonic() < deadline:
             log = self.server.sh("cat %s" % path).stdout
             if "protecting" in log:
@@ -247,7 +250,7 @@ class Suite:
             if self.server.sh("kill -0 %d" % self.controller, check=False).returncode != 0:
                 raise RuntimeError("synguard attach exited: %s" % log.strip())
             time.sleep(0.5)
-        raise RuntimeError("synguard attach did not start in 90 s")
+        raise RuntimeError("synguard attach did not start in %d s" % ATTACH_TIMEOUT)
 
     def flood(self, kind):
         """trafgen on the attacker: rate * seconds frames at most, at the set
@@ -274,6 +277,7 @@ class Suite:
     def setup(self):
         self.server_if = self.server.iface_to(self.client_ip())
         self.attacker_if = self.attacker.iface_to(self.server_ip)
+        self.client_if = self.client.iface_to(self.server_ip)
         attacker_ip = self.attacker.json("ip -j route get %s" % self.server_ip)[0]["prefsrc"]
         for host in (self.server, self.client):
             host.put(self.workdir + "/listener.py", LISTENER)
@@ -324,22 +328,27 @@ class Suite:
 
     def under_flood(self, kind):
         """A flood with real connects throughout; the counters' deltas."""
-        c0, rst0, (_, rx0) = self.counters(), self.tcp_out_rsts(), self.server.link_packets(self.server_if)
+        c0, rst0 = self.counters(), self.tcp_out_rsts()
+        (_, rx0), (ctx0, _) = self.server.link_packets(self.server_if), self.client.link_packets(self.client_if)
         join = self.connects(self.seconds)
         sent, received = self.flood(kind)
         r = join()
-        c1, (_, rx1) = self.counters(), self.server.link_packets(self.server_if)
+        c1 = self.counters()
+        (_, rx1), (ctx1, _) = self.server.link_packets(self.server_if), self.client.link_packets(self.client_if)
         d = {k: c1[k] - c0[k] for k in c1}
         d["kernel_rsts"] = self.tcp_out_rsts() - rst0
         # The LAN may lose some of a burst (a bridge's backlog, a switch):
-        # synguard is judged on what reached the server's NIC.
+        # synguard is judged on what reached the server's NIC, less what the
+        # client sent meanwhile (its connects and the held connection).
         d["delivered"] = rx1 - rx0
+        d["flood_delivered"] = d["delivered"] - (ctx1 - ctx0)
         return sent, received, r, d
 
     def syn_flood(self):
         s = self.step("SYN flood")
         sent, received, r, d = self.under_flood("syn")
-        s.figures.update(sent=sent, delivered=d["delivered"], synacks_per_s=round(received / self.seconds),
+        s.figures.update(sent=sent, delivered=d["delivered"], of_them_client=d["delivered"] - d["flood_delivered"],
+                         synacks_per_s=round(received / self.seconds),
                          sendcookie=d["sendcookie"],
                          ratelimited=d["ratelimited"], added=d["added"], cookie_failures=d["badcookie"],
                          connects="%d/%d" % (r["ok"], r["total"]), connect_p99_ms=round(r["p99_ms"] or 0, 2))
@@ -347,7 +356,7 @@ class Suite:
         # The reflection limit (on by default) holds back SYN-ACKs to a
         # source prefix that has had its share: 198.19.0.0/16 is 256 /24s.
         s.check(d["delivered"] >= 0.5 * sent, "most of the flood reached the server (>= 50%)")
-        s.check(d["sendcookie"] + d["ratelimited"] >= 0.99 * d["delivered"] - 2 * r["total"],
+        s.check(d["sendcookie"] + d["ratelimited"] - r["total"] >= 0.99 * d["flood_delivered"],
                 "synguard answered or rate-limited every SYN that arrived, in XDP (>= 99%)")
         s.check(received >= d["sendcookie"] - r["total"] - 0.01 * sent, "the SYN-ACKs reached the attacker")
         s.check(d["kernel_rsts"] <= 0.01 * sent, "the kernel saw none of the flood (no RSTs)")
@@ -357,12 +366,13 @@ class Suite:
     def ack_flood(self):
         s = self.step("ACK flood")
         sent, received, r, d = self.under_flood("ack")
-        s.figures.update(sent=sent, delivered=d["delivered"], dropped=d["badcookie"], kernel_rsts=d["kernel_rsts"],
+        s.figures.update(sent=sent, delivered=d["delivered"], of_them_client=d["delivered"] - d["flood_delivered"],
+                         dropped=d["badcookie"], kernel_rsts=d["kernel_rsts"],
                          syncache_retransmits=d["retransmitted"],
                          connects="%d/%d" % (r["ok"], r["total"]), connect_p99_ms=round(r["p99_ms"] or 0, 2))
         s.check(sent >= 0.9 * self.rate * self.seconds, "the attacker sent what was asked (>= 90%)")
         s.check(d["delivered"] >= 0.5 * sent, "most of the flood reached the server (>= 50%)")
-        s.check(d["badcookie"] >= 0.99 * d["delivered"] - 4 * r["total"],
+        s.check(d["badcookie"] >= 0.99 * d["flood_delivered"],
                 "synguard dropped every bogus ACK that arrived, in XDP (>= 99%)")
         # What the attacker receives now is the syncache's SYN-ACK
         # retransmissions for the SYN flood's entries, not answers.
