@@ -4,8 +4,10 @@ VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
 TEST_APT := prometheus nftables netsniff-ng vagrant vagrant-libvirt
+# What make vm-test needs on this machine to build and boot a Debian 13 guest.
+VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install setup demo test fuzz soak bench clean
+.PHONY: install setup demo test fuzz soak bench vm-image vm-test vm-lan clean
 
 install:            ## the set-up alone; synguard ends up on PATH
 	deploy/install.sh --venv /opt/synguard/venv --link --systemd
@@ -30,6 +32,17 @@ bench: setup        ## per-packet cost, syncache timer, floods against the alter
 	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
 	cd bench && $(PYTHON) flood.py --out ../docs/bench
+
+vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)
+	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VM_APT); }
+	vagrant/qemu/build-image.sh --reuse-rootfs
+
+vm-test: vm-image   ## one guest, software emulation: attach, demo, e2e on namespaces, test_xdp (14-17 minutes; not in CI)
+	vagrant/qemu/boot.sh
+
+vm-lan: vm-image    ## three guests on a LAN, the e2e suite across them over SSH (about 7 minutes; not in CI)
+	vagrant/qemu/lan.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from synguard.testbed import LanBed
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -93,8 +95,30 @@ def test_vagrant_provisioning_installs_on_this_machine(tmp_path):
             elif os.path.lexists(p):
                 os.unlink(p)
 
+def test_suite_runs_as_a_file():
+    """vagrant/e2e.sh and vagrant/qemu/lan.sh run controller/e2e.py as a file
+    with the driving machine's python3, outside the venv: then controller/
+    is sys.path[0], where synguard's own modules must not shadow the
+    standard library's (secrets.py once did)."""
+    r = subprocess.run(["python3", os.path.join(ROOT, "controller", "e2e.py"), "--help"],
+                       capture_output=True, text=True, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert "--ssh-config" in r.stdout
+
+
 def test_e2e_sh_is_valid_bash_with_usage():
     sh = os.path.join(VAGRANT, "e2e.sh")
     assert subprocess.run(["bash", "-n", sh]).returncode == 0
     r = subprocess.run([sh, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: vagrant/e2e.sh" in r.stdout
+
+
+@pytest.mark.parametrize("script", ["build-image.sh", "boot.sh", "lan.sh", "guest-test.sh"])
+def test_qemu_scripts_are_valid_bash(script):
+    """make vm-test and vm-lan are not run in CI (many minutes of emulation);
+    their scripts at least parse, and those a user calls print their usage."""
+    sh = os.path.join(VAGRANT, "qemu", script)
+    assert subprocess.run(["bash", "-n", sh]).returncode == 0
+    if script != "guest-test.sh":
+        r = subprocess.run([sh, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and f"usage: vagrant/qemu/{script}" in r.stdout

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Boot the image from build-image.sh under QEMU and run synguard's tests in
+# the guest (guest-test.sh), or give a shell on its serial console.
+#
+# usage: vagrant/qemu/boot.sh [--dir DIR] [--steps LIST] [--accel tcg|kvm]
+#                             [--timeout S] [--step-timeout S] [--interactive]
+#   --steps LIST     comma list: attach, demo, e2e, xdp (tests/test_xdp.py),
+#                    all (the whole pytest suite); default attach,demo,e2e,xdp
+#   --accel tcg      (default) software emulation: 2 vCPUs, 4 GiB; slow (bcc's
+#                    compile takes about a minute) but needs nothing from the host
+#   --accel kvm      hardware virtualisation, where the host's KVM can boot it
+#   --timeout S      kill the guest after S seconds (default 3600)
+#   --step-timeout S each step's limit inside the guest (default 1200)
+#   --interactive    no tests: the serial console on this terminal, logged in
+#                    as root (leave with Ctrl-A x)
+#
+# The guest has no NIC (-nic none): every test runs in network namespaces
+# inside it and nothing leaves it. Writes DIR/serial-STAMP.log (the console)
+# and copies the guest's /vmtest out of the image to DIR/results-STAMP/.
+# Exits 0 only if every step exited 0.
+set -euo pipefail
+DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
+ACCEL=tcg STEPS=attach,demo,e2e,xdp TIMEOUT=3600 STEP_TMO=1200 INTER=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) DIR="$2"; shift 2 ;;
+    --steps) STEPS="$2"; shift 2 ;;
+    --accel) ACCEL="$2"; shift 2 ;;
+    --timeout) TIMEOUT="$2"; shift 2 ;;
+    --step-timeout) STEP_TMO="$2"; shift 2 ;;
+    --interactive) INTER=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+. "$(dirname "$0")/common.sh"
+qemu_base boot.sh "$ACCEL"
+APPEND=$QEMU_APPEND
+QEMU=("${QEMU_BASE[@]}" -smp 2 -m 4096 -nic none
+      -drive "file=$DIR/img.raw,format=raw,if=virtio,cache=unsafe")
+
+if [ "$INTER" = 1 ]; then
+  exec "${QEMU[@]}" -nographic -serial mon:stdio -append "$APPEND"
+fi
+
+STAMP=$(date +%Y%m%d-%H%M%S)-$ACCEL
+LOG="$DIR/serial-$STAMP.log"
+APPEND="$APPEND synguard.vmtest=1 synguard.vmtest.steps=$STEPS synguard.vmtest.timeout=$STEP_TMO"
+echo "boot.sh: $ACCEL, steps $STEPS, console in $LOG"
+START=$SECONDS
+"${QEMU[@]}" -serial "file:$LOG" -append "$APPEND" &
+QPID=$!
+trap 'kill $QPID 2>/dev/null || true' INT TERM
+
+# Print each milestone of the console once, with the seconds since start.
+declare -A seen=()
+mark() {  # mark LABEL REGEX
+  if [ -z "${seen[$1]:-}" ] && grep -aqE "$2" "$LOG" 2>/dev/null; then
+    seen[$1]=1; echo "boot.sh: +$((SECONDS - START)) s  $1"
+  fi
+}
+while kill -0 $QPID 2>/dev/null; do
+  mark "systemd running" 'systemd\[1\]|Welcome to'
+  mark "tests started" 'VMTEST-BEGIN'
+  while IFS= read -r line; do mark "${line#VMTEST-STEP-END }" "$line"; done \
+    < <(grep -aoE 'VMTEST-STEP-END [a-z0-9-]+ exit=[0-9]+' "$LOG" 2>/dev/null)
+  mark "tests finished" 'VMTEST-END'
+  if [ $((SECONDS - START)) -gt "$TIMEOUT" ]; then
+    echo "boot.sh: timeout ${TIMEOUT} s, stopping the guest"; kill $QPID; break
+  fi
+  sleep 1
+done
+wait $QPID || true
+echo "boot.sh: guest off after $((SECONDS - START)) s"
+
+# The results, off the guest's disk (read-only loop mount, no journal replay).
+MNT=$(mktemp -d)
+mount -o ro,loop,noload "$DIR/img.raw" "$MNT"
+if [ -d "$MNT/vmtest" ]; then
+  cp -a "$MNT/vmtest" "$DIR/results-$STAMP"
+fi
+umount "$MNT"; rmdir "$MNT"
+[ -f "$DIR/results-$STAMP/results.txt" ] || { echo "boot.sh: the guest wrote no results"; exit 1; }
+echo "boot.sh: results in $DIR/results-$STAMP"
+R="$DIR/results-$STAMP/results.txt"
+grep -E '^(kernel:|== |exit=|verdict:|[0-9]+ (passed|failed|errors?)\b)' "$R" || true
+if grep -q '^== ' "$R" && ! grep -qE '^exit=[1-9]' "$R"; then echo "boot.sh: PASS"; else echo "boot.sh: FAIL"; exit 1; fi

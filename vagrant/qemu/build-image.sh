@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Build a Debian 13 (trixie, Linux 6.12) disk image with synguard installed,
+# for boot.sh: a real kernel to test on where Vagrant cannot run.
+#
+# usage: vagrant/qemu/build-image.sh [--dir DIR] [--reuse-rootfs]
+#   --dir DIR        where the image goes (default $SYNGUARD_VM_DIR or
+#                    /var/tmp/synguard-vm; about 3 GiB)
+#   --reuse-rootfs   keep DIR/rootfs from an earlier build (no debootstrap):
+#                    recopy this tree, rerun apt and deploy/install.sh, remake
+#                    the image (under a minute instead of about 3)
+#
+# Writes DIR/rootfs/ (the tree), DIR/img.raw (sparse 6 GiB ext4, the guests'
+# disk: boot.sh boots it, lan.sh gives each guest an overlay of it),
+# DIR/vmlinuz and DIR/initrd.img (for qemu -kernel), and DIR/id_ed25519, the
+# key lan.sh logs in with (root only, by key). Needs root, and deb.debian.org
+# and PyPI from this machine: the guests get no way out, so everything is
+# installed here, in a chroot.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
+REUSE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) DIR="$2"; shift 2 ;;
+    --reuse-rootfs) REUSE=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "build-image.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "build-image.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
+mkdir -p "$DIR"
+ROOT="$DIR/rootfs"
+say() { echo "[$(date +%T)] build-image: $*"; }
+
+# The guest's packages: the kernel and its headers (bcc compiles against
+# /lib/modules/$(uname -r)/build), bcc for python3, what synguard and its
+# tests call (ip, tc, ethtool, trafgen, nft, bpftool), systemd as init for
+# the serial console and the units below, and sshd and sudo for lan.sh (the
+# e2e suite drives its hosts with `ssh HOST sudo sh -c ...`).
+PKGS="linux-image-amd64 linux-headers-amd64 python3 python3-bpfcc python3-venv
+      iproute2 ethtool netsniff-ng nftables make util-linux procps systemd-sysv
+      bpftool kmod ca-certificates openssh-server sudo"
+
+mount_chroot() {
+  mount -t proc proc "$ROOT/proc"
+  mount -t sysfs sys "$ROOT/sys"
+  mount --bind /dev "$ROOT/dev"
+  mount --bind /dev/pts "$ROOT/dev/pts"
+}
+umount_chroot() {
+  for m in dev/pts dev sys proc; do
+    if mountpoint -q "$ROOT/$m"; then umount -l "$ROOT/$m"; fi
+  done
+}
+# policy-rc.d stops package scripts from starting services (nftables...) on
+# this machine while they are installed in the chroot.
+no_services() { printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"; chmod +x "$ROOT/usr/sbin/policy-rc.d"; }
+trap umount_chroot EXIT
+
+if [ "$REUSE" = 0 ] || [ ! -d "$ROOT/usr" ]; then
+  rm -rf "$ROOT"
+  say "debootstrap trixie"
+  debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
+else
+  say "reusing $ROOT"
+fi
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+no_services
+mount_chroot
+say "apt-get install: kernel, headers, bcc, tools"
+chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+# shellcheck disable=SC2086
+chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
+umount_chroot
+
+# synguard at /synguard (without this tree's venv and .git), installed by its
+# own installer while PyPI is reachable. In the chroot `uname -r` is this
+# machine's kernel; in the guest the 6.12 headers from linux-headers-amd64
+# are found by their own version. pip is lent this machine's CA bundle (it
+# may sit behind a TLS-inspecting proxy), which is not left in the image.
+rm -rf "$ROOT/synguard"
+mkdir "$ROOT/synguard"
+tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+    --exclude=.vagrant --exclude=__pycache__ -cf - . | tar -C "$ROOT/synguard" -xf -
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/tmp/host-ca.crt"
+no_services
+mount_chroot
+say "deploy/install.sh --venv /synguard/.venv --dev (in the chroot)"
+chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
+  PIP_CONFIG_FILE=/dev/null bash -c 'cd /synguard && deploy/install.sh --venv /synguard/.venv --dev'
+umount_chroot
+rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/tmp/host-ca.crt"
+
+say "configuring the guest"
+echo sg-vm > "$ROOT/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 sg-vm\n::1 localhost\n' > "$ROOT/etc/hosts"
+echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > "$ROOT/etc/fstab"
+chroot "$ROOT" passwd -d root >/dev/null
+# Root autologin on the serial console, for boot.sh --interactive.
+mkdir -p "$ROOT/etc/systemd/system/serial-getty@ttyS0.service.d"
+cat > "$ROOT/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf" <<'UNIT'
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 - $TERM
+UNIT
+chroot "$ROOT" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+
+# Root logs in over SSH with DIR/id_ed25519 only (sshd's default for root is
+# key-only). The guests share the image's host keys: lan.sh does not pin them.
+[ -f "$DIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C synguard-vm -f "$DIR/id_ed25519"
+install -d -m 0700 "$ROOT/root/.ssh"
+install -m 0600 "$DIR/id_ed25519.pub" "$ROOT/root/.ssh/authorized_keys"
+
+# On lan.sh's guests: name and addresses from the kernel command line,
+# synguard.lan=NAME,MGMT/LEN,LAN/LEN: eth0 carries SSH, eth1 only the tests.
+cat > "$ROOT/usr/local/sbin/synguard-lan-up" <<'SH'
+#!/bin/sh
+set -e
+v=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^synguard\.lan=//p')
+hostname "${v%%,*}"
+v=${v#*,}
+ip link set eth0 up
+ip addr add "${v%%,*}" dev eth0
+ip link set eth1 up
+ip addr add "${v#*,}" dev eth1
+SH
+chmod 0755 "$ROOT/usr/local/sbin/synguard-lan-up"
+cat > "$ROOT/etc/systemd/system/synguard-lan.service" <<'UNIT'
+[Unit]
+Description=synguard test LAN address (synguard.lan= on the kernel command line)
+ConditionKernelCommandLine=synguard.lan
+Before=ssh.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/synguard-lan-up
+[Install]
+WantedBy=multi-user.target
+UNIT
+chroot "$ROOT" systemctl enable synguard-lan.service >/dev/null 2>&1
+
+# The test run: a oneshot unit that only runs with synguard.vmtest=1 on the
+# kernel command line (boot.sh sets it), then powers the guest off.
+install -m 0755 "$HERE/guest-test.sh" "$ROOT/usr/local/sbin/synguard-guest-test"
+cat > "$ROOT/etc/systemd/system/synguard-guest-test.service" <<'UNIT'
+[Unit]
+Description=synguard tests in the guest (synguard.vmtest=1 on the kernel command line)
+ConditionKernelCommandLine=synguard.vmtest=1
+After=multi-user.target
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+StandardError=journal+console
+ExecStart=/usr/local/sbin/synguard-guest-test
+ExecStopPost=/usr/bin/systemctl --no-block poweroff
+TimeoutStartSec=infinity
+[Install]
+WantedBy=multi-user.target
+UNIT
+chroot "$ROOT" systemctl enable synguard-guest-test.service >/dev/null 2>&1
+rm -rf "$ROOT/vmtest"
+
+KIMG=$(find "$ROOT/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
+KVER=${KIMG##*/vmlinuz-}
+[ -e "$ROOT/lib/modules/$KVER/build/include" ] || { echo "build-image.sh: no headers for $KVER in the image" >&2; exit 1; }
+cp "$KIMG" "$DIR/vmlinuz"
+cp "$ROOT/boot/initrd.img-$KVER" "$DIR/initrd.img"
+say "guest kernel $KVER"
+
+# The image straight from the tree: mkfs -d needs no loop mount.
+rm -f "$DIR/img.raw"
+truncate -s 6G "$DIR/img.raw"
+mkfs.ext4 -q -F -L sg-root -d "$ROOT" "$DIR/img.raw"
+say "done: $DIR/img.raw, $DIR/vmlinuz, $DIR/initrd.img"
