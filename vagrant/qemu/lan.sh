@@ -38,10 +38,17 @@ qemu_base lan.sh "$ACCEL" id_ed25519
 
 NS=synguard-vmlan
 IN=(nsenter --net=/run/netns/$NS)
+CFG="$DIR/lan-ssh-config"
 declare -A HOSTNUM=([server]=10 [client]=11 [attacker]=12)
 declare -A CPUS=([server]=2 [client]=1 [attacker]=1) PID=()
 cleanup() {
   echo "lan.sh: stopping the guests"
+  # The SSH connections kept open for the suite (ControlMaster) first.
+  for name in server client attacker; do
+    if [ -S "$DIR/ssh-ctl-198.18.60.${HOSTNUM[$name]}" ]; then
+      "${IN[@]}" ssh -F "$CFG" -O exit $name 2>/dev/null || true
+    fi
+  done
   for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PID[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del $NS 2>/dev/null || true
@@ -85,7 +92,6 @@ start() {  # start NAME: boot the guest from a fresh overlay of the image
 START=$SECONDS
 for name in server client attacker; do start $name; done
 
-CFG="$DIR/lan-ssh-config"
 cat > "$CFG" <<CFG
 Host server
   HostName 198.18.60.10
