@@ -46,19 +46,7 @@ class Bench:
         for syn in frames:
             verdict, synack, _ = libbpf.test_run(self.dp.xdp_fd, syn)
             assert verdict == libbpf.XDP_TX
-            sa = packets.parse_frame(synack)
-            out.append(
-                packets.tcp_frame(
-                    sa.dst,
-                    sa.src,
-                    sa.dport,
-                    sa.sport,
-                    seq=sa.ack,
-                    ack=sa.seq + 1,
-                    flags=ACK,
-                    options=packets.tcp_options(ts=(778, sa.options["ts"][0])),
-                )
-            )
+            out.append(packets.ack_for(synack))
         return out
 
     def measure_all(self, todo, batches):

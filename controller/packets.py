@@ -133,6 +133,29 @@ def tcp_frame(
     return bytes(l2) + ip + tcp
 
 
+def ack_for(synack_frame, client_tsval=778, payload=b""):
+    """The client's third ACK for a SYN-ACK frame, echoing its timestamp if
+    it had one (the tests' and benchmarks' hand-off frames)."""
+    sa = parse_frame(synack_frame)
+    opts = b""
+    if "ts" in sa.options:
+        opts = tcp_options(ts=(client_tsval, sa.options["ts"][0]))
+    return tcp_frame(
+        sa.dst,
+        sa.src,
+        sa.dport,
+        sa.sport,
+        seq=sa.ack,
+        ack=(sa.seq + 1) & 0xFFFFFFFF,
+        flags=ACK,
+        options=opts,
+        payload=payload,
+        src_mac=sa.dst_mac,
+        dst_mac=sa.src_mac,
+        vlans=sa.vlans,
+    )
+
+
 def _address(a):
     # ip_address() of an address object goes through its string form, which
     # was half the cost of the syncache timer's retransmissions.

@@ -69,6 +69,19 @@ def tcp_seqs(sock):
     return snd & 0xFFFFFFFF, rcv & 0xFFFFFFFF
 
 
+def echo(sock, payload):
+    """Send payload to an echo server and read as much back (less if the
+    connection ends first); returns what came back."""
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def tcp_info(sock):
     """The negotiated options of a connected socket, from TCP_INFO."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -301,14 +314,7 @@ class Testbed(_Bed):
                 snd, rcv = tcp_seqs(s)
                 result["isn"] = (snd - 1) & 0xFFFFFFFF  # nothing sent yet
                 result["server_iss"] = (rcv - 1) & 0xFFFFFFFF
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            result["echo_ok"] = got == payload
+            result["echo_ok"] = echo(s, payload) == payload
             return result
         finally:
             s.close()

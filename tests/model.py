@@ -4,7 +4,7 @@ config and the keys. Tests hold the C program's output to these bytes."""
 import ctypes
 
 from synguard import cookie, layout, libbpf, packets
-from synguard.packets import ACK, SYN
+from synguard.packets import ACK, SYN, ack_for  # noqa: F401 (the tests import it from here)
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
@@ -64,28 +64,6 @@ def expected_synack(syn_frame, maps, tsval=0):
         flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
     )
     return frame, h
-
-
-def ack_for(synack_frame, client_tsval=778, payload=b""):
-    """The client's third ACK for a SYN-ACK, with timestamps if it had them."""
-    sa = packets.parse_frame(synack_frame)
-    opts = b""
-    if "ts" in sa.options:
-        opts = packets.tcp_options(ts=(client_tsval, sa.options["ts"][0]))
-    return packets.tcp_frame(
-        sa.dst,
-        sa.src,
-        sa.dport,
-        sa.sport,
-        seq=sa.ack,
-        ack=(sa.seq + 1) & 0xFFFFFFFF,
-        flags=ACK,
-        options=opts,
-        payload=payload,
-        src_mac=sa.dst_mac,
-        dst_mac=sa.src_mac,
-        vlans=sa.vlans,
-    )
 
 
 def flow_key(frame):

@@ -210,11 +210,7 @@ def test_connection_survives_attach_and_detach():
 
             def echo(n):
                 data = os.urandom(n)
-                c.sendall(data)
-                got = b""
-                while len(got) < n:
-                    got += c.recv(65536)
-                return got == data
+                return testbed.echo(c, data) == data
 
             assert echo(100000)
             proc = bed.attach([PORT], "--mode", "native", "--no-metrics")

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from synguard import fleet, netns
-from synguard.testbed import EchoServer, FleetBed
+from synguard.testbed import EchoServer, FleetBed, echo
 
 pytestmark = pytest.mark.netns
 PORT = 8080
@@ -37,14 +37,7 @@ def exchange(bed, payload, timeout):
     c.settimeout(timeout)
     try:
         c.connect((FleetBed.SERVICE, PORT))
-        c.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return echo(c, payload)
     finally:
         c.close()
 

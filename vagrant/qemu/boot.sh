@@ -50,6 +50,17 @@ echo "boot.sh: $ACCEL, steps $STEPS, console in $LOG"
 START=$SECONDS
 "${QEMU[@]}" -serial "file:$LOG" -append "$APPEND" &
 QPID=$!
+MNT=""
+# On any exit (an error too) the guest is stopped and the image unmounted;
+# Ctrl-C stops the guest and still reads back what it wrote.
+cleanup() {
+  kill $QPID 2>/dev/null || true
+  if [ -n "$MNT" ]; then
+    if mountpoint -q "$MNT"; then umount "$MNT"; fi
+    rmdir "$MNT"
+  fi
+}
+trap cleanup EXIT
 trap 'kill $QPID 2>/dev/null || true' INT TERM
 
 # Print each milestone of the console once, with the seconds since start.
@@ -79,7 +90,7 @@ mount -o ro,loop,noload "$DIR/img.raw" "$MNT"
 if [ -d "$MNT/vmtest" ]; then
   cp -a "$MNT/vmtest" "$DIR/results-$STAMP"
 fi
-umount "$MNT"; rmdir "$MNT"
+umount "$MNT"; rmdir "$MNT"; MNT=""
 [ -f "$DIR/results-$STAMP/results.txt" ] || { echo "boot.sh: the guest wrote no results"; exit 1; }
 echo "boot.sh: results in $DIR/results-$STAMP"
 R="$DIR/results-$STAMP/results.txt"
