@@ -3,11 +3,11 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT := prometheus nftables netsniff-ng vagrant vagrant-libvirt
+TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 
-.PHONY: install setup demo test fuzz soak bench vm-image vm-test vm-lan clean
+.PHONY: install setup demo test lint fuzz soak bench vm-image vm-test vm-lan clean
 
 install:            ## the set-up alone; synguard ends up on PATH
 	deploy/install.sh --venv /opt/synguard/venv --link --systemd
@@ -16,10 +16,14 @@ setup:
 	deploy/install.sh --venv $(VENV) --dev --extra-apt "$(TEST_APT)"
 
 demo: setup         ## namespace test bed, real clients, a bounded flood, counters
-	$(PYTHON) -m synguard.demo
+	$(PYTHON) -m synguard.lab.demo
 
 test: setup         ## the test suite (needs root: namespaces, XDP, bpffs)
 	$(PYTHON) -m pytest -q -ra tests
+
+lint: setup         ## ruff: the lint rules in pyproject.toml, and the formatting
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
 	SYNGUARD_FUZZ_EXAMPLES=100000 $(PYTHON) -m pytest -q tests/test_fuzz.py

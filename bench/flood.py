@@ -10,8 +10,9 @@ trafgen sends. On a veth the receive path runs on the sender's CPU: native
 XDP always (in the NAPI poll the sender schedules), the kernel's paths too
 unless RPS moves them; with RPS, trafgen's TX ring stalled at the highest
 rate (seen), so every defence shares CPU 0 with the generator here, and
-"the highest rate answered in full" compares them on that same budget. SYN-ACKs come back over the attacker's link, where an XDP
-program counts and drops them. For each defence and rate: SYN-ACKs/s
+"the highest rate answered in full" compares them on that same budget.
+SYN-ACKs come back over the attacker's link, where an XDP program counts
+and drops them. For each defence and rate: SYN-ACKs/s
 returned, the machine's busy CPU (all cores, /proc/stat) minus that of the
 same flood into a server that drops it at once (XDP_DROP: the generator's
 own cost, as FACTS.md measured), real clients' connect-and-echo (success,
@@ -34,8 +35,9 @@ import tempfile
 import threading
 import time
 
-from synguard import libbpf, loader, netns
-from synguard.testbed import SERVER4, EchoServer, Testbed, xdp_stub
+from synguard import netlink
+from synguard.lab import netns
+from synguard.lab.testbed import SERVER4, EchoServer, Testbed, xdp_stub
 
 PORT = 8080
 HZ = os.sysconf("SC_CLK_TCK")
@@ -92,19 +94,50 @@ class Bench:
 
     def trafgen(self, kind, rate):
         # The server's own MAC: the kernel's TCP ignores frames not sent to it.
-        r = netns.run(self.bed.server_ns, ["ip", "-j", "link", "show", self.bed.attack_if], capture_output=True,
-                      text=True, check=True)
+        r = netns.run(
+            self.bed.server_ns,
+            ["ip", "-j", "link", "show", self.bed.attack_if],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         mac = ", ".join("0x" + b for b in json.loads(r.stdout)[0]["address"].split(":"))
         conf = os.path.join(self.tmp, kind + ".cfg")
         with open(conf, "w") as f:
-            f.write(TRAFGEN % {"port": PORT, "flags": "0x02" if kind == "syn" else "0x10", "dst_mac": mac,
-                               "ack": "const32(0)" if kind == "syn" else "drnd(4)"})
-        argv = ["timeout", str(self.seconds), "taskset", "-c", "0", "trafgen", "--dev", self.bed.attacker_if,
-                "--conf", conf, "-P", "1", "-n", str(10**9)]
+            f.write(
+                TRAFGEN
+                % {
+                    "port": PORT,
+                    "flags": "0x02" if kind == "syn" else "0x10",
+                    "dst_mac": mac,
+                    "ack": "const32(0)" if kind == "syn" else "drnd(4)",
+                }
+            )
+        argv = [
+            "timeout",
+            str(self.seconds),
+            "taskset",
+            "-c",
+            "0",
+            "trafgen",
+            "--dev",
+            self.bed.attacker_if,
+            "--conf",
+            conf,
+            "-P",
+            "1",
+            "-n",
+            str(10**9),
+        ]
         if rate != "max":
             argv += ["-b", "%dpps" % rate]
-        return netns.popen(self.bed.attacker_ns, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+        return netns.popen(
+            self.bed.attacker_ns,
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def clients(self, stop, out):
         while not stop.is_set():
@@ -143,13 +176,23 @@ class Bench:
         c1 = self.counters()
         ok = sorted(c for c in connects if c is not None)
         return {
-            "synguard": {k: c1[k] - c0[k] for k in ("sendcookie", "badcookie", "retransmitted", "added",
-                                                    "zonefail")} if c0 else None,
-            "kind": kind, "offered": rate, "seconds": round(elapsed, 2),
-            "sent": tx1 - tx0, "sent_per_s": round((tx1 - tx0) / elapsed), "answered_per_s": round((rx1 - rx0) / elapsed),
+            "synguard": {
+                k: c1[k] - c0[k] for k in ("sendcookie", "badcookie", "retransmitted", "added", "zonefail")
+            }
+            if c0
+            else None,
+            "kind": kind,
+            "offered": rate,
+            "seconds": round(elapsed, 2),
+            "sent": tx1 - tx0,
+            "sent_per_s": round((tx1 - tx0) / elapsed),
+            "answered_per_s": round((rx1 - rx0) / elapsed),
             "cpu_per_s": [round((b - a) / HZ / elapsed, 3) for a, b in zip(cpu0, cpu1)],
-            "controller_cpu_per_s": round((sum(proc_cpu(p.pid) for p in self.controllers) - ctl0) / elapsed, 4),
-            "connects": len(connects), "connects_ok": len(ok),
+            "controller_cpu_per_s": round(
+                (sum(proc_cpu(p.pid) for p in self.controllers) - ctl0) / elapsed, 4
+            ),
+            "connects": len(connects),
+            "connects_ok": len(ok),
             "connect_echo_median_ms": round(1000 * statistics.median(ok), 3) if ok else None,
             "connect_echo_p99_ms": round(1000 * ok[min(len(ok) - 1, int(len(ok) * 0.99))], 3) if ok else None,
         }
@@ -160,15 +203,19 @@ def setup(bench, defence):
     bed = bench.bed
     if defence.startswith("synguard"):
         mode = defence.split("-")[1]
-        bench.controllers = [bed.attach([PORT], "--mode", mode, "--no-metrics", "--ratelimit", "0",
-                                        "--rotate-seconds", "600", iface=i)
-                             for i in (bed.server_if, bed.attack_if)]
+        bench.controllers = [
+            bed.attach(
+                [PORT], "--mode", mode, "--no-metrics", "--ratelimit", "0", "--rotate-seconds", "600", iface=i
+            )
+            for i in (bed.server_if, bed.attack_if)
+        ]
 
         def down():
             for p in bench.controllers:
                 p.terminate()
                 p.wait(30)
             bench.controllers = []
+
         return down
     if defence == "kernel-syncookies":
         bed.sysctl(bed.server_ns, "net.ipv4.tcp_syncookies", 2)
@@ -176,14 +223,17 @@ def setup(bench, defence):
     if defence == "nft-synproxy":
         netns.run(bed.server_ns, ["nft", "-f", "-"], input=SYNPROXY, text=True, check=True)
         bed.sysctl(bed.server_ns, "net.netfilter.nf_conntrack_tcp_loose", 0)
-        return lambda: netns.run(bed.server_ns, ["nft", "delete", "table", "ip", "synproxy_bench"], check=True)
+        return lambda: netns.run(
+            bed.server_ns, ["nft", "delete", "table", "ip", "synproxy_bench"], check=True
+        )
     if defence == "null":
         drop = xdp_stub(bed.server_ns, bed.attack_if, "XDP_DROP")
 
         def down():
             with netns.netns(bed.server_ns):
-                libbpf.xdp_detach(loader.ifindex(bed.attack_if), libbpf.XDP_FLAGS_DRV_MODE)
+                netlink.xdp_detach(netlink.ifindex(bed.attack_if), "native")
             drop.cleanup()
+
         return down
     raise ValueError(defence)
 
@@ -232,7 +282,8 @@ def summarise(results):
             "ack_flood_sent_per_s": ack["sent_per_s"],
             "ack_flood_dropped_share": dropped,
             "ack_flood_answers_per_s": ack["answered_per_s"],
-            "legit_connects": "%d/%d" % (sum(r["connects_ok"] for r in rows), sum(r["connects"] for r in rows)),
+            "legit_connects": "%d/%d"
+            % (sum(r["connects_ok"] for r in rows), sum(r["connects"] for r in rows)),
             "legit_connect_echo_p99_ms": max((r["connect_echo_p99_ms"] or 0) for r in rows),
         }
     for d in out:
@@ -259,8 +310,11 @@ def plot(results, path):
             a.plot(x, [r["answered_per_s"] / 1000 for r in syn], marker="o", label=d, color=colour[d])
         b.plot(x, [100 * sum(r["cpu_per_s"]) for r in syn], marker="o", label=d, color=colour[d])
     a.set(xlabel="spoofed SYNs sent (k/s)", ylabel="SYN-ACKs returned (k/s)", title="SYN-ACK rate")
-    b.set(xlabel="spoofed SYNs sent (k/s)", ylabel="busy CPU, both cores (%, 200 = both)",
-          title="CPU, generator included")
+    b.set(
+        xlabel="spoofed SYNs sent (k/s)",
+        ylabel="busy CPU, both cores (%, 200 = both)",
+        title="CPU, generator included",
+    )
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -287,7 +341,11 @@ def main(argv=None):
                     if d == "synguard-native":  # the controller with nothing to do
                         c0 = sum(proc_cpu(p.pid) for p in bench.controllers)
                         time.sleep(5)
-                        idle = (sum(proc_cpu(p.pid) for p in bench.controllers) - c0) / 5 / len(bench.controllers)
+                        idle = (
+                            (sum(proc_cpu(p.pid) for p in bench.controllers) - c0)
+                            / 5
+                            / len(bench.controllers)
+                        )
                     if d == "null":
                         run = [bench.step("syn", r) for r in rates]
                         results.setdefault("null", []).append(run)
@@ -296,18 +354,40 @@ def main(argv=None):
                 finally:
                     down()
                 for r in run:
-                    print("%-18s %s %7s: sent %7d/s answered %7d/s cpu %s ctl %.3f clients %d/%d p99 %s ms" % (
-                        d, r["kind"], r["offered"], r["sent_per_s"], r["answered_per_s"], r["cpu_per_s"],
-                        r["controller_cpu_per_s"], r["connects_ok"], r["connects"], r["connect_echo_p99_ms"]),
-                        flush=True)
+                    print(
+                        "%-18s %s %7s: sent %7d/s answered %7d/s cpu %s ctl %.3f clients %d/%d p99 %s ms"
+                        % (
+                            d,
+                            r["kind"],
+                            r["offered"],
+                            r["sent_per_s"],
+                            r["answered_per_s"],
+                            r["cpu_per_s"],
+                            r["controller_cpu_per_s"],
+                            r["connects_ok"],
+                            r["connects"],
+                            r["connect_echo_p99_ms"],
+                        ),
+                        flush=True,
+                    )
         finally:
             srv.close()
     summary = summarise(results)
     print(json.dumps(summary, indent=2))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "flood.json"), "w") as f:
-        json.dump({"machine": os.uname().release, "nproc": os.cpu_count(), "seconds": args.seconds,
-                   "controller_idle_cpu_per_s": idle, "summary": summary, "results": results}, f, indent=1)
+        json.dump(
+            {
+                "machine": os.uname().release,
+                "nproc": os.cpu_count(),
+                "seconds": args.seconds,
+                "controller_idle_cpu_per_s": idle,
+                "summary": summary,
+                "results": results,
+            },
+            f,
+            indent=1,
+        )
     plot(results, os.path.join(args.out, "flood.png"))
     return 0
 

@@ -24,11 +24,10 @@ import time
 import types
 
 from common import configure, datapath, syns
-
 from prometheus_client import CollectorRegistry, generate_latest
-
 from synguard import layout, libbpf
 from synguard.metrics import SynguardCollector
+from synguard.runstate import RunState
 from synguard.syncache import Syncache
 
 
@@ -66,10 +65,13 @@ def main(argv=None):
         assert (resent, stale) == (0, 0)
         rows.append(("walk, nothing due", c, w))
         registry = CollectorRegistry()
-        registry.register(SynguardCollector(maps, types.SimpleNamespace(
-            ifname="lo", rotate_seconds=60, mode="native", ports=[8080])))
+        collector = SynguardCollector()
+        collector.attached = types.SimpleNamespace(
+            maps=maps, state=RunState("lo", 1, 1, 0, "native", [8080], 60.0)
+        )
+        registry.register(collector)
         scrapes = [timed(lambda: generate_latest(registry)) for _ in range(200)]
-        assert b"synguard_syncache_entries{interface=\"lo\"} %d.0" % n in scrapes[0][2]
+        assert b'synguard_syncache_entries{interface="lo"} %d.0' % n in scrapes[0][2]
         scrape = (statistics.median(s[0] for s in scrapes), statistics.median(s[1] for s in scrapes))
         c, w, (resent, stale) = timed(lambda: timer.tick(last_due))
         assert (resent, stale) == (n, 0), (resent, stale)
@@ -83,8 +85,10 @@ def main(argv=None):
         assert maps.syncache_state.lookup(0).entries == 0
         timer.close()
 
-    print("/metrics scrape with %d entries: CPU %.2f ms, wall %.2f ms (median of 200)" % (
-        n, scrape[0] * 1e3, scrape[1] * 1e3))
+    print(
+        "/metrics scrape with %d entries: CPU %.2f ms, wall %.2f ms (median of 200)"
+        % (n, scrape[0] * 1e3, scrape[1] * 1e3)
+    )
     for name, c, w in rows:
         print("%-36s CPU %6.3f s   wall %6.3f s   (%.2f us CPU per entry)" % (name, c, w, c / n * 1e6))
     if args.markdown:
@@ -92,8 +96,10 @@ def main(argv=None):
             f.write("| tick over %d entries | CPU s | wall s | CPU per entry |\n|---|---:|---:|---:|\n" % n)
             for name, c, w in rows:
                 f.write("| %s | %.3f | %.3f | %.2f us |\n" % (name, c, w, c / n * 1e6))
-            f.write("\nOne /metrics scrape with the %d entries in the syncache: %.2f ms CPU, %.2f ms wall "
-                    "(median of 200).\n" % (n, scrape[0] * 1e3, scrape[1] * 1e3))
+            f.write(
+                "\nOne /metrics scrape with the %d entries in the syncache: %.2f ms CPU, %.2f ms wall "
+                "(median of 200).\n" % (n, scrape[0] * 1e3, scrape[1] * 1e3)
+            )
     return 0
 
 

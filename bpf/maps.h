@@ -38,7 +38,9 @@
 	X(nolistener)  /* SYN/ACK/RST to a protected port with no listener */  \
 	X(reset)       /* RST in the window of an entry: entry removed */      \
 	X(badrst)      /* RST with ACK/SYN/FIN, no entry or out of window */   \
-	X(unsupported) /* the driver refused adjust_tail/adjust_meta; passed */ \
+	X(unsupported) /* SYN the driver could not resize into our SYN-ACK; passed */ \
+	X(signed)      /* SYN with TCP-MD5 or TCP-AO (XDP cannot sign); passed */ \
+	X(mptcp)       /* SYN/ACK/RST to an MPTCP listener (the hand-off refuses it); passed */ \
 	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
 	X(added)       /* syncache entry made for a SYN */                     \
 	X(bucketoverflow) /* SYN not cached: its bucket was at bucketlimit */  \
@@ -48,6 +50,8 @@
 	X(completed)   /* tc: request socket assigned, kernel takes over */    \
 	X(aborted)     /* tc: bpf_sk_assign_tcp_reqsk failed; kernel sends RST */ \
 	X(raced)       /* tc: the kernel had the socket by then; passed */     \
+	X(ctinserted)  /* tc: conntrack entry made for a completed hand-off */ \
+	X(ctfailed)    /* tc: no conntrack entry (table full, entry exists) */ \
 	X(retransmitted) /* controller: SYN-ACK sent again for an entry */     \
 	X(stale)       /* controller: entry removed after rexmtlimit resends */
 
@@ -55,7 +59,6 @@ enum sg_counter {
 #define SG_ENUM(name) SG_C_##name,
 	SG_COUNTERS(SG_ENUM)
 #undef SG_ENUM
-	SG_C_MAX
 };
 
 /* Fixed size so that adding a counter never changes a pinned map's shape.
@@ -92,11 +95,17 @@ struct sg_secrets {
 
 /* Option switches in sg_config.flags: the data path only offers what the
  * kernel's sysctls let the hand-off accept (bpf_sk_assign_tcp_reqsk checks
- * net.ipv4.tcp_window_scaling/sack/timestamps). Same bits as the SG_HAS_*
- * option flags in parse.h, so "offered & allowed" is one AND. */
+ * net.ipv4.tcp_window_scaling/sack/timestamps; the kernel's own SYN-ACK
+ * offers ECN when net.ipv4.tcp_ecn is not 0). WSCALE, SACK and TIMESTAMPS
+ * have the bits of the SG_HAS_* option flags in parse.h, so "offered &
+ * allowed" is one AND. */
 #define SG_CF_WSCALE     0x02
 #define SG_CF_SACK       0x04
 #define SG_CF_TIMESTAMPS 0x08
+#define SG_CF_ECN        0x10
+/* Not an option: tc makes the conntrack entry of each connection it hands
+ * off (a firewall here needs it; controller/firewall.py decides). */
+#define SG_CF_CONNTRACK  0x20
 
 struct sg_config {
 	u16 mss4;      /* our MSS for IPv4 (interface MTU - 40) */
@@ -127,9 +136,11 @@ struct sg_config {
 	u64 prefix_seed;        /* random per attach: buckets cannot be aimed at */
 };
 
-/* listeners[port] != 0: the port (host order) is protected. An array keyed
- * by port is one bounds check and one load, cheaper than a hash. */
+/* listeners[port] == SG_PORT_PROTECTED: the port (host order) is
+ * protected. An array keyed by port is one bounds check and one load,
+ * cheaper than a hash. */
 #define SG_LISTENER_SLOTS 65536
+#define SG_PORT_PROTECTED 1
 
 BPF_TABLE_PINNED("array", u32, struct sg_secrets, secrets, 1,
 		 SG_PIN_DIR "/secrets");
@@ -161,10 +172,12 @@ struct sg_flow {
 #endif
 #define SG_SYNCACHE_BUCKETS 512       /* the seed's TCP_SYNCACHE_HASHSIZE */
 
-/* sc_flags, with the seed's values. */
+/* sc_flags, with the seed's values; ECN came to FreeBSD later (as 0x100,
+ * which a u8 cannot hold). */
 #define SG_SCF_WINSCALE  0x02
 #define SG_SCF_TIMESTAMP 0x04
 #define SG_SCF_UNREACH   0x10
+#define SG_SCF_ECN       0x40
 #define SG_SCF_SACK      0x80
 
 struct sg_syncache_entry {
@@ -205,11 +218,6 @@ BPF_TABLE_PINNED("array", u32, struct sg_syncache_state, syncache_state, 1,
 BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,
 		 SG_PIN_DIR "/syncache_buckets");
 
-/* What XDP hands to the tc program in the metadata area in front of a
- * validated ACK (bpf_xdp_adjust_meta). The kernel limits metadata to 32
- * bytes; this is 24. */
-#define SG_HANDOFF_MAGIC 0x53594e47 /* "SYNG" */
-
 struct sg_tcp_req_attrs { /* struct bpf_tcp_req_attrs, Linux >= 6.9 */
 	u32 rcv_tsval;
 	u32 rcv_tsecr;
@@ -224,9 +232,25 @@ struct sg_tcp_req_attrs { /* struct bpf_tcp_req_attrs, Linux >= 6.9 */
 	u8 reserved[3];
 };
 
+/* Hand-offs, by 4-tuple (struct sg_flow with the seq half zeroed): XDP
+ * writes one for each ACK it validated, the tc program finds it for that
+ * ACK (seq == isn + 1) and makes the request socket from the attributes.
+ * A map and not the XDP metadata area: most cloud NICs' drivers (ENA,
+ * gVNIC, hv_netvsc, vmxnet3, ...) never hand that area to tc. Not a per-CPU
+ * slot either: a NAPI poll runs XDP over a whole batch before tc sees the
+ * first frame, and RPS may run tc on another CPU. The entry stays after
+ * use: `at_ns` also tells XDP that the 4-tuple was just handed off (see
+ * handed_off_recently in xdp_synguard.c). Only XDP writes entries, and only
+ * for ACKs it validated, so a peer cannot forge one. */
 struct sg_handoff {
-	u32 magic;
+	u64 at_ns;     /* CLOCK_MONOTONIC when XDP validated the ACK */
+	u32 isn;       /* the client's ISN: the validated ACK has seq isn + 1 */
+	u32 pending;   /* 1 until tc has used it */
 	struct sg_tcp_req_attrs attrs;
+	u32 pad;
 };
+
+BPF_TABLE_PINNED("lru_hash", struct sg_flow, struct sg_handoff, handoffs, 65536,
+		 SG_PIN_DIR "/handoffs");
 
 #endif /* SG_MAPS_H */

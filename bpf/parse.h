@@ -10,12 +10,7 @@
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/in.h>
-
-#define SG_ETH_P_8021Q  0x8100
-#define SG_ETH_P_8021AD 0x88a8
-#define SG_IPPROTO_ICMPV6 58
-#define SG_IP_MF        0x2000
-#define SG_IP_OFFMASK   0x1fff
+#include "proto.h"
 
 enum sg_parse {
 	SG_PARSE_TCP,       /* IPv4/IPv6 + TCP, headers all inside the frame */
@@ -184,19 +179,13 @@ static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 	return 0;
 }
 
-/* TCP options we read (RFC 793, 7323, 2018). */
-#define SG_OPT_EOL       0
-#define SG_OPT_NOP       1
-#define SG_OPT_MSS       2
-#define SG_OPT_WSCALE    3
-#define SG_OPT_SACKPERM  4
-#define SG_OPT_TS        8
-#define SG_MAX_WSCALE    14 /* RFC 7323 2.3: larger shifts are treated as 14 */
-
-#define SG_HAS_MSS    0x01
+/* Options found (sg_tcpopts.flags). WSCALE, SACK and TS have the bits of
+ * the SG_CF_* switches in maps.h, so "offered & allowed" is one AND; SIG
+ * has no switch, so the AND drops it. */
 #define SG_HAS_WSCALE 0x02
 #define SG_HAS_SACK   0x04
 #define SG_HAS_TS     0x08
+#define SG_HAS_SIG    0x40 /* TCP-MD5 or TCP-AO: the segment is signed */
 
 struct sg_tcpopts {
 	u16 mss;
@@ -227,7 +216,6 @@ struct sg_tcpopts {
 			goto done;                                             \
 		if (kind == SG_OPT_MSS && size == 4) {                         \
 			o->mss = (u16)buf[(i) + 2] << 8 | buf[(i) + 3];        \
-			o->flags |= SG_HAS_MSS;                                \
 		} else if (kind == SG_OPT_WSCALE && size == 3) {               \
 			o->wscale = buf[(i) + 2] > SG_MAX_WSCALE ?             \
 					    SG_MAX_WSCALE : buf[(i) + 2];      \
@@ -238,6 +226,8 @@ struct sg_tcpopts {
 			__builtin_memcpy(&o->tsval, &buf[(i) + 2], 4);         \
 			__builtin_memcpy(&o->tsecr, &buf[(i) + 6], 4);         \
 			o->flags |= SG_HAS_TS;                                 \
+		} else if (kind == SG_OPT_MD5SIG || kind == SG_OPT_AO) {       \
+			o->flags |= SG_HAS_SIG;                                \
 		}                                                              \
 		next = ((i) + size) & 63; /* see below */                      \
 	} while (0)

@@ -1,36 +1,16 @@
-/* synguard tc ingress hook: turn a cookie ACK that XDP validated into a
- * request socket, so the listener's accept() returns a normal connection
- * whose ISN is the cookie (syncache_socket in the seed).
+/* synguard tc ingress hook: turn an ACK that XDP validated into a request
+ * socket, so the listener's accept() returns a normal connection whose ISN
+ * is the cookie (syncache_socket in the seed).
  *
- * XDP left struct sg_handoff in the metadata area in front of the frame;
- * anything without it is not ours and passes untouched. Only XDP can write
- * metadata, so a peer cannot forge it.
+ * XDP left the request socket's attributes in the handoffs map (maps.h)
+ * under the ACK's 4-tuple, with the client's ISN; a segment that has no
+ * pending entry with its seq is not ours and passes untouched.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 #include "maps.h"
 #include "parse.h"
-
-
-
-#define SG_TCP_LISTEN 10
-
-/* Count an event of address family ipv6 (0 also for family-less ones).
- * bcc rewrites map calls only in the main file and not inside macros, so
- * each hook's file has this function; the loader compiles both files as one
- * module, where the second copy is skipped. */
-#ifndef SG_HAVE_COUNT
-#define SG_HAVE_COUNT
-static __always_inline void count(u32 idx, u32 ipv6)
-{
-	u64 *c;
-
-	idx += ipv6 ? SG_COUNTER_SLOTS : 0;
-	c = counters.lookup(&idx);
-	if (c)
-		*c += 1; /* per-CPU slot: no atomic needed */
-}
-#endif
+#include "flow.h"
 
 /* bcc 0.26 cannot emit a kfunc call. This fake helper id compiles to
  * `call 0x7ffff0`; the loader (controller/kfunc.py) rewrites that
@@ -41,48 +21,127 @@ static int (*bpf_sk_assign_tcp_reqsk)(struct __sk_buff *skb, void *sk,
 				      struct sg_tcp_req_attrs *attrs,
 				      int attrs__sz) = (void *)0x7ffff0;
 
+#ifdef SG_CONNTRACK
+/* The connection's conntrack entry, for a firewall that uses conntrack.
+ * Conntrack never saw the SYN (XDP answered it) nor our SYN-ACK (XDP_TX),
+ * so without an entry the client's ACK is a pickup in mid-stream: ct state
+ * new with nf_conntrack_tcp_loose=1 (dropped by the common "ct state new
+ * and not a SYN" rule), invalid with loose=0. We make the entry the
+ * handshake would have made: original direction client -> server (the
+ * ACK's own), IPS_SEEN_REPLY so that the ACK is ct state established. Its
+ * TCP state is left to conntrack, which has no window scale for it (BPF
+ * may not write ct->proto): controller/firewall.py therefore sets
+ * nf_conntrack_tcp_be_liberal, or has XDP offer no window scale.
+ *
+ * The same fake-helper trick as bpf_sk_assign_tcp_reqsk above, one id each
+ * (controller/kfunc.py); the verifier checks the arguments against the
+ * kfuncs' BTF, so the struct types are opaque here. */
+struct nf_conn;
+struct nf_conn___init;
+struct sg_ct_opts { /* struct bpf_ct_opts as Linux 6.1 has it (12 bytes, taken by later ones too) */
+	s32 netns_id;
+	s32 error;
+	u8 l4proto;
+	u8 dir;
+	u8 reserved[2];
+};
+#define SG_IPS_SEEN_REPLY 0x2
+#define SG_IPS_CONFIRMED  0x8
+#define SG_CT_TIMEOUT_MS  10000 /* until conntrack sees the ACK, right behind */
+
+static struct nf_conn___init *(*bpf_skb_ct_alloc)(struct __sk_buff *skb,
+						   struct bpf_sock_tuple *tuple, u32 tuple__sz,
+						   struct sg_ct_opts *opts,
+						   u32 opts__sz) = (void *)0x7ffff1;
+static void (*bpf_ct_set_timeout)(struct nf_conn___init *ct, u32 ms) = (void *)0x7ffff2;
+static int (*bpf_ct_set_status)(const struct nf_conn___init *ct, u32 status) = (void *)0x7ffff3;
+static struct nf_conn *(*bpf_ct_insert_entry)(struct nf_conn___init *ct) = (void *)0x7ffff4;
+static void (*bpf_ct_release)(struct nf_conn *ct) = (void *)0x7ffff5;
+
+static __always_inline void conntrack_entry(struct __sk_buff *skb, const struct sg_pkt *p)
+{
+	struct sg_ct_opts opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = IPPROTO_TCP };
+	struct bpf_sock_tuple t = {};
+	struct nf_conn___init *nct;
+	struct nf_conn *ct;
+	u32 size = sock_tuple(p, &t);
+
+	nct = bpf_skb_ct_alloc(skb, &t, size, &opts, sizeof(opts));
+	if (!nct) {
+		count(SG_C_ctfailed, p->ipv6);
+		return;
+	}
+	bpf_ct_set_timeout(nct, SG_CT_TIMEOUT_MS);
+	/* The status may not differ from the entry's in IPS_CONFIRMED, which
+	 * Linux 6.1 sets at insert and later kernels at alloc: try both. */
+	if (bpf_ct_set_status(nct, SG_IPS_SEEN_REPLY | SG_IPS_CONFIRMED))
+		bpf_ct_set_status(nct, SG_IPS_SEEN_REPLY);
+	ct = bpf_ct_insert_entry(nct); /* frees nct on failure */
+	if (!ct) {
+		count(SG_C_ctfailed, p->ipv6); /* e.g. an entry for the 4-tuple exists */
+		return;
+	}
+	bpf_ct_release(ct);
+	count(SG_C_ctinserted, p->ipv6);
+}
+#endif
+
+/* The pending hand-off of this segment, taken (cleared) so that it makes
+ * one request socket only; NULL if there is none. */
+static __always_inline struct sg_handoff *take_handoff(const struct sg_pkt *p)
+{
+	struct sg_flow key;
+	struct sg_handoff *h;
+	u32 port = bpf_ntohs(p->tcp->dest), *protected;
+	u8 flags = ((u8 *)p->tcp)[13];
+
+	/* Only an ACK to a protected port can have one: everything else
+	 * costs no hash lookup. */
+	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST)) != SG_TH_ACK)
+		return NULL;
+	protected = listeners.lookup(&port);
+	if (!protected || *protected != SG_PORT_PROTECTED)
+		return NULL;
+	tuple_key_of(p, &key);
+	h = handoffs.lookup(&key);
+	if (!h || !h->pending || bpf_ntohl(p->tcp->seq) - 1 != h->isn)
+		return NULL;
+	h->pending = 0;
+	return h;
+}
+
 int synguard_tc(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct sg_handoff *h = (void *)(long)skb->data_meta;
 	struct sg_tcp_req_attrs attrs;
-	struct bpf_sock_tuple t = {};
+	struct sg_config *cfg;
+	struct sg_handoff *h;
 	struct bpf_sock *sk;
+	u32 zero = 0;
 	struct bpf_tcp_sock *tp;
 	struct sg_pkt p = {};
 	int ret;
 
-	if ((void *)(h + 1) > data || h->magic != SG_HANDOFF_MAGIC)
-		return TC_ACT_OK;
-	/* The kfunc reads the attributes from the stack, not from the packet. */
+	/* Not ours: TC_ACT_UNSPEC, so that filters after ours still classify it. */
+	if (parse_pkt(data, data_end, &p) != SG_PARSE_TCP)
+		return TC_ACT_UNSPEC;
+	h = take_handoff(&p);
+	if (!h)
+		return TC_ACT_UNSPEC;
+	/* A copy: XDP may write the entry again meanwhile (another ACK). */
 	__builtin_memcpy(&attrs, &h->attrs, sizeof(attrs));
 
-	if (parse_pkt(data, data_end, &p) != SG_PARSE_TCP)
-		goto abort;
-	if (p.ipv6) {
-		__builtin_memcpy(t.ipv6.saddr, &p.ip6->saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, &p.ip6->daddr, 16);
-		t.ipv6.sport = p.tcp->source;
-		t.ipv6.dport = p.tcp->dest;
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv6),
-					BPF_F_CURRENT_NETNS, 0);
-	} else {
-		t.ipv4.saddr = p.ip4->saddr;
-		t.ipv4.daddr = p.ip4->daddr;
-		t.ipv4.sport = p.tcp->source;
-		t.ipv4.dport = p.tcp->dest;
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4),
-					BPF_F_CURRENT_NETNS, 0);
-	}
+	sk = lookup_sock(skb, &p);
 	if (!sk)
 		goto abort;
 	if (sk->state != SG_TCP_LISTEN) {
 		/* Another segment of this handshake made the socket in the
-		 * meantime (see `handoffs` in xdp_synguard.c): it takes this one. */
+		 * meantime (see handed_off_recently in xdp_synguard.c): it
+		 * takes this one. */
 		bpf_sk_release(sk);
 		count(SG_C_raced, p.ipv6);
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	}
 	/* The kfunc wants a struct sock with BTF; a tcp_sock starts with one. */
 	tp = (void *)bpf_skc_to_tcp_sock(sk);
@@ -95,8 +154,13 @@ int synguard_tc(struct __sk_buff *skb)
 	if (ret)
 		goto abort;
 	count(SG_C_completed, p.ipv6);
+#ifdef SG_CONNTRACK
+	cfg = config.lookup(&zero);
+	if (cfg && (cfg->flags & SG_CF_CONNTRACK))
+		conntrack_entry(skb, &p);
+#endif
 	return TC_ACT_OK;
 abort:
 	count(SG_C_aborted, p.ipv6);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }

@@ -6,54 +6,33 @@
  *        always a cookie; an entry is kept when there is room (cachelimit,
  *        bucketlimit, not paused, not syncookies_only). A SYN for an entry
  *        is answered from the entry again (dupsyn). The kernel never sees
- *        a SYN.
+ *        a SYN, except signed ones (TCP-MD5, TCP-AO: XDP cannot sign).
  *   ACK  syncache_expand: an entry must match exactly, else it is dropped
  *        (badack) and the cookie decides: a valid one goes on with its
- *        attributes in the metadata area, where tc_handoff.c turns them
- *        into a request socket (bpf_sk_assign_tcp_reqsk); a bad one is
+ *        attributes in the handoffs map (maps.h), where tc_handoff.c turns
+ *        them into a request socket (bpf_sk_assign_tcp_reqsk); a bad one is
  *        dropped.
  *   RST  syncache_chkrst: an in-window RST removes the entry.
  * ICMP/ICMPv6 unreachable quoting our SYN-ACK: syncache_unreach.
- * Anything else passes untouched. Retransmissions and expiry are the
- * controller's (controller/syncache.py), which removes entries through
- * synguard_syncache_drop below.
+ * MPTCP listeners, and anything else, pass untouched.
+ * Retransmissions and expiry are the controller's (controller/syncache.py),
+ * which removes entries through synguard_syncache_drop below.
  * See cookie.h for the cookie, maps.h for the maps and counters.
  */
 #include <uapi/linux/bpf.h>
 #include "maps.h"
 #include "parse.h"
 #include "cookie.h"
-#include "csum.h"
+#include "flow.h"
+#include "ratelimit.h"
+#include "synack.h"
 
-#define SG_TCP_LISTEN 10 /* enum tcp_state in include/net/tcp_states.h */
-#define SG_TH_FIN 0x01
-#define SG_TH_SYN 0x02
-#define SG_TH_RST 0x04
-#define SG_TH_ACK 0x10
-#define SG_IP_DF  0x4000
 #define SG_PAUSE_MAX_BACKOFF 6 /* FreeBSD's TCP_SYNCACHE_MAX_BACKOFF */
-#define SG_MS 1000000ULL
+#define SG_CONTINUE (-1)       /* a step's "go on": every verdict is >= 0 */
 
 _Static_assert(SG_CF_WSCALE == SG_HAS_WSCALE && SG_CF_SACK == SG_HAS_SACK &&
-	       SG_CF_TIMESTAMPS == SG_HAS_TS,
+	       SG_CF_TIMESTAMPS == SG_HAS_TS && !(SG_CF_ECN & SG_HAS_SIG),
 	       "config switches and option flags share bits");
-
-/* Count an event of address family ipv6 (0 also for family-less ones).
- * bcc rewrites map calls only in the main file and not inside macros, so
- * each hook's file has this function; the loader compiles both files as one
- * module, where the second copy is skipped. */
-#ifndef SG_HAVE_COUNT
-#define SG_HAVE_COUNT
-static __always_inline void count(u32 idx, u32 ipv6)
-{
-	u64 *c;
-
-	idx += ipv6 ? SG_COUNTER_SLOTS : 0;
-	c = counters.lookup(&idx);
-	if (c)
-		*c += 1; /* per-CPU slot: no atomic needed */
-}
-#endif
 
 /* Parsed options and the entry being built live in a per-CPU scratch slot,
  * not on the stack. The verifier tracks stack values exactly, so option
@@ -67,145 +46,92 @@ struct sg_scratch {
 };
 BPF_PERCPU_ARRAY(scratch, struct sg_scratch, 1);
 
-/* Connections handed off in the last few milliseconds, by 4-tuple. A NAPI
- * poll runs XDP (and a list receive runs tc) over a whole batch before TCP
- * sees any of it, so segments right behind the third ACK find no socket
- * yet: the first data segment also carries a valid cookie and would get a
- * second request socket (the kernel drops it as a duplicate), the later
- * ones carry none and would be dropped here. Either way the client waits
- * out a retransmission timeout. So segments of a 4-tuple handed off less
- * than SG_HANDOFF_WINDOW_NS ago go up plain and find the new socket. The
- * window is far below the minimum RTO (200 ms), so a retransmission after
- * a failed hand-off is handed off again. */
-#define SG_HANDOFF_WINDOW_NS (10 * SG_MS)
-BPF_TABLE("lru_hash", struct sg_flow, u64, handoffs, 65536);
+/* One segment to a protected port, as the handlers' steps see it. */
+struct sg_ctx {
+	struct xdp_md *xdp;
+	struct sg_pkt p;
+	const struct sg_config *cfg;
+	const struct sg_secrets *sec;
+	struct sg_scratch *s; /* the options (s->o) once parsed */
+	struct sg_flow flow;  /* the cookie's input: 4-tuple and the client's ISN */
+	struct sg_flow key;   /* the 4-tuple: key of the syncache and the hand-offs */
+	u64 hash;             /* the cookie's SipHash (SYN) */
+	u64 now;
+};
 
-static __always_inline int handed_off_recently(struct sg_flow *k, u64 now)
+/* --- the socket, the hand-off window, the reflection limit ---------------- */
+
+/* Not a tcp_state: a listener that bpf_sk_assign_tcp_reqsk refuses
+ * (sk_is_mptcp: -EINVAL), as Go's net package makes them since Go 1.24.
+ * The kernel answers for those, with its own cookies if need be. */
+#define SG_MPTCP_LISTEN 0x100
+
+/* The state of the kernel's socket for the 4-tuple (see lookup_sock), -1 if
+ * there is none. */
+static __always_inline int sock_state(struct sg_ctx *c)
 {
-	u64 *last = handoffs.lookup(k);
-
-	return last && now - *last < SG_HANDOFF_WINDOW_NS;
-}
-
-/* The reflection limit: SYN-ACKs per source prefix, so that a flood of
- * SYNs spoofed from a victim's addresses cannot turn us into a SYN-ACK
- * cannon aimed at it. GCRA (one "theoretical arrival time" per bucket)
- * over an array of buckets picked by a seeded hash of the prefix: no map
- * insert per SYN (a random-source flood would churn an LRU), and without
- * the seed nobody can aim prefixes at a bucket. Prefixes that share a
- * bucket share its rate. Updates race between CPUs; that can let a burst
- * overshoot by one SYN-ACK per CPU, never block a prefix for longer. */
-#define SG_RATELIMIT_BUCKETS 65536
-BPF_ARRAY(synack_tat, u64, SG_RATELIMIT_BUCKETS);
-
-static __always_inline u64 mask_bits(u64 v, u32 bits) /* keep the top bits */
-{
-	if (bits >= 64)
-		return v;
-	return bits ? v & (~0ULL << (64 - bits)) : 0;
-}
-
-/* murmur3's 64-bit finaliser: every input bit reaches every output bit, so
- * prefixes whose low bits are all zero still spread over the buckets. */
-static __always_inline u64 fmix64(u64 x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
-
-static __always_inline int synack_allowed(struct sg_pkt *p,
-					  const struct sg_config *cfg, u64 now)
-{
-	u64 a, b = 0, t, *tat;
-	u32 idx;
-
-	if (!cfg->synack_interval_ns)
-		return 1;
-	if (p->ipv6) {
-		u32 bits = cfg->prefix6;
-
-		a = mask_bits(__builtin_bswap64(*(u64 *)&p->ip6->saddr), bits);
-		if (bits > 64)
-			b = mask_bits(__builtin_bswap64(*((u64 *)&p->ip6->saddr + 1)), bits - 64);
-		b ^= 0x6; /* v4 and v6 prefixes of equal bits never share a value */
-	} else {
-		a = mask_bits((u64)bpf_ntohl(p->ip4->saddr) << 32, cfg->prefix4);
-	}
-	idx = fmix64(fmix64(a ^ cfg->prefix_seed) ^ b) & (SG_RATELIMIT_BUCKETS - 1);
-	tat = synack_tat.lookup(&idx);
-	if (!tat)
-		return 1;
-	t = *tat > now ? *tat : now;
-	if (t - now > cfg->synack_tau_ns)
-		return 0;
-	*tat = t + cfg->synack_interval_ns;
-	return 1;
-}
-
-/* The flow's 4-tuple without the ISN: the key of handoffs and syncache. */
-static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k)
-{
-	*k = *f;
-	k->w[f->ipv6 ? 4 : 1] &= 0xffffffff; /* keep the ports, drop seq */
-}
-
-/* State of the kernel's socket for the packet's 4-tuple: established,
- * time-wait or request socket if there is one, else the listener; -1 when
- * there is none at all. */
-static __always_inline int lookup_state(struct xdp_md *ctx, struct sg_pkt *p)
-{
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
+	struct bpf_sock *sk = lookup_sock(c->xdp, &c->p);
 	int state;
 
-	if (p->ipv6) {
-		__builtin_memcpy(t.ipv6.saddr, &p->ip6->saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, &p->ip6->daddr, 16);
-		t.ipv6.sport = p->tcp->source;
-		t.ipv6.dport = p->tcp->dest;
-		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv6),
-					BPF_F_CURRENT_NETNS, 0);
-	} else {
-		t.ipv4.saddr = p->ip4->saddr;
-		t.ipv4.daddr = p->ip4->daddr;
-		t.ipv4.sport = p->tcp->source;
-		t.ipv4.dport = p->tcp->dest;
-		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4),
-					BPF_F_CURRENT_NETNS, 0);
-	}
 	if (!sk)
 		return -1;
 	state = sk->state;
+	if (state == SG_TCP_LISTEN && bpf_skc_to_mptcp_sock(sk))
+		state = SG_MPTCP_LISTEN;
 	bpf_sk_release(sk);
 	return state;
 }
 
-/* The cookie's input words from the packet: addresses, then ports | seq
- * with seq = the client's ISN (the SYN's seq, or an ACK's seq - 1). */
-static __always_inline void flow_from_pkt(struct sg_pkt *p, u32 isn,
-					  struct sg_flow *f)
-{
-	u64 ports_seq = (u64)*(u32 *)p->tcp | (u64)bpf_htonl(isn) << 32;
-
-	f->ipv6 = p->ipv6;
-	if (p->ipv6) {
-		__builtin_memcpy(f->w, &p->ip6->saddr, 32);
-		f->w[4] = ports_seq;
-	} else {
-		f->w[0] = *(u64 *)&p->ip4->saddr; /* saddr, daddr */
-		f->w[1] = ports_seq;
-	}
-}
-
-/* A protected port with no listener, or a 4-tuple the kernel owns. */
+/* A protected port with no listener, an MPTCP listener, or a 4-tuple the
+ * kernel owns. */
 static __always_inline int leave_to_kernel(int state, u32 ipv6)
 {
-	count(state < 0 ? SG_C_nolistener : SG_C_established, ipv6);
+	count(state < 0 ? SG_C_nolistener :
+	      state == SG_MPTCP_LISTEN ? SG_C_mptcp : SG_C_established, ipv6);
 	return XDP_PASS;
+}
+
+/* A NAPI poll runs XDP (and a list receive runs tc) over a whole batch
+ * before TCP sees any of it, so segments right behind the third ACK find no
+ * socket yet: the first data segment also carries a valid cookie and would
+ * get a second request socket (the kernel drops it as a duplicate), the
+ * later ones carry none and would be dropped here. Either way the client
+ * waits out a retransmission timeout. So segments of a 4-tuple handed off
+ * less than SG_HANDOFF_WINDOW_NS ago go up plain and find the new socket.
+ * The window is far below the minimum RTO (200 ms), so a retransmission
+ * after a failed hand-off is handed off again. */
+#define SG_HANDOFF_WINDOW_NS (10 * SG_MS)
+
+static __always_inline int handed_off_recently(struct sg_ctx *c)
+{
+	struct sg_handoff *h = handoffs.lookup(&c->key);
+
+	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS;
+}
+
+/* GCRA (one "theoretical arrival time" per bucket of ratelimit.h), so that
+ * SYNs spoofed from a victim's addresses cannot turn us into a SYN-ACK
+ * cannon aimed at it. Updates race between CPUs; that can let a burst
+ * overshoot by one SYN-ACK per CPU, never block a prefix for longer. */
+BPF_ARRAY(synack_tat, u64, SG_RATELIMIT_BUCKETS);
+
+static __always_inline int synack_allowed(struct sg_ctx *c)
+{
+	const struct sg_config *cfg = c->cfg;
+	u32 idx;
+	u64 t, *tat;
+
+	if (!cfg->synack_interval_ns)
+		return 1;
+	idx = prefix_bucket(&c->p, cfg);
+	tat = synack_tat.lookup(&idx);
+	if (!tat)
+		return 1;
+	t = *tat > c->now ? *tat : c->now;
+	if (t - c->now > cfg->synack_tau_ns)
+		return 0;
+	*tat = t + cfg->synack_interval_ns;
+	return 1;
 }
 
 /* --- the syncache's bookkeeping --------------------------------------------
@@ -295,461 +221,406 @@ static __always_inline int syncache_insert(struct sg_flow *key,
 	return -1;
 }
 
-/* --- the SYN-ACK -------------------------------------------------------- */
-
-/* What our SYN-ACK says, fresh from a SYN or again from an entry. */
-struct sg_synack {
-	u32 iss, ack;
-	u32 tsval, tsecr;  /* host order; used when ts */
-	u32 flowlabel;
-	u16 mss, window;
-	u8 ws_on, wscale, sack, ts, ttl;
-};
-
-/* syncache_respond: rewrite the frame in place into our SYN-ACK. Options
- * in Linux's order (MSS, SACK-permitted + timestamps, window scale) so it
- * looks like a Linux SYN-ACK to middleboxes. f holds the SYN's addresses
- * and ports. 0: ready for XDP_TX; -1: the driver cannot resize the frame
- * (untouched); -2: the verifier's bounds (cannot happen; frame changed). */
-static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
-					u32 frame_len, const struct sg_flow *f,
-					const struct sg_synack *sa)
+/* A listener and nothing else for the 4-tuple, and the scratch slot in
+ * c->s: SG_CONTINUE, or the verdict. */
+static __always_inline int listener_only(struct sg_ctx *c)
 {
-	u32 optlen, ip_len, tcp_len, new_len, ports;
-	u64 sum, addr_sum;
-	void *data, *data_end;
-	struct tcphdr *tcp;
-	u32 *op;
+	u32 zero = 0;
+	int state = sock_state(c);
 
-	/* MSS, then SACK-permitted + timestamps (12) or NOP NOP SACK-permitted
-	 * (4), then NOP window-scale (4). */
-	optlen = 4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
-	tcp_len = sizeof(struct tcphdr) + optlen;
-	ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	new_len = l3_off + ip_len + tcp_len;
-	/* IP options, a payload or padding in the SYN are not echoed. */
-	if (new_len != frame_len &&
-	    bpf_xdp_adjust_tail(ctx, (int)new_len - (int)frame_len))
-		return -1;
-
-	/* adjust_tail invalidated every packet pointer: start again. */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (l3_off > 22) /* 14 + two VLAN tags; bounds the offset for the verifier */
-		return -2;
-	{
-		struct ethhdr *eth = data;
-		u8 mac[ETH_ALEN];
-
-		if ((void *)(eth + 1) > data_end)
-			return -2;
-		__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-	}
-
-	if (f->ipv6) {
-		struct ipv6hdr *ip6 = data + l3_off;
-
-		tcp = (void *)(ip6 + 1);
-		if ((void *)(tcp + 1) > data_end)
-			return -2;
-		*(__be32 *)ip6 = bpf_htonl(0x60000000 | sa->flowlabel);
-		ip6->payload_len = bpf_htons(tcp_len);
-		ip6->nexthdr = IPPROTO_TCP;
-		ip6->hop_limit = sa->ttl;
-		__builtin_memcpy(&ip6->saddr, &f->w[2], 16);
-		__builtin_memcpy(&ip6->daddr, &f->w[0], 16);
-		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32) +
-			   (f->w[1] & 0xffffffff) + (f->w[1] >> 32) +
-			   (f->w[2] & 0xffffffff) + (f->w[2] >> 32) +
-			   (f->w[3] & 0xffffffff) + (f->w[3] >> 32);
-		ports = (u32)f->w[4];
-	} else {
-		struct iphdr *ip = data + l3_off;
-
-		tcp = (void *)(ip + 1);
-		if ((void *)(tcp + 1) > data_end)
-			return -2;
-		*(u16 *)ip = bpf_htons(0x4500); /* version 4, ihl 5, tos 0 */
-		ip->tot_len = bpf_htons(ip_len + tcp_len);
-		ip->id = 0;
-		ip->frag_off = bpf_htons(SG_IP_DF);
-		ip->ttl = sa->ttl;
-		ip->protocol = IPPROTO_TCP;
-		ip->saddr = f->w[0] >> 32;
-		ip->daddr = (u32)f->w[0];
-		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32);
-		ip->check = sg_csum_fold(bpf_htons(0x4500) +
-					 bpf_htons(ip_len + tcp_len) +
-					 bpf_htons(SG_IP_DF) +
-					 bpf_htons((u16)sa->ttl << 8 | IPPROTO_TCP) +
-					 addr_sum);
-		ports = (u32)f->w[1];
-	}
-
-	/* TCP header: ports swapped. */
-	*(u32 *)tcp = ports >> 16 | ports << 16;
-	tcp->seq = bpf_htonl(sa->iss);
-	tcp->ack_seq = bpf_htonl(sa->ack);
-	*((u16 *)tcp + 6) = bpf_htons((tcp_len / 4) << 12 | SG_TH_SYN | SG_TH_ACK);
-	tcp->window = bpf_htons(sa->window);
-	tcp->urg_ptr = 0;
-	sum = sg_csum_pseudo(addr_sum, tcp_len) + ports + tcp->seq +
-	      tcp->ack_seq + *((u16 *)tcp + 6) + tcp->window;
-
-	/* Options, one 32-bit word at a time, each checked against the end. */
-	op = (void *)(tcp + 1);
-	if ((void *)(op + 1) > data_end)
-		return -2;
-	op[0] = bpf_htonl(SG_OPT_MSS << 24 | 4 << 16 | sa->mss);
-	sum += op[0];
-	if (sa->ts) {
-		if ((void *)(op + 4) > data_end)
-			return -2;
-		op[1] = bpf_htonl(sa->sack ? 0x0402080a : 0x0101080a);
-		op[2] = bpf_htonl(sa->tsval);
-		op[3] = bpf_htonl(sa->tsecr);
-		sum += (u64)op[1] + op[2] + op[3];
-		op += 4;
-	} else if (sa->sack) {
-		if ((void *)(op + 2) > data_end)
-			return -2;
-		op[1] = bpf_htonl(0x01010402);
-		sum += op[1];
-		op += 2;
-	} else {
-		op += 1;
-	}
-	if (sa->ws_on) {
-		if ((void *)(op + 1) > data_end)
-			return -2;
-		*op = bpf_htonl(0x01030300 | sa->wscale);
-		sum += *op;
-	}
-	tcp->check = sg_csum_fold(sum);
-	return 0;
+	if (state != SG_TCP_LISTEN)
+		return leave_to_kernel(state, c->p.ipv6);
+	c->s = scratch.lookup(&zero);
+	return c->s ? SG_CONTINUE : XDP_PASS;
 }
 
-static __always_inline int send_synack(struct xdp_md *ctx, struct sg_pkt *p,
-				       const struct sg_flow *f,
-				       const struct sg_synack *sa, u32 counter)
-{
-	int r = write_synack(ctx, p->l3_off, p->frame_len, f, sa);
+/* --- SYN: syncache_add -----------------------------------------------------
+ * Steps, in the order of tcp_handle_syn in the kernel's
+ * test_tcp_custom_syncookie.c: validate, parse options, look for an entry,
+ * negotiate, prepare the cookie, respond (and remember). */
 
-	if (r == -1) {
-		count(SG_C_unsupported, f->ipv6);
+/* The syncache keeps entries unless cookies carry everything. */
+static __always_inline int keeps_entries(const struct sg_config *cfg)
+{
+	return cfg->syncookies_only == 0 || cfg->syncookies == 0;
+}
+
+/* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
+ * the source prefix within its SYN-ACK budget. Leaves the options in
+ * c->s->o and the flow in c->flow and c->key. */
+static __always_inline int syn_validate(struct sg_ctx *c)
+{
+	struct sg_tcpopts *o;
+	int r = listener_only(c);
+
+	if (r != SG_CONTINUE)
+		return r;
+	o = &c->s->o;
+	o->mss = c->p.ipv6 ? SG_MSS_DEFAULT6 : SG_MSS_DEFAULT4; /* no MSS option */
+	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	if (o->flags & SG_HAS_SIG) {
+		count(SG_C_signed, c->p.ipv6);
 		return XDP_PASS;
 	}
-	if (r)
-		return XDP_ABORTED;
-	count(counter, f->ipv6);
-	return XDP_TX;
+	c->now = bpf_ktime_get_ns();
+	if (!synack_allowed(c)) {
+		count(SG_C_ratelimited, c->p.ipv6);
+		return XDP_DROP;
+	}
+	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq), &c->flow);
+	tuple_key(&c->flow, &c->key);
+	return SG_CONTINUE;
 }
 
-/* --- SYN: syncache_add ---------------------------------------------------- */
+/* A SYN for an entry: the same SYN-ACK again (same ISS), the retransmit
+ * counter reset and, as the seed does, the client's timestamp taken up (or
+ * timestamps dropped if this SYN has none). 1 if there was an entry. */
+static __always_inline int syn_dupsyn(struct sg_ctx *c, struct sg_synack *sa)
+{
+	struct sg_syncache_entry *e;
+	const struct sg_tcpopts *o = &c->s->o;
 
-static __always_inline int handle_syn(struct xdp_md *ctx, struct sg_pkt *p,
-				      const struct sg_config *cfg,
-				      const struct sg_secrets *sec)
+	if (!keeps_entries(c->cfg))
+		return 0;
+	e = syncache.lookup(&c->key);
+	if (!e)
+		return 0;
+	if ((e->flags & SG_SCF_TIMESTAMP) && (o->flags & SG_HAS_TS))
+		e->ts_recent = bpf_ntohl(o->tsval);
+	else
+		e->flags &= ~SG_SCF_TIMESTAMP;
+	e->rxmits = 0;
+	e->rxt_ns = c->now + (u64)c->cfg->rexmt_ms * SG_MS;
+	sa->iss = e->iss;
+	sa->ack = e->irs + 1;
+	sa->mss = e->mss;
+	sa->window = e->wnd;
+	sa->ttl = e->ttl;
+	sa->flowlabel = e->flowlabel;
+	sa->ws_on = !!(e->flags & SG_SCF_WINSCALE);
+	sa->wscale = e->rcv_wscale;
+	sa->sack = !!(e->flags & SG_SCF_SACK);
+	sa->ts = !!(e->flags & SG_SCF_TIMESTAMP);
+	sa->ecn = !!(e->flags & SG_SCF_ECN);
+	sa->tsval = e->ts;
+	sa->tsecr = e->ts_recent;
+	return 1;
+}
+
+/* ECN setup as the kernel's tcp_ecn_create_request: ECE and CWR in the SYN,
+ * which itself is not ECN-capable (RFC 3168 6.1.1) unless it has a reserved
+ * bit set (AE, of Accurate ECN, is one), and net.ipv4.tcp_ecn on (a route's
+ * ecn feature is beyond XDP's sight). Only with timestamps: an ACK without
+ * an entry tells the ECN choice through the TSval we sent (see
+ * syn_prepare_cookie), as Linux's own cookies do. */
+static __always_inline u8 syn_ecn(const struct sg_ctx *c, u8 ts)
+{
+	u8 flags = ((u8 *)c->p.tcp)[13], res1 = ((u8 *)c->p.tcp)[12] & 0x0f, tos;
+
+	if ((flags & (SG_TH_ECE | SG_TH_CWR)) != (SG_TH_ECE | SG_TH_CWR) ||
+	    !(c->cfg->flags & SG_CF_ECN) || !ts)
+		return 0;
+	if (c->p.ipv6)
+		tos = (bpf_ntohl(*(__be32 *)c->p.ip6) >> 20) & 0xff;
+	else
+		tos = c->p.ip4->tos;
+	return (tos & SG_IP_ECN_MASK) == 0 || res1;
+}
+
+/* What we answer with: the peer's offer, masked by what the kernel's
+ * sysctls let the hand-off accept (same bits), without branches; our MSS
+ * clamped to the peer's and to the table's floor. */
+static __always_inline void syn_negotiate(struct sg_ctx *c, struct sg_synack *sa)
+{
+	const struct sg_tcpopts *o = &c->s->o;
+	const struct sg_config *cfg = c->cfg;
+	u32 offered = o->flags & cfg->flags, our_mss, mss;
+	u8 ipv6 = c->p.ipv6;
+
+	sa->ws_on = (offered & SG_HAS_WSCALE) >> 1;
+	sa->sack = (offered & SG_HAS_SACK) >> 2;
+	sa->ts = (offered & SG_HAS_TS) >> 3;
+	sa->ecn = syn_ecn(c, sa->ts);
+	sa->wscale = cfg->wscale;
+	our_mss = ipv6 ? cfg->mss6 : cfg->mss4;
+	mss = o->mss < our_mss ? o->mss : our_mss;
+	sa->mss = mss < sg_mss_value(0, ipv6) ? sg_mss_value(0, ipv6) : mss;
+	sa->window = cfg->window;
+	sa->ttl = cfg->ttl;
+	sa->ack = bpf_ntohl(c->p.tcp->seq) + 1;
+	sa->tsecr = bpf_ntohl(o->tsval);
+}
+
+/* The ISS: the cookie over the flow and what was negotiated (cookie.h);
+ * the IPv6 flow label and our TSval from the hash's other bits. The TSval's
+ * low bit says whether ECN was set up. */
+static __always_inline void syn_prepare_cookie(struct sg_ctx *c, struct sg_synack *sa)
+{
+	const struct sg_tcpopts *o = &c->s->o;
+	u32 mss_idx, ws_idx, meta, slot = c->sec->active & 1;
+	u64 h;
+
+	mss_idx = sg_mss_index(sa->mss, c->p.ipv6);
+	ws_idx = sg_wscale_index(sa->ws_on, o->wscale);
+	meta = mss_idx << 5 | ws_idx << 2 | sa->sack << 1 | slot;
+	h = sg_cookie_hash(&c->sec->keys[slot], &c->flow, meta);
+	c->hash = h;
+	sa->iss = sg_cookie_iss(h, meta);
+	sa->flowlabel = c->p.ipv6 ? (h >> 24) & 0xfffff : 0;
+	if (sa->ts) /* ~1 ms clock with a keyed per-connection offset */
+		sa->tsval = (((u32)(h >> 32) + (u32)(c->now >> 20)) & ~1U) | sa->ecn;
+}
+
+/* The entry for what we just sent (the frame is our SYN-ACK now, so its L2
+ * header is the one retransmissions reuse). 0 when it is in. */
+static __always_inline int syncache_add(struct sg_ctx *c, const struct sg_synack *sa)
+{
+	struct sg_syncache_entry *e = &c->s->e;
+	const struct sg_tcpopts *o = &c->s->o;
+	/* All of l2 (the frame is longer), of which l2_len bytes count: a
+	 * constant size spares the verifier a range for l3_off, which comes
+	 * back from the stack without one. */
+	if (bpf_xdp_load_bytes(c->xdp, 0, e->l2, sizeof(e->l2)))
+		return -1;
+	e->l2_len = c->p.l3_off;
+	e->added_ns = c->now;
+	e->rxt_ns = c->now + (u64)c->cfg->rexmt_ms * SG_MS;
+	e->irs = sa->ack - 1;
+	e->iss = sa->iss;
+	e->ts = sa->tsval;
+	e->ts_recent = sa->tsecr;
+	e->flowlabel = sa->flowlabel;
+	e->peer_mss = o->mss;
+	e->mss = sa->mss;
+	e->wnd = sa->window;
+	e->bucket = (c->hash >> 44) & (SG_SYNCACHE_BUCKETS - 1);
+	e->snd_wscale = o->wscale;
+	e->rcv_wscale = sa->wscale;
+	e->flags = (sa->ws_on ? SG_SCF_WINSCALE : 0) | (sa->ts ? SG_SCF_TIMESTAMP : 0) |
+		   (sa->sack ? SG_SCF_SACK : 0) | (sa->ecn ? SG_SCF_ECN : 0);
+	e->rxmits = 0;
+	e->ttl = sa->ttl;
+	return syncache_insert(&c->key, e, c->cfg, c->now);
+}
+
+/* Our SYN-ACK in place of the SYN: SG_CONTINUE, or the verdict when it
+ * cannot be written (then the kernel answers the SYN itself). */
+static __always_inline int syn_respond(struct sg_ctx *c, const struct sg_synack *sa)
+{
+	int r = write_synack(c->xdp, c->p.l3_off, c->p.frame_len, &c->flow, sa);
+
+	if (r == -1) {
+		count(SG_C_unsupported, c->p.ipv6);
+		return XDP_PASS;
+	}
+	return r ? XDP_ABORTED : SG_CONTINUE;
+}
+
+static __always_inline int handle_syn(struct sg_ctx *c)
 {
 	struct sg_synack sa = {};
-	struct sg_flow f = {}, key;
-	struct sg_scratch *s;
-	struct sg_tcpopts *o;
-	struct sg_syncache_entry *e;
-	u32 our_mss, mss_out, mss_idx, ws_idx, offered, meta, slot, isn;
-	u32 zero = 0, keep = cfg->syncookies_only == 0 || cfg->syncookies == 0;
-	u32 l2_len;
-	u8 ipv6 = p->ipv6;
-	u64 h, now;
-	int state, r;
+	u32 counter = SG_C_sendcookie;
+	int r = syn_validate(c);
 
-	state = lookup_state(ctx, p);
-	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state, p->ipv6);
-	now = bpf_ktime_get_ns();
-	if (!synack_allowed(p, cfg, now)) {
-		count(SG_C_ratelimited, ipv6);
-		return XDP_DROP;
+	if (r != SG_CONTINUE)
+		return r;
+	if (syn_dupsyn(c, &sa)) {
+		counter = SG_C_dupsyn;
+	} else {
+		syn_negotiate(c, &sa);
+		syn_prepare_cookie(c, &sa);
 	}
-
-	s = scratch.lookup(&zero);
-	if (!s)
-		return XDP_PASS;
-	o = &s->o;
-	o->mss = ipv6 ? SG_MSS_DEFAULT6 : SG_MSS_DEFAULT4; /* no MSS option */
-	parse_tcp_options(ctx, p->l4_off, p->tcp->doff * 4, o);
-	isn = bpf_ntohl(p->tcp->seq);
-	flow_from_pkt(p, isn, &f);
-	tuple_key(&f, &key);
-
-	/* A SYN for an entry: the same SYN-ACK again (same ISS), the retransmit
-	 * counter reset and, as the seed does, the client's timestamp taken
-	 * up (or timestamps dropped if this SYN has none). */
-	e = keep ? syncache.lookup(&key) : NULL;
-	if (e) {
-		if ((e->flags & SG_SCF_TIMESTAMP) && (o->flags & SG_HAS_TS))
-			e->ts_recent = bpf_ntohl(o->tsval);
-		else
-			e->flags &= ~SG_SCF_TIMESTAMP;
-		e->rxmits = 0;
-		e->rxt_ns = now + (u64)cfg->rexmt_ms * SG_MS;
-		sa.iss = e->iss;
-		sa.ack = e->irs + 1;
-		sa.mss = e->mss;
-		sa.window = e->wnd;
-		sa.ttl = e->ttl;
-		sa.flowlabel = e->flowlabel;
-		sa.ws_on = !!(e->flags & SG_SCF_WINSCALE);
-		sa.wscale = e->rcv_wscale;
-		sa.sack = !!(e->flags & SG_SCF_SACK);
-		sa.ts = !!(e->flags & SG_SCF_TIMESTAMP);
-		sa.tsval = e->ts;
-		sa.tsecr = e->ts_recent;
-		return send_synack(ctx, p, &f, &sa, SG_C_dupsyn);
-	}
-
-	/* What we answer with: the peer's offer, masked by what the kernel's
-	 * sysctls let the hand-off accept (same bits), without branches. */
-	offered = o->flags & cfg->flags;
-	sa.ws_on = (offered & SG_HAS_WSCALE) >> 1;
-	sa.sack = (offered & SG_HAS_SACK) >> 2;
-	sa.ts = (offered & SG_HAS_TS) >> 3;
-	sa.wscale = cfg->wscale;
-	ws_idx = sg_wscale_index(sa.ws_on, o->wscale);
-
-	our_mss = ipv6 ? cfg->mss6 : cfg->mss4;
-	mss_out = o->mss < our_mss ? o->mss : our_mss;
-	mss_idx = sg_mss_index(mss_out, ipv6);
-	if (mss_out < sg_mss_value(0, ipv6))
-		mss_out = sg_mss_value(0, ipv6);
-
-	slot = sec->active & 1;
-	meta = mss_idx << 5 | ws_idx << 2 | sa.sack << 1 | slot;
-	h = sg_cookie_hash(&sec->keys[slot], &f, meta);
-	sa.iss = sg_cookie_iss(h, meta);
-	sa.ack = isn + 1;
-	sa.mss = mss_out;
-	sa.window = cfg->window;
-	sa.ttl = cfg->ttl;
-	sa.flowlabel = ipv6 ? (h >> 24) & 0xfffff : 0;
-	sa.tsecr = bpf_ntohl(o->tsval);
-	if (sa.ts) /* ~1 ms clock with a keyed per-connection offset */
-		sa.tsval = (u32)(h >> 32) + (u32)(now >> 20);
-
-	r = -1;
-	if (keep) {
-		e = &s->e;
-		e->added_ns = now;
-		e->rxt_ns = now + (u64)cfg->rexmt_ms * SG_MS;
-		e->irs = isn;
-		e->iss = sa.iss;
-		e->ts = sa.tsval;
-		e->ts_recent = sa.tsecr;
-		e->flowlabel = sa.flowlabel;
-		e->peer_mss = o->mss;
-		e->mss = sa.mss;
-		e->wnd = sa.window;
-		e->bucket = (h >> 44) & (SG_SYNCACHE_BUCKETS - 1);
-		e->snd_wscale = o->wscale;
-		e->rcv_wscale = sa.wscale;
-		e->flags = (sa.ws_on ? SG_SCF_WINSCALE : 0) |
-			   (sa.ts ? SG_SCF_TIMESTAMP : 0) |
-			   (sa.sack ? SG_SCF_SACK : 0);
-		e->rxmits = 0;
-		e->ttl = sa.ttl;
-		/* Our SYN-ACK's L2 header is the SYN's with the MACs swapped;
-		 * the controller replays it for retransmissions. */
-		l2_len = p->l3_off;
-		if (l2_len > sizeof(e->l2) ||
-		    bpf_xdp_load_bytes(ctx, 0, e->l2, l2_len))
-			return XDP_PASS;
-		e->l2_len = l2_len;
-		{
-			u8 mac[ETH_ALEN];
-
-			__builtin_memcpy(mac, e->l2, ETH_ALEN);
-			__builtin_memcpy(e->l2, e->l2 + ETH_ALEN, ETH_ALEN);
-			__builtin_memcpy(e->l2 + ETH_ALEN, mac, ETH_ALEN);
-		}
-		r = syncache_insert(&key, e, cfg, now);
-	}
-	if (r && !cfg->syncookies) {
+	r = syn_respond(c, &sa);
+	if (r != SG_CONTINUE)
+		return r;
+	if (counter == SG_C_sendcookie && keeps_entries(c->cfg) && syncache_add(c, &sa) &&
+	    !c->cfg->syncookies) {
 		/* No entry and no cookies: the seed sends nothing. */
-		count(SG_C_dropped, ipv6);
+		count(SG_C_dropped, c->p.ipv6);
 		return XDP_DROP;
 	}
-	r = write_synack(ctx, p->l3_off, p->frame_len, &f, &sa);
-	if (r == -1) {
-		/* The kernel answers this SYN itself: no entry of ours. */
-		if (keep)
-			syncache_drop(&key, s->e.bucket);
-		count(SG_C_unsupported, ipv6);
-		return XDP_PASS;
-	}
-	if (r)
-		return XDP_ABORTED;
-	count(SG_C_sendcookie, ipv6);
+	count(counter, c->p.ipv6);
 	return XDP_TX;
 }
 
-/* --- ACK: syncache_expand ------------------------------------------------- */
+/* --- ACK: syncache_expand --------------------------------------------------
+ * An entry decides first, then the cookie; either way what the handshake
+ * negotiated becomes one set of request-socket attributes. */
 
-/* Put the request socket's attributes in front of the frame for tc. */
-static __always_inline int hand_off(struct xdp_md *ctx,
-				    const struct sg_tcp_req_attrs *attrs,
-				    struct sg_flow *key, u64 now, u32 counter)
+/* What a handshake negotiated: from a syncache entry or from a cookie. */
+struct sg_negotiated {
+	u16 mss;        /* the client's */
+	u8 sack, ecn, ts;
+	u8 wscale_ok, snd_wscale, rcv_wscale;
+};
+
+/* Ours to judge: a listener and nothing else for the 4-tuple. Leaves the
+ * flow (ISN = seq - 1) in c->flow and c->key; the options are parsed later,
+ * only for ACKs that get that far. */
+static __always_inline int ack_validate(struct sg_ctx *c)
 {
-	struct sg_handoff *m;
+	int r = listener_only(c);
 
-	handoffs.update(key, &now);
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct sg_handoff))) {
-		count(SG_C_unsupported, key->ipv6); /* the driver has no metadata area */
-		return XDP_PASS;
-	}
-	m = (void *)(long)ctx->data_meta;
-	if ((void *)(m + 1) > (void *)(long)ctx->data)
-		return XDP_ABORTED;
-	m->magic = SG_HANDOFF_MAGIC;
-	__builtin_memcpy(&m->attrs, attrs, sizeof(*attrs));
-	count(counter, key->ipv6);
-	return XDP_PASS;
+	if (r != SG_CONTINUE)
+		return r;
+	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq) - 1, &c->flow);
+	tuple_key(&c->flow, &c->key);
+	c->now = bpf_ktime_get_ns();
+	return SG_CONTINUE;
 }
 
-static __always_inline int handle_ack(struct xdp_md *ctx, struct sg_pkt *p,
-				      const struct sg_config *cfg,
-				      const struct sg_secrets *sec)
+/* The entry for the 4-tuple, if any, taken out first (as the seed does) and
+ * then checked: ACK = ISS + 1, SEQ = IRS + 1, timestamps iff negotiated and
+ * TSecr = what we sent. 1 when it matched (n filled); 0 when there was none
+ * or it did not match (badack), and the cookie decides. */
+static __always_inline int syncache_expand(struct sg_ctx *c, struct sg_negotiated *n)
 {
-	struct sg_tcp_req_attrs attrs = {};
-	struct sg_flow f = {}, key;
-	struct sg_syncache_entry *e;
-	struct sg_scratch *s;
-	struct sg_tcpopts *o;
-	u32 cookie, isn, zero = 0, has_ts, ok;
-	u8 meta, ws_idx, ipv6 = p->ipv6;
-	u64 h, now;
-	int state;
+	struct sg_tcpopts *o = &c->s->o;
+	struct sg_syncache_entry *e = syncache.lookup(&c->key);
+	struct sg_syncache_entry ent;
+	u32 has_ts;
 
-	state = lookup_state(ctx, p);
-	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state, p->ipv6);
-
-	cookie = bpf_ntohl(p->tcp->ack_seq) - 1;
-	isn = bpf_ntohl(p->tcp->seq) - 1;
-	flow_from_pkt(p, isn, &f);
-	tuple_key(&f, &key);
-	now = bpf_ktime_get_ns();
-	s = scratch.lookup(&zero);
-	if (!s)
-		return XDP_PASS;
-	o = &s->o;
-
-	e = syncache.lookup(&key);
-	if (e) {
-		/* Take the entry out first, as the seed does, then check it:
-		 * ACK = ISS + 1, SEQ = IRS + 1, timestamps iff negotiated and
-		 * TSecr = what we sent. */
-		struct sg_syncache_entry c = *e;
-
-		syncache_drop(&key, c.bucket);
-		parse_tcp_options(ctx, p->l4_off, p->tcp->doff * 4, o);
-		has_ts = !!(o->flags & SG_HAS_TS);
-		ok = cookie == c.iss && isn == c.irs &&
-		     has_ts == !!(c.flags & SG_SCF_TIMESTAMP) &&
-		     (!has_ts || bpf_ntohl(o->tsecr) == c.ts);
-		if (ok) {
-			attrs.mss = c.peer_mss < sg_mss_value(0, ipv6) ?
-					    sg_mss_value(0, ipv6) : c.peer_mss;
-			attrs.sack_ok = !!(c.flags & SG_SCF_SACK);
-			if (c.flags & SG_SCF_WINSCALE) {
-				attrs.wscale_ok = 1;
-				attrs.snd_wscale = c.snd_wscale;
-				attrs.rcv_wscale = c.rcv_wscale;
-			}
-			if (has_ts) {
-				attrs.tstamp_ok = 1;
-				attrs.rcv_tsval = bpf_ntohl(o->tsval);
-				attrs.rcv_tsecr = c.ts;
-			}
-			return hand_off(ctx, &attrs, &key, now, SG_C_expanded);
-		}
-		/* syncache_badack; the cookie may still vouch for it. */
-		count(SG_C_badack, ipv6);
+	if (!e)
+		return 0;
+	ent = *e;
+	syncache_drop(&c->key, ent.bucket);
+	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	has_ts = !!(o->flags & SG_HAS_TS);
+	if (bpf_ntohl(c->p.tcp->ack_seq) - 1 != ent.iss ||
+	    bpf_ntohl(c->p.tcp->seq) - 1 != ent.irs ||
+	    has_ts != !!(ent.flags & SG_SCF_TIMESTAMP) ||
+	    (has_ts && bpf_ntohl(o->tsecr) != ent.ts)) {
+		count(SG_C_badack, c->p.ipv6);
+		return 0;
 	}
+	n->mss = ent.peer_mss < sg_mss_value(0, c->p.ipv6) ? sg_mss_value(0, c->p.ipv6) :
+							     ent.peer_mss;
+	n->sack = !!(ent.flags & SG_SCF_SACK);
+	n->ecn = !!(ent.flags & SG_SCF_ECN);
+	n->ts = has_ts;
+	n->wscale_ok = !!(ent.flags & SG_SCF_WINSCALE);
+	n->snd_wscale = ent.snd_wscale;
+	n->rcv_wscale = ent.rcv_wscale;
+	return 1;
+}
 
-	if (!cfg->syncookies) {
-		count(SG_C_badcookie, ipv6); /* no entry and no cookies: rejected */
+/* The cookie in ack - 1, checked against the key its slot bit names: the
+ * current one or the previous one (a key older than that has been
+ * overwritten, so its cookies fail). In fleet mode the other parity may
+ * also be the next epoch's key (a host whose clock runs ahead minted it): a
+ * second hash, for those only. SG_CONTINUE with n filled, or the verdict. */
+static __always_inline int cookie_check(struct sg_ctx *c, struct sg_negotiated *n)
+{
+	const struct sg_secrets *sec = c->sec;
+	struct sg_tcpopts *o = &c->s->o;
+	u32 cookie = bpf_ntohl(c->p.tcp->ack_seq) - 1;
+	u8 meta = cookie & 0xff, ws_idx;
+	u64 h;
+
+	if (!c->cfg->syncookies) {
+		count(SG_C_badcookie, c->p.ipv6); /* no entry and no cookies: rejected */
 		return XDP_DROP;
 	}
-	meta = cookie & 0xff;
-	/* The slot bit picks the key: the current one or the previous one.
-	 * A key older than that has been overwritten, so its cookies fail. In
-	 * fleet mode the other parity may also be the next epoch's key (a host
-	 * whose clock runs ahead minted it): a second hash, for those only. */
-	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &f, meta);
+	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &c->flow, meta);
 	if (cookie >> 8 != (u32)(h & 0xffffff) && sec->fleet &&
 	    SG_META_SLOT(meta) != (sec->active & 1))
-		h = sg_cookie_hash(&sec->ahead, &f, meta);
+		h = sg_cookie_hash(&sec->ahead, &c->flow, meta);
 	if (cookie >> 8 != (u32)(h & 0xffffff)) {
 		/* Only segments with data or FIN can trail a hand-off; a bogus
 		 * pure ACK costs no map lookup. */
-		if ((p->l4_len > p->tcp->doff * 4 || p->tcp->fin) &&
-		    handed_off_recently(&key, now)) {
-			count(SG_C_coalesced, ipv6);
+		if ((c->p.l4_len > c->p.tcp->doff * 4 || c->p.tcp->fin) &&
+		    handed_off_recently(c)) {
+			count(SG_C_coalesced, c->p.ipv6);
 			return XDP_PASS;
 		}
-		count(SG_C_badcookie, ipv6);
+		count(SG_C_badcookie, c->p.ipv6);
 		return XDP_DROP;
 	}
-	if (handed_off_recently(&key, now)) {
-		count(SG_C_coalesced, ipv6);
+	if (handed_off_recently(c)) {
+		count(SG_C_coalesced, c->p.ipv6);
 		return XDP_PASS;
 	}
-
 	/* Timestamps were negotiated iff the ACK carries them (we echo the
 	 * option whenever the client offers it and the sysctl allows). */
-	parse_tcp_options(ctx, p->l4_off, p->tcp->doff * 4, o);
+	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
 	ws_idx = SG_META_WS(meta);
-	attrs.mss = sg_mss_value(SG_META_MSS(meta), ipv6);
-	attrs.sack_ok = SG_META_SACK(meta);
-	if (ws_idx) {
-		attrs.wscale_ok = 1;
-		attrs.snd_wscale = sg_wscale_value(ws_idx);
-		attrs.rcv_wscale = cfg->wscale;
+	n->mss = sg_mss_value(SG_META_MSS(meta), c->p.ipv6);
+	n->sack = SG_META_SACK(meta);
+	n->ts = !!(o->flags & c->cfg->flags & SG_HAS_TS);
+	n->ecn = n->ts && (bpf_ntohl(o->tsecr) & 1) && (c->cfg->flags & SG_CF_ECN);
+	n->wscale_ok = ws_idx != 0;
+	n->snd_wscale = sg_wscale_value(ws_idx);
+	n->rcv_wscale = c->cfg->wscale;
+	return SG_CONTINUE;
+}
+
+/* Leave the request socket's attributes for tc (tc_handoff.c) in the
+ * handoffs map, and pass the ACK on. */
+static __always_inline int hand_off(struct sg_ctx *c, const struct sg_negotiated *n,
+				    u32 counter)
+{
+	const struct sg_tcpopts *o = &c->s->o;
+	struct sg_handoff h = {};
+
+	h.at_ns = c->now;
+	h.isn = bpf_ntohl(c->p.tcp->seq) - 1;
+	h.pending = 1;
+	h.attrs.mss = n->mss;
+	h.attrs.sack_ok = n->sack;
+	h.attrs.ecn_ok = n->ecn;
+	if (n->wscale_ok) {
+		h.attrs.wscale_ok = 1;
+		h.attrs.snd_wscale = n->snd_wscale;
+		h.attrs.rcv_wscale = n->rcv_wscale;
 	}
-	if (o->flags & cfg->flags & SG_HAS_TS) {
-		attrs.tstamp_ok = 1;
-		attrs.rcv_tsval = bpf_ntohl(o->tsval);
-		attrs.rcv_tsecr = bpf_ntohl(o->tsecr);
+	if (n->ts) {
+		h.attrs.tstamp_ok = 1;
+		h.attrs.rcv_tsval = bpf_ntohl(o->tsval);
+		h.attrs.rcv_tsecr = bpf_ntohl(o->tsecr);
 	}
-	return hand_off(ctx, &attrs, &key, now, SG_C_recvcookie);
+	count(counter, c->p.ipv6);
+	if (handoffs.update(&c->key, &h))
+		count(SG_C_aborted, c->p.ipv6); /* no room: the kernel will send an RST */
+	return XDP_PASS;
+}
+
+static __always_inline int handle_ack(struct sg_ctx *c)
+{
+	struct sg_negotiated n = {};
+	int r = ack_validate(c);
+
+	if (r != SG_CONTINUE)
+		return r;
+	if (syncache_expand(c, &n))
+		return hand_off(c, &n, SG_C_expanded);
+	r = cookie_check(c, &n);
+	if (r != SG_CONTINUE)
+		return r;
+	return hand_off(c, &n, SG_C_recvcookie);
 }
 
 /* --- RST: syncache_chkrst ------------------------------------------------- */
 
-static __always_inline int handle_rst(struct xdp_md *ctx, struct sg_pkt *p,
-				      u8 flags)
+static __always_inline int handle_rst(struct sg_ctx *c, u8 flags)
 {
 	struct sg_syncache_entry *e;
-	struct sg_flow f = {}, key;
-	int state = lookup_state(ctx, p);
+	struct sg_flow key;
+	int state = sock_state(c);
 
 	if (state != SG_TCP_LISTEN)
-		return leave_to_kernel(state, p->ipv6);
-	flow_from_pkt(p, 0, &f);
-	tuple_key(&f, &key);
+		return leave_to_kernel(state, c->p.ipv6);
+	tuple_key_of(&c->p, &key);
 	e = syncache.lookup(&key);
 	/* Any RST to our SYN-ACK must not carry ACK, SYN or FIN (RFC 793
 	 * p. 65); a valid one has SEQ in [IRS, IRS + WND] (RFC 793 p. 37).
 	 * Either way the kernel's listener ignores it after us. */
 	if (!(flags & (SG_TH_ACK | SG_TH_SYN | SG_TH_FIN)) && e &&
-	    bpf_ntohl(p->tcp->seq) - e->irs <= e->wnd &&
+	    bpf_ntohl(c->p.tcp->seq) - e->irs <= e->wnd &&
 	    !syncache_drop(&key, e->bucket)) {
-		count(SG_C_reset, p->ipv6);
+		count(SG_C_reset, c->p.ipv6);
 		return XDP_PASS;
 	}
-	count(SG_C_badrst, p->ipv6);
+	count(SG_C_badrst, c->p.ipv6);
 	return XDP_PASS;
 }
 
@@ -767,7 +638,7 @@ static __always_inline void handle_icmp(struct xdp_md *ctx, struct sg_pkt *p,
 		return;
 	port32 = port;
 	protected = listeners.lookup(&port32);
-	if (!protected || !*protected)
+	if (!protected || *protected != SG_PORT_PROTECTED)
 		return;
 	e = syncache.lookup(&key);
 	/* Not about our SYN-ACK (SEQ != ISS): bogus. */
@@ -787,42 +658,40 @@ int synguard_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct sg_config *cfg;
-	struct sg_secrets *sec;
-	struct sg_pkt p = {};
+	struct sg_ctx c = { .xdp = ctx };
 	u32 zero = 0, port, *protected;
 	u8 flags;
 	int r;
 
 	count(SG_C_packets, 0);
-	r = parse_pkt(data, data_end, &p);
+	r = parse_pkt(data, data_end, &c.p);
 	if (r == SG_PARSE_MALFORMED) {
 		count(SG_C_malformed, 0);
 		return XDP_PASS;
 	}
-	cfg = config.lookup(&zero);
-	if (!cfg)
+	c.cfg = config.lookup(&zero);
+	if (!c.cfg)
 		goto pass;
 	if (r == SG_PARSE_ICMP) {
-		handle_icmp(ctx, &p, cfg);
+		handle_icmp(ctx, &c.p, c.cfg);
 		goto pass;
 	}
 	if (r != SG_PARSE_TCP)
 		goto pass;
 
-	port = bpf_ntohs(p.tcp->dest);
+	port = bpf_ntohs(c.p.tcp->dest);
 	protected = listeners.lookup(&port);
-	sec = secrets.lookup(&zero);
-	if (!protected || !*protected || !sec)
+	c.sec = secrets.lookup(&zero);
+	if (!protected || *protected != SG_PORT_PROTECTED || !c.sec)
 		goto pass;
 
-	flags = ((u8 *)p.tcp)[13];
+	flags = ((u8 *)c.p.tcp)[13];
 	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST | SG_TH_FIN)) == SG_TH_SYN)
-		return handle_syn(ctx, &p, cfg, sec);
+		return handle_syn(&c);
 	if (flags & SG_TH_RST)
-		return handle_rst(ctx, &p, flags);
+		return handle_rst(&c, flags);
 	if ((flags & (SG_TH_SYN | SG_TH_ACK)) == SG_TH_ACK)
-		return handle_ack(ctx, &p, cfg, sec);
+		return handle_ack(&c);
 pass:
 	count(SG_C_passed, 0);
 	return XDP_PASS;

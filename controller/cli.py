@@ -3,11 +3,14 @@
 usage:
   synguard attach IFACE --ports 80,443 [--mode auto|native|generic]
                   [--rotate-seconds 16] [--metrics-addr 127.0.0.1:9717 | --no-metrics]
-                  [--force] [--SETTING VALUE ...]
+                  [--force] [--fleet-key FILE] [--conntrack auto|noscale|off]
+                  [--config FILE] [--SETTING VALUE ...]
   synguard status IFACE [--json]
   synguard list IFACE [--json]
   synguard set IFACE SETTING=VALUE [...]
   synguard detach IFACE
+  synguard keygen FILE
+  synguard ebpf                  # print the C that attach compiles, and its cflags
 
 examples:
   sudo synguard attach eth0 --ports 80,443       # protect until SIGINT/SIGTERM
@@ -17,47 +20,32 @@ examples:
   sudo synguard detach eth0                      # also after a crash of attach
   curl -s 127.0.0.1:9717/metrics
 
-exit codes: 0 ok, 1 runtime failure (status, list: not protected), 2 bad input.
+IFACE is the interface's name in the network namespace synguard runs in;
+each namespace protects its own (nsenter --net or ip netns exec).
+
+exit codes: 0 ok; 1 runtime failure, and for status: not protected (the
+reason on stderr); 2 bad input.
 """
 
 import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 
-from . import __version__, configfile, fleet, layout, libbpf, loader
+from . import __version__, attach, datapath, fleet, host, layout
+from .maps import Maps
+from .options import UsageError, attach_options
+from .runstate import RunState, pin_dir, valid_ifname
 from .settings import SETTINGS, current, parse_assignments
 
 log = logging.getLogger("synguard")
 
 
-class UsageError(Exception):
-    pass
-
-
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, the way every other error reads
         raise UsageError(message)
-
-
-def parse_ports(text):
-    """'80,443,8000-8010' -> sorted list; UsageError on anything else."""
-    ports = set()
-    for part in text.split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise UsageError("invalid port %r" % part) from None
-        if not (1 <= first <= last <= 65535):
-            raise UsageError("port %r is outside 1..65535" % part)
-        ports.update(range(first, last + 1))
-    return sorted(ports)
 
 
 def build_parser():
@@ -81,7 +69,7 @@ def build_parser():
     a.add_argument(
         "--mode",
         choices=("auto", "native", "generic"),
-        help="XDP mode: native (driver), generic (skb), auto (default): native, else generic",
+        help="XDP mode: native (driver), generic (skb), auto (default): native where the driver has it",
     )
     a.add_argument(
         "--rotate-seconds",
@@ -93,6 +81,13 @@ def build_parser():
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
     a.add_argument(
+        "--conntrack",
+        choices=("auto", "noscale", "off"),
+        help="where the firewall would drop handed-off connections: auto (default) makes their "
+        "conntrack entries and sets nf_conntrack_tcp_be_liberal=1 while attached; noscale makes them "
+        "and offers no window scale instead; off refuses to attach",
+    )
+    a.add_argument(
         "--fleet-key",
         metavar="FILE",
         help="derive the keys from this fleet's master key (root only, 0600): hosts behind one "
@@ -101,7 +96,7 @@ def build_parser():
     for name, s in SETTINGS.items():
         a.add_argument("--" + name.replace("_", "-"), dest="set_" + name, metavar="VALUE", help=s.help)
 
-    s = sub.add_parser("status", help="counters, syncache, key age, mode")
+    s = sub.add_parser("status", help="protected or not (exit code), counters, syncache, key age, mode")
     s.add_argument("iface")
     s.add_argument("--json", action="store_true")
 
@@ -118,226 +113,69 @@ def build_parser():
 
     k = sub.add_parser("keygen", help="write a new fleet master key file (0600)")
     k.add_argument("file")
+
+    sub.add_parser("ebpf", help="print the C that attach compiles, with its cflags")
     return p
 
 
-def attach_options(args):
-    """The attach options from the flags, then --config FILE, then the
-    defaults: (ports, mode, rotate_seconds, metrics_addr or "", force,
-    {sg_config field: value})."""
-    try:
-        conf = configfile.load(args.config) if args.config else {}
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-    def pick(name, default):
-        value = getattr(args, name)
-        return value if value is not None else conf.get(name, default)
-
-    ports_text = pick("ports", None)
-    if ports_text is None:
-        raise UsageError("the following arguments are required: --ports (or ports in --config)")
-    ports = parse_ports(ports_text)
-    mode = pick("mode", "auto")
-    if mode not in ("auto", "native", "generic"):
-        raise UsageError("mode must be auto, native or generic, not %r" % mode)
-    rotate_seconds = float(pick("rotate_seconds", 16.0))
-    if not 1 <= rotate_seconds <= 3600:
-        raise UsageError("--rotate-seconds must be within 1..3600")
-    if args.no_metrics or (args.metrics_addr is None and conf.get("metrics") is False):
-        metrics_addr = ""
-    else:
-        metrics_addr = pick("metrics_addr", "127.0.0.1:9717")
-        from .metrics import parse_addr
-
-        try:
-            parse_addr(metrics_addr)
-        except ValueError as e:
-            raise UsageError("--metrics-addr: %s" % e) from None
-    settings = dict(conf.get("settings", {}))
-    for name in SETTINGS:
-        if getattr(args, "set_" + name) is not None:
-            settings[name] = getattr(args, "set_" + name)
-    try:
-        syncache_cfg = parse_assignments("%s=%s" % kv for kv in settings.items())
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    fleet_key = pick("fleet_key", None)
-    if fleet_key:
-        try:
-            fleet.load(fleet_key)
-        except fleet.FleetKeyError as e:
-            raise UsageError(str(e)) from None
-    return (
-        ports,
-        mode,
-        rotate_seconds,
-        metrics_addr,
-        args.force or conf.get("force", False),
-        syncache_cfg,
-        fleet_key,
-    )
-
-
 def cmd_attach(args):
-    ports, mode, rotate_seconds, metrics_addr, force, syncache_cfg, fleet_key = attach_options(args)
-    from .secrets import FleetRotator, KeyRotator
+    from . import daemon
 
-    def rotator(secrets_map):
-        if fleet_key:
-            return FleetRotator(secrets_map, rotate_seconds, fleet_key)
-        return KeyRotator(secrets_map, rotate_seconds)
-
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    syncookies = loader.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
-    dp, maps, state, adopted = loader.attach(
-        args.iface, ports, mode, force, rotate_seconds, metrics_addr, syncache_cfg, rotator
-    )
-    if adopted:
-        st = maps.syncache_state.lookup(0)
-        log.info(
-            "adopted the data path left attached on %s (%s XDP): keys, %d syncache entries and counters "
-            "kept%s",
-            args.iface,
-            state.mode,
-            st.entries,
-            "" if mode in ("auto", state.mode) else "; detach first to change the mode",
-        )
-    server = cache = None
-    try:
-        if syncookies == "0":
-            # The kernel drops a request socket the hand-off made while this is 0.
-            loader.write_sysctl("net.ipv4.tcp_syncookies", "1")
-            state.restore_syncookies = "0"
-            state.save()
-            log.info("set net.ipv4.tcp_syncookies=1 (needed by the hand-off; restored on detach)")
-        if metrics_addr:
-            from .metrics import serve
-
-            try:
-                server = serve(metrics_addr, maps, state)
-            except OSError as e:
-                raise loader.AttachError("cannot serve metrics on %s: %s" % (metrics_addr, e.strerror)) from e
-        from .syncache import Syncache
-
-        keys = rotator(maps.secrets)
-        try:
-            cache = Syncache(maps, dp.drop_fd, args.iface)
-        except PermissionError:
-            raise loader.AttachError("retransmitting SYN-ACKs (AF_PACKET) needs CAP_NET_RAW") from None
-        print(
-            "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
-            % (
-                args.iface,
-                ",".join(map(str, ports)),
-                state.mode,
-                rotate_seconds,
-                "metrics on http://%s/metrics" % metrics_addr if metrics_addr else "no metrics",
-            ),
-            flush=True,
-        )
-        status = run_loop(stop, state, keys, cache, maps)
-    finally:
-        if server:
-            server.shutdown()
-        if cache:
-            cache.close()
-        maps.close()
-        dp.close()
-        loader.detach(args.iface, state)
-    print("synguard: detached from %s" % args.iface, flush=True)
-    return status
+    return daemon.run(attach_options(args))
 
 
-def run_loop(stop, state, keys, cache, maps):
-    """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
-    first retransmission delay, at most 250 ms), key rotation on time, and a
-    check that our XDP program is still the one attached."""
-    while True:
-        tick = min(0.25, maps.config.lookup(0).rexmt_ms / 4000)
-        if stop.wait(max(0.0, min(tick, keys.due_in()))):
-            return 0
-        cache.tick()
-        if keys.due_in() <= 0:
-            keys.rotate()
-            prog_id, _ = libbpf.xdp_query(state.ifindex)
-            if prog_id != state.xdp_prog_id:
-                log.error("the XDP program on %s was replaced or removed by someone else", state.ifname)
-                return 1
+def checked_iface(iface):
+    if not valid_ifname(iface):
+        raise UsageError("invalid interface name %r" % iface)
+    return iface
 
 
 def open_maps(iface):
-    """The pinned maps of a protected interface; UsageError if it is not."""
-    if not loader.valid_ifname(iface):
-        raise UsageError("invalid interface name %r" % iface)
-    pins = loader.pin_dir(iface)
+    """The pinned maps of iface in this network namespace, or None."""
+    pins = pin_dir(checked_iface(iface))
     if not os.path.isdir(pins):
         return None
-    return loader.Maps(pins)
-
-
-def status_dict(iface):
-    """Everything `status` shows, from the pins and the run-state file."""
-    from .syncache import Syncache
-
-    maps = open_maps(iface)
-    if maps is None:
-        return None
-    state = loader.RunState.load(iface)
-    with maps:
-        secrets = maps.secrets.lookup(0)
-        cfg = maps.config.lookup(0)
-        idx = loader.ifindex(iface)
-        prog_id = libbpf.xdp_query(idx)[0] if idx else 0
-        return {
-            "interface": iface,
-            "protected": bool(prog_id) and libbpf.prog_name(prog_id) == loader.XDP_PROG,
-            "mode": state.mode if state else "unknown",
-            "ports": maps.ports(),
-            "controller_pid": state.pid if state else None,
-            "controller_running": bool(state and state.controller_alive()),
-            "rotate_seconds": state.rotate_seconds if state else None,
-            "key_age_seconds": round((time.monotonic_ns() - secrets.rotated_ns) / 1e9, 3),
-            "key_rotations": secrets.rotations,
-            "fleet": bool(secrets.fleet),
-            "metrics_addr": state.metrics_addr if state else "",
-            "settings": current(cfg),
-            "syncache": Syncache(maps, None).status(),
-            "config": {
-                "mss4": cfg.mss4,
-                "mss6": cfg.mss6,
-                "window": cfg.window,
-                "wscale": cfg.wscale,
-                "ttl": cfg.ttl,
-                "wscale_ok": bool(cfg.flags & layout.CF_WSCALE),
-                "sack_ok": bool(cfg.flags & layout.CF_SACK),
-                "timestamps_ok": bool(cfg.flags & layout.CF_TIMESTAMPS),
-            },
-            "counters": maps.read_counters(),
-            "counters_by_family": maps.read_counters_by_family()[1],
-        }
+    return Maps(pins)
 
 
 def cmd_status(args):
-    st = status_dict(args.iface)
-    if st is None:
-        print("synguard: %s is not protected" % args.iface, file=sys.stderr)
+    from .listeners import mptcp_ports
+    from .status import protection, snapshot
+
+    protected, reason, state = protection(checked_iface(args.iface))
+    maps = open_maps(args.iface) if state else None
+    if maps is None:
+        print("synguard: %s is not protected: %s" % (args.iface, reason), file=sys.stderr)
         return 1
+    with maps:
+        st = {"protected": protected, "reason": reason, **snapshot(maps, state)}
+    st["controller_running"] = state.controller_alive()
+    st["mptcp_ports"] = mptcp_ports(st["ports"])
     if args.json:
         print(json.dumps(st, indent=2))
-        return 0
+    else:
+        print_status(st)
+    if not protected:
+        print("synguard: %s is not protected: %s" % (args.iface, reason), file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_status(st):
     print(
-        "%s: %s, %s XDP, ports %s"
+        "%s: %s, %s XDP, ports %s%s"
         % (
             st["interface"],
-            "protected" if st["protected"] else "NOT attached (pins only)",
+            "protected" if st["protected"] else "NOT protected",
             st["mode"],
             ",".join(map(str, st["ports"])),
+            " (MPTCP listeners, left to the kernel: %s)" % ",".join(map(str, st["mptcp_ports"]))
+            if st["mptcp_ports"]
+            else "",
         )
     )
+    if st["reason"]:
+        print("  %s" % st["reason"])
     print("controller: %s" % ("pid %d" % st["controller_pid"] if st["controller_running"] else "not running"))
     print("cookie key: %.1f s old, %d rotations" % (st["key_age_seconds"], st["key_rotations"]))
     sc = st["syncache"]
@@ -352,10 +190,13 @@ def cmd_status(args):
         )
     )
     print("settings: " + " ".join("%s=%g" % kv for kv in st["settings"].items()))
+    if st["sysctls_changed"]:
+        print(
+            "changed while attached: " + " ".join("%s (was %s)" % kv for kv in st["sysctls_changed"].items())
+        )
     width = max(map(len, st["counters"]))
     for name, value in st["counters"].items():
         print("  %-*s %d" % (width, name, value))
-    return 0
 
 
 def cmd_list(args):
@@ -381,7 +222,7 @@ def cmd_list(args):
         opts = "mss %d" % r["mss"]
         if r["wscale"] is not None:
             opts += " wscale %d" % r["wscale"]
-        opts += "".join(" " + o for o in ("sack", "timestamps", "unreach") if r[o])
+        opts += "".join(" " + o for o in ("sack", "timestamps", "ecn", "unreach") if r[o])
         print(
             "%-6s %-46s %-46s %-12s %6.1fs %5d  %s"
             % (
@@ -421,22 +262,21 @@ def cmd_set(args):
 
 
 def cmd_detach(args):
-    if not loader.valid_ifname(args.iface):
-        raise UsageError("invalid interface name %r" % args.iface)
+    checked_iface(args.iface)
     if os.geteuid() != 0:
         raise UsageError("detaching needs root")
-    state = loader.RunState.load(args.iface)
+    state = RunState.load(args.iface)
+    done = []
     if state and state.controller_alive() and state.pid != os.getpid():
-        # Let the controller take its own things down and restore sysctls.
-        os.kill(state.pid, signal.SIGTERM)
-        for _ in range(100):
-            if not state.controller_alive():
-                break
-            time.sleep(0.05)
-    removed = loader.detach(args.iface)
-    print(
-        "synguard: %s: %s" % (args.iface, "removed " + ", ".join(removed) if removed else "nothing attached")
-    )
+        # The controller takes its own things down and sets sysctls back.
+        if attach.stop_controller(state):
+            done.append("stopped the controller (pid %d), which detached" % state.pid)
+        else:
+            done.append("the controller (pid %d) did not stop" % state.pid)
+    left = attach.detach(args.iface)
+    if left:
+        done.append(left)
+    print("synguard: %s: %s" % (args.iface, "; ".join(done) if done else "nothing attached"))
     return 0
 
 
@@ -455,6 +295,15 @@ def cmd_keygen(args):
     return 0
 
 
+def cmd_ebpf(args):
+    flags = datapath.cflags(
+        pin_dir("IFACE"), layout.syncache_map_size(layout.SYNCACHE_DEFAULTS["cachelimit"])
+    )
+    print("// cflags: %s" % " ".join(flags))
+    print(datapath.source_text())
+    return 0
+
+
 COMMANDS = {
     "attach": cmd_attach,
     "status": cmd_status,
@@ -462,6 +311,7 @@ COMMANDS = {
     "set": cmd_set,
     "detach": cmd_detach,
     "keygen": cmd_keygen,
+    "ebpf": cmd_ebpf,
 }
 
 
@@ -469,8 +319,17 @@ def main(argv=None):
     logging.basicConfig(format="synguard: %(message)s", level=logging.INFO)
     try:
         args = build_parser().parse_args(argv)
+        if args.command in ("attach", "status", "list", "set", "detach"):
+            try:
+                host.join_host_mounts()
+            except OSError as e:
+                raise UsageError(
+                    "this mount namespace has a bpffs of its own (ip netns exec makes one per command), "
+                    "where pins would be lost, and %s: run synguard as full root, or with "
+                    "nsenter --net=/run/netns/NAME" % e.strerror
+                ) from None
         return COMMANDS[args.command](args)
-    except (UsageError, loader.AttachError) as e:
+    except (UsageError, attach.AttachError) as e:
         print("synguard: error: %s" % e, file=sys.stderr)
         return 2
     except OSError as e:

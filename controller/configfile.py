@@ -7,6 +7,7 @@
     metrics = true               # false: no metrics endpoint
     force = false
     fleet_key = "/etc/synguard/fleet.key"   # fleet mode (controller/fleet.py)
+    conntrack = "auto"           # auto | noscale | off (controller/firewall.py)
 
     [settings]                   # the seed's sysctls and the reflection limit
     cachelimit = 15360           # (synguard set NAME=VALUE at run time)
@@ -28,6 +29,7 @@ ATTACH_KEYS = {
     "metrics": (bool,),
     "force": (bool,),
     "fleet_key": (str,),
+    "conntrack": (str,),
 }
 
 

@@ -1,8 +1,9 @@
 """What the C headers in bpf/ define, seen from Python.
 
-The counter names and the cookie tables are read from the headers themselves
-(one definition, in C); the map value structs are mirrored with ctypes and
-checked against the C side by the tests.
+Constants, counter names and the cookie tables are read from the headers
+themselves (one definition, in C); the map value structs are mirrored with
+ctypes, and tests/test_layout.py holds each mirror to the type bcc derives
+from the C.
 """
 
 import ctypes as ct
@@ -11,16 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PIN_ROOT = "/sys/fs/bpf/synguard"
-
-# sg_config.flags; the same bits as the SG_HAS_* option flags (parse.h).
-CF_WSCALE = 0x02
-CF_SACK = 0x04
-CF_TIMESTAMPS = 0x08
-
-HANDOFF_MAGIC = 0x53594E47
-COUNTER_SLOTS = 64  # per family: slots [0, 64) IPv4 or no family, [64, 128) IPv6
-FAMILYLESS = ("packets", "passed", "malformed")
-LISTENER_SLOTS = 65536
+FAMILYLESS = ("packets", "passed", "malformed")  # counted in the IPv4 slots only
 
 
 @lru_cache(maxsize=None)
@@ -36,6 +28,39 @@ def bpf_dir():
 
 def bpf_source(name):
     return (bpf_dir() / name).read_text()
+
+
+@lru_cache(maxsize=None)
+def _defines(name):
+    """{macro: value} of the numeric `#define NAME VALUE` lines of header name."""
+    found = re.findall(r"^#define (SG_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", bpf_source(name), re.M)
+    return {k: int(v, 0) for k, v in found}
+
+
+def constant(header, name):
+    """The value of `#define name VALUE` in bpf/header."""
+    try:
+        return _defines(header)[name]
+    except KeyError:
+        raise RuntimeError("cannot read %s from %s" % (name, header)) from None
+
+
+# Slots, switches, flags and port states (maps.h); the drop batch (xdp_synguard.c).
+COUNTER_SLOTS = constant("maps.h", "SG_COUNTER_SLOTS")  # per family: [0, 64) IPv4, then IPv6
+LISTENER_SLOTS = constant("maps.h", "SG_LISTENER_SLOTS")
+PORT_PROTECTED = constant("maps.h", "SG_PORT_PROTECTED")
+CF_WSCALE = constant("maps.h", "SG_CF_WSCALE")
+CF_SACK = constant("maps.h", "SG_CF_SACK")
+CF_TIMESTAMPS = constant("maps.h", "SG_CF_TIMESTAMPS")
+CF_ECN = constant("maps.h", "SG_CF_ECN")
+CF_CONNTRACK = constant("maps.h", "SG_CF_CONNTRACK")
+SCF_WINSCALE = constant("maps.h", "SG_SCF_WINSCALE")
+SCF_TIMESTAMP = constant("maps.h", "SG_SCF_TIMESTAMP")
+SCF_UNREACH = constant("maps.h", "SG_SCF_UNREACH")
+SCF_ECN = constant("maps.h", "SG_SCF_ECN")
+SCF_SACK = constant("maps.h", "SG_SCF_SACK")
+SYNCACHE_BUCKETS = constant("maps.h", "SG_SYNCACHE_BUCKETS")
+DROP_BATCH = constant("xdp_synguard.c", "SG_DROP_BATCH")
 
 
 @lru_cache(maxsize=None)
@@ -156,12 +181,6 @@ def syncache_map_size(cachelimit):
     return max(65536, 1 << (max(1, cachelimit) - 1).bit_length())
 
 
-SYNCACHE_BUCKETS = 512
-
-# sc_flags (the seed's values).
-SCF_WINSCALE, SCF_TIMESTAMP, SCF_UNREACH, SCF_SACK = 0x02, 0x04, 0x10, 0x80
-
-
 class Flow(ct.Structure):
     """struct sg_flow: a syncache key (seq half zeroed)."""
 
@@ -218,11 +237,8 @@ class DropRecord(ct.Structure):
     _fields_ = [("key", Flow), ("bucket", ct.c_uint32), ("removed", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
 
 
-DROP_BATCH = 64
-
-
 class TcpReqAttrs(ct.Structure):
-    """struct bpf_tcp_req_attrs (Linux >= 6.9), as XDP fills it."""
+    """struct sg_tcp_req_attrs: bpf_tcp_req_attrs (Linux >= 6.9), as XDP fills it."""
 
     _fields_ = [
         ("rcv_tsval", ct.c_uint32),
@@ -240,9 +256,15 @@ class TcpReqAttrs(ct.Structure):
 
 
 class Handoff(ct.Structure):
-    """struct sg_handoff: the metadata XDP leaves in front of a cookie ACK."""
+    """struct sg_handoff: what XDP leaves in the handoffs map for tc."""
 
-    _fields_ = [("magic", ct.c_uint32), ("attrs", TcpReqAttrs)]
+    _fields_ = [
+        ("at_ns", ct.c_uint64),
+        ("isn", ct.c_uint32),
+        ("pending", ct.c_uint32),
+        ("attrs", TcpReqAttrs),
+        ("pad", ct.c_uint32),
+    ]
 
 
 assert ct.sizeof(Secrets) == 72
@@ -252,4 +274,4 @@ assert ct.sizeof(SyncacheEntry) == 72
 assert ct.sizeof(SyncacheState) == 32
 assert ct.sizeof(DropRecord) == 56
 assert ct.sizeof(TcpReqAttrs) == 20
-assert ct.sizeof(Handoff) == 24
+assert ct.sizeof(Handoff) == 40

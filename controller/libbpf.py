@@ -1,29 +1,21 @@
-"""The few libbpf calls synguard needs, through ctypes.
+"""The few bpf() calls synguard needs, through libbpf and ctypes.
 
 libbpf.so.1 comes with bcc on Debian (bcc links it), so this adds no
-dependency. It gives us what bcc 0.26's Python side lacks: opening pinned
-maps from another process, XDP attach/query by ifindex, tc clsact hooks,
-BPF_PROG_TEST_RUN and program info. All calls act in the calling thread's
-network namespace. Every wrapper raises OSError with the errno on failure.
+dependency. It gives us what bcc 0.26's Python side lacks and netlink
+cannot do: pinning and opening pinned objects from another process, map
+access, BPF_PROG_TEST_RUN and object info. Every wrapper raises OSError
+with the errno on failure.
 """
 
 import ctypes as ct
 import errno
 import os
+import struct
 
 _lib = ct.CDLL("libbpf.so.1", use_errno=True)
 # libbpf would print the kernel's extack messages to stderr on expected
 # misses (querying a hook that is not there); errors reach us as errno.
 _lib.libbpf_set_print(None)
-
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_REPLACE = 1 << 4
-
-XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB = 0, 1, 2
-
-BPF_TC_INGRESS = 1
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX = 0, 1, 2, 3
 
@@ -55,38 +47,28 @@ class _TestRunOpts(ct.Structure):
     ]
 
 
-class _XdpAttachOpts(ct.Structure):
-    _fields_ = [("sz", ct.c_size_t), ("old_prog_fd", ct.c_int)]
-
-
-class _XdpQueryOpts(ct.Structure):
+class _ProgLoadOpts(ct.Structure):  # struct bpf_prog_load_opts, libbpf 1.1
     _fields_ = [
         ("sz", ct.c_size_t),
-        ("prog_id", ct.c_uint32),
-        ("drv_prog_id", ct.c_uint32),
-        ("hw_prog_id", ct.c_uint32),
-        ("skb_prog_id", ct.c_uint32),
-        ("attach_mode", ct.c_uint8),
-    ]
-
-
-class _TcHook(ct.Structure):
-    _fields_ = [
-        ("sz", ct.c_size_t),
-        ("ifindex", ct.c_int),
-        ("attach_point", ct.c_int),
-        ("parent", ct.c_uint32),
-    ]
-
-
-class _TcOpts(ct.Structure):
-    _fields_ = [
-        ("sz", ct.c_size_t),
-        ("prog_fd", ct.c_int),
-        ("flags", ct.c_uint32),
-        ("prog_id", ct.c_uint32),
-        ("handle", ct.c_uint32),
-        ("priority", ct.c_uint32),
+        ("attempts", ct.c_int),
+        ("expected_attach_type", ct.c_int),
+        ("prog_btf_fd", ct.c_uint32),
+        ("prog_flags", ct.c_uint32),
+        ("prog_ifindex", ct.c_uint32),
+        ("kern_version", ct.c_uint32),
+        ("attach_btf_id", ct.c_uint32),
+        ("attach_prog_fd", ct.c_uint32),
+        ("attach_btf_obj_fd", ct.c_uint32),
+        ("fd_array", ct.POINTER(ct.c_int)),
+        ("func_info", ct.c_void_p),
+        ("func_info_cnt", ct.c_uint32),
+        ("func_info_rec_size", ct.c_uint32),
+        ("line_info", ct.c_void_p),
+        ("line_info_cnt", ct.c_uint32),
+        ("line_info_rec_size", ct.c_uint32),
+        ("log_level", ct.c_uint32),
+        ("log_size", ct.c_uint32),
+        ("log_buf", ct.c_char_p),
     ]
 
 
@@ -110,15 +92,17 @@ _lib.bpf_map_lookup_batch.argtypes = [
     ct.c_void_p,
 ]
 _lib.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(_TestRunOpts)]
-_lib.bpf_xdp_attach.argtypes = [ct.c_int, ct.c_int, ct.c_uint32, ct.POINTER(_XdpAttachOpts)]
-_lib.bpf_xdp_detach.argtypes = [ct.c_int, ct.c_uint32, ct.POINTER(_XdpAttachOpts)]
-_lib.bpf_xdp_query.argtypes = [ct.c_int, ct.c_int, ct.POINTER(_XdpQueryOpts)]
-_lib.bpf_tc_hook_create.argtypes = [ct.POINTER(_TcHook)]
-_lib.bpf_tc_hook_destroy.argtypes = [ct.POINTER(_TcHook)]
-_lib.bpf_tc_attach.argtypes = [ct.POINTER(_TcHook), ct.POINTER(_TcOpts)]
-_lib.bpf_tc_detach.argtypes = [ct.POINTER(_TcHook), ct.POINTER(_TcOpts)]
-_lib.bpf_tc_query.argtypes = [ct.POINTER(_TcHook), ct.POINTER(_TcOpts)]
 _lib.bpf_prog_get_fd_by_id.argtypes = [ct.c_uint32]
+_lib.bpf_btf_get_next_id.argtypes = [ct.c_uint32, ct.POINTER(ct.c_uint32)]
+_lib.bpf_btf_get_fd_by_id.argtypes = [ct.c_uint32]
+_lib.bpf_prog_load.argtypes = [
+    ct.c_int,
+    ct.c_char_p,
+    ct.c_char_p,
+    ct.c_void_p,
+    ct.c_size_t,
+    ct.POINTER(_ProgLoadOpts),
+]
 _lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
 
 
@@ -135,8 +119,36 @@ def num_possible_cpus():
     return _check(_lib.libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 
 
+def _info(fd, size=256):
+    """The kernel's bpf_*_info struct for the object behind fd, as bytes."""
+    info = ct.create_string_buffer(size)
+    n = ct.c_uint32(size)
+    _check(_lib.bpf_obj_get_info_by_fd(fd, info, ct.byref(n)), "object info")
+    return info.raw
+
+
+def prog_id(fd):
+    """The id of the program behind fd (bpf_prog_info.id); needs no
+    CAP_SYS_ADMIN, unlike opening a program by id."""
+    return int.from_bytes(_info(fd)[4:8], "little")
+
+
+def pinned_prog_id(path):
+    """The id of the program pinned at path, 0 if there is none."""
+    try:
+        fd = obj_get(path)
+    except OSError:
+        return 0
+    try:
+        return prog_id(fd)
+    finally:
+        os.close(fd)
+
+
 class PinnedMap:
-    """A map opened from its bpffs pin, read and written with ctypes values."""
+    """A map opened from its bpffs pin, read and written with ctypes values.
+    The pinned map's key and value sizes must be the types' (a map made by
+    other sources is refused, not misread)."""
 
     def __init__(self, path, key_type, value_type, percpu=False):
         self.path = path
@@ -144,13 +156,16 @@ class PinnedMap:
         self.value_type = value_type
         self.percpu = percpu
         self.fd = obj_get(path)
-
-    @property
-    def max_entries(self):
-        info = ct.create_string_buffer(80)  # struct bpf_map_info; max_entries at 16
-        size = ct.c_uint32(ct.sizeof(info))
-        _check(_lib.bpf_obj_get_info_by_fd(self.fd, info, ct.byref(size)), "map info " + self.path)
-        return int.from_bytes(info.raw[16:20], "little")
+        # struct bpf_map_info: type, id, key_size, value_size, max_entries.
+        key_size, value_size, self.max_entries = struct.unpack_from("<III", _info(self.fd, 80), 8)
+        if (key_size, value_size) != (ct.sizeof(key_type), ct.sizeof(value_type)):
+            os.close(self.fd)
+            self.fd = -1
+            raise OSError(
+                errno.EPROTO,
+                "%s has %d-byte keys and %d-byte values, not %d and %d"
+                % (path, key_size, value_size, ct.sizeof(key_type), ct.sizeof(value_type)),
+            )
 
     def close(self):
         if self.fd >= 0:
@@ -247,75 +262,61 @@ def test_run(prog_fd, frame, repeat=1):
     return verdict, t.output(), ns
 
 
-def xdp_attach(ifindex, prog_fd, flags, old_prog_fd=None):
-    opts = _opts(_XdpAttachOpts)
-    if old_prog_fd is not None:
-        opts.old_prog_fd = old_prog_fd
-        flags |= XDP_FLAGS_REPLACE
-    _check(_lib.bpf_xdp_attach(ifindex, prog_fd, flags, ct.byref(opts)), "attach XDP")
+def btf_fd_by_name(name):
+    """A new fd of the kernel BTF object called name (a module's), found by
+    walking the loaded BTF objects (needs CAP_SYS_ADMIN)."""
+    start = ct.c_uint32(0)
+    while _lib.bpf_btf_get_next_id(start.value, ct.byref(start)) == 0:
+        fd = _lib.bpf_btf_get_fd_by_id(start.value)
+        if fd < 0:
+            _check(fd, "open BTF object %d" % start.value)
+        # struct bpf_btf_info: btf, btf_size, id, name (a pointer we give), name_len, kernel_btf
+        buf = ct.create_string_buffer(64)
+        info = struct.pack("<QIIQII", 0, 0, 0, ct.addressof(buf), len(buf), 0)
+        raw = ct.create_string_buffer(info, len(info))
+        n = ct.c_uint32(len(info))
+        try:
+            _check(_lib.bpf_obj_get_info_by_fd(fd, raw, ct.byref(n)), "BTF object info")
+        except OSError:
+            os.close(fd)
+            raise
+        if buf.value.decode() == name:
+            return fd
+        os.close(fd)
+    raise OSError(errno.ENOENT, "no kernel BTF object named %s" % name)
 
 
-def xdp_detach(ifindex, flags):
-    _check(_lib.bpf_xdp_detach(ifindex, flags, ct.byref(_opts(_XdpAttachOpts))), "detach XDP")
+def prog_load(prog_type, name, license, code, fd_array):
+    """BPF_PROG_LOAD of instructions code with fd_array (which bcc cannot
+    pass); the new program's fd. A refusal is loaded again with the
+    verifier's log, whose last lines go into the error."""
+    insns = ct.create_string_buffer(code, len(code))
+    fds = (ct.c_int * len(fd_array))(*fd_array)
+    log = ct.create_string_buffer(1 << 22)
+    for level in (0, 1):
+        opts = _opts(_ProgLoadOpts, fd_array=fds)
+        if level:
+            opts.log_level, opts.log_size, opts.log_buf = 1, len(log), ct.cast(log, ct.c_char_p)
+        fd = _lib.bpf_prog_load(prog_type, name.encode()[:15], license, insns, len(code) // 8, ct.byref(opts))
+        if fd >= 0:
+            return fd
+        err = -fd if fd != -1 else ct.get_errno()
+    tail = log.value.decode(errors="replace").strip().splitlines()[-3:]
+    raise OSError(err, "load %s: %s: %s" % (name, os.strerror(err), " / ".join(tail)))
 
 
-def xdp_query(ifindex):
-    """(prog_id, mode) of the XDP program on ifindex; (0, NONE) if none."""
-    opts = _opts(_XdpQueryOpts)
-    _check(_lib.bpf_xdp_query(ifindex, 0, ct.byref(opts)), "query XDP")
-    return opts.prog_id, opts.attach_mode
-
-
-def _ingress_hook(ifindex):
-    return _opts(_TcHook, ifindex=ifindex, attach_point=BPF_TC_INGRESS)
-
-
-def tc_clsact_create(ifindex):
-    """Create the clsact qdisc. True if we created it, False if it existed."""
-    ret = _lib.bpf_tc_hook_create(ct.byref(_ingress_hook(ifindex)))
-    if ret == -errno.EEXIST:
-        return False
-    _check(ret, "create clsact qdisc")
-    return True
-
-
-def tc_clsact_destroy(ifindex):
-    # Both attach points: that removes the qdisc itself, not just filters.
-    hook = _ingress_hook(ifindex)
-    hook.attach_point = BPF_TC_INGRESS | 2
-    _check(_lib.bpf_tc_hook_destroy(ct.byref(hook)), "remove clsact qdisc")
-
-
-def tc_attach(ifindex, prog_fd, handle, priority):
-    opts = _opts(_TcOpts, prog_fd=prog_fd, handle=handle, priority=priority)
-    _check(_lib.bpf_tc_attach(ct.byref(_ingress_hook(ifindex)), ct.byref(opts)), "attach tc filter")
-    return opts.prog_id
-
-
-def tc_query(ifindex, handle, priority):
-    """prog id of the ingress filter at (handle, priority), or 0."""
-    opts = _opts(_TcOpts, handle=handle, priority=priority)
-    ret = _lib.bpf_tc_query(ct.byref(_ingress_hook(ifindex)), ct.byref(opts))
-    if ret in (-errno.ENOENT, -errno.EINVAL):
-        return 0
-    _check(ret, "query tc filter")
-    return opts.prog_id
-
-
-def tc_detach(ifindex, handle, priority):
-    opts = _opts(_TcOpts, handle=handle, priority=priority)
-    _check(_lib.bpf_tc_detach(ct.byref(_ingress_hook(ifindex)), ct.byref(opts)), "detach tc filter")
+def prog_fd_by_id(prog_id):
+    """A new fd for program prog_id (needs CAP_SYS_ADMIN)."""
+    return _check(_lib.bpf_prog_get_fd_by_id(prog_id), "open program %d" % prog_id)
 
 
 def prog_name(prog_id):
-    """The name the kernel holds for program prog_id ('' if it is gone)."""
+    """The name the kernel holds for program prog_id, for messages: '' if
+    it is gone or we may not open it by id (that needs CAP_SYS_ADMIN)."""
     fd = _lib.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         return ""
     try:
-        info = ct.create_string_buffer(256)  # struct bpf_prog_info; name at 64
-        size = ct.c_uint32(ct.sizeof(info))
-        _check(_lib.bpf_obj_get_info_by_fd(fd, info, ct.byref(size)), "program info")
-        return info.raw[64:80].split(b"\0", 1)[0].decode()
+        return _info(fd)[64:80].split(b"\0", 1)[0].decode()  # bpf_prog_info.name
     finally:
         os.close(fd)

@@ -8,12 +8,11 @@ label and a `family` label (inet, inet6) on the counters that have one.
 Nothing is labelled per client address.
 """
 
-import time
-
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from . import layout
+from .status import snapshot
 
 
 def _help(text):
@@ -21,13 +20,20 @@ def _help(text):
 
 
 class SynguardCollector:
-    def __init__(self, maps, state):
-        self.maps = maps
-        self.state = state
+    """Reads the maps at each scrape through status.snapshot, the same
+    function `synguard status` uses. Until attach has a data path (the
+    endpoint is bound before attach, so that a taken port fails first) it
+    exports nothing."""
+
+    def __init__(self):
+        self.attached = None
 
     def collect(self):
-        ifname = self.state.ifname
-        plain, families = self.maps.read_counters_by_family()
+        if self.attached is None:
+            return
+        snap = snapshot(self.attached.maps, self.attached.state)
+        ifname = snap["interface"]
+        plain, families = snap["counters_familyless"], snap["counters_by_family"]
         for name, help_text in layout.counter_help().items():
             if name in plain:
                 m = CounterMetricFamily("synguard_" + name, _help(help_text), labels=["interface"])
@@ -38,56 +44,57 @@ class SynguardCollector:
                     m.add_metric([ifname, family], values[name])
             yield m
 
-        now = time.monotonic_ns()
-        st = self.maps.syncache_state.lookup(0)
-        cfg = self.maps.config.lookup(0)
-        secrets = self.maps.secrets.lookup(0)
-        paused = st.pause_until_ns > now
+        sc = snap["syncache"]
         for name, kind, help_text, value in (
             (
                 "synguard_syncache_entries",
                 GaugeMetricFamily,
                 "Half-open connections in the syncache.",
-                st.entries,
+                sc["entries"],
             ),
-            ("synguard_syncache_limit", GaugeMetricFamily, "The syncache's cachelimit.", cfg.cachelimit),
+            (
+                "synguard_syncache_limit",
+                GaugeMetricFamily,
+                "The syncache's cachelimit.",
+                snap["syncache_limit"],
+            ),
             (
                 "synguard_syncache_paused",
                 GaugeMetricFamily,
                 "1 while the syncache is paused after an overflow (cookies only).",
-                int(paused),
+                int(sc["paused"]),
             ),
             (
                 "synguard_syncache_pause_remaining_seconds",
                 GaugeMetricFamily,
                 "Seconds until the syncache's pause ends.",
-                max(0.0, (st.pause_until_ns - now) / 1e9),
+                sc["pause_remaining_seconds"],
             ),
-            ("synguard_syncache_pauses", CounterMetricFamily, "Syncache pauses since attach.", st.pauses),
+            ("synguard_syncache_pauses", CounterMetricFamily, "Syncache pauses since attach.", sc["pauses"]),
             (
                 "synguard_key_age_seconds",
                 GaugeMetricFamily,
                 "Seconds since the cookie key was last rotated.",
-                (now - secrets.rotated_ns) / 1e9,
+                snap["key_age_seconds"],
             ),
             (
                 "synguard_key_rotation_period_seconds",
                 GaugeMetricFamily,
                 "How often the cookie key is rotated.",
-                self.state.rotate_seconds,
+                snap["rotate_seconds"],
             ),
             (
                 "synguard_key_rotations",
                 CounterMetricFamily,
                 "Cookie key rotations since attach.",
-                secrets.rotations,
+                snap["key_rotations"],
             ),
         ):
             m = kind(name, help_text, labels=["interface"])
             m.add_metric([ifname], value)
             yield m
         info = InfoMetricFamily("synguard_attach", "How synguard is attached.", labels=["interface"])
-        info.add_metric([ifname], {"mode": self.state.mode, "ports": ",".join(map(str, self.state.ports))})
+        info.add_metric([ifname], {"mode": snap["mode"], "ports": ",".join(map(str, snap["ports"]))})
         yield info
 
 
@@ -101,10 +108,13 @@ def parse_addr(text):
     return host, int(port)
 
 
-def serve(addr, maps, state):
-    """Serve /metrics on addr in a daemon thread; returns the HTTP server."""
+def serve(addr):
+    """Bind /metrics on addr and serve it from a daemon thread: (server,
+    collector); the caller sets collector.attached once it has a data path.
+    OSError if the address is taken or not ours."""
     host, port = parse_addr(addr)
     registry = CollectorRegistry()
-    registry.register(SynguardCollector(maps, state))
+    collector = SynguardCollector()
+    registry.register(collector)
     server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server
+    return server, collector

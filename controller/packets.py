@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x8100, 0x88A8
 IPPROTO_TCP = 6
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN, SYN, RST, PSH, ACK, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
 
 OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, OPT_TS = 0, 1, 2, 3, 4, 8
 
@@ -86,6 +86,8 @@ def tcp_frame(
     flowlabel=0,
     l2=None,
     df=True,
+    tos=0,
+    reserved=0,
 ):
     """A complete Ethernet frame carrying one TCP segment, checksums right.
 
@@ -97,7 +99,7 @@ def tcp_frame(
         raise ValueError("options must be padded to 4 bytes")
     doff = (20 + len(options)) // 4
     tcp_len = 20 + len(options) + len(payload)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, window, 0, 0)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4 | reserved, flags, window, 0, 0)
     tcp += options + payload
     csum = checksum(_pseudo_header(src, dst, tcp_len) + tcp)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
@@ -108,7 +110,7 @@ def tcp_frame(
             struct.pack(
                 "!BBHHHBBH4s4s",
                 0x40 | ihl,
-                0,
+                tos,
                 ihl * 4 + tcp_len,
                 0,
                 0x4000 if df else 0,  # DF
@@ -124,7 +126,13 @@ def tcp_frame(
         ethertype = ETH_P_IP
     else:
         ip = struct.pack(
-            "!IHBB16s16s", 0x60000000 | flowlabel, tcp_len, IPPROTO_TCP, ttl, src.packed, dst.packed
+            "!IHBB16s16s",
+            0x60000000 | tos << 20 | flowlabel,
+            tcp_len,
+            IPPROTO_TCP,
+            ttl,
+            src.packed,
+            dst.packed,
         )
         ethertype = ETH_P_IPV6
 
@@ -221,6 +229,7 @@ class Segment:
     payload: bytes
     options: dict = field(default_factory=dict)
     ip_header: bytes = b""
+    doff_byte: int = 0  # data offset and the reserved bits (AE among them)
 
 
 def parse_options(raw):
@@ -306,4 +315,5 @@ def parse_frame(frame):
         tcp[doff:],
         parse_options(raw),
         ip,
+        doff_b,
     )

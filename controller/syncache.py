@@ -13,7 +13,6 @@ cachelimit and bucketlimit are checked against stay exact.
 import ctypes
 import ipaddress
 import logging
-import socket
 import struct
 import time
 
@@ -24,8 +23,8 @@ log = logging.getLogger("synguard")
 
 def synack_frame(key, e):
     """The SYN-ACK for entry e under key, as the data path sent it: same
-    L2 header, ISS, options and TSval (the seed's syncache_respond reuses
-    sc_ts), so checksums match too. After an ICMP unreachable the IPv4 DF
+    L2 header, ISS, options, ECN setup and TSval (the seed's
+    syncache_respond reuses sc_ts), so checksums match too. After an ICMP unreachable the IPv4 DF
     bit is cleared, as the seed does."""
     client, server, cport, sport = key.endpoints()
     ts = (e.ts, e.ts_recent) if e.flags & layout.SCF_TIMESTAMP else None
@@ -42,7 +41,7 @@ def synack_frame(key, e):
         cport,
         seq=e.iss,
         ack=(e.irs + 1) & 0xFFFFFFFF,
-        flags=packets.SYN | packets.ACK,
+        flags=packets.SYN | packets.ACK | (packets.ECE if e.flags & layout.SCF_ECN else 0),
         options=opts,
         window=e.wnd,
         ttl=e.ttl,
@@ -69,6 +68,7 @@ def describe(key, e, now_ns):
         "wscale": e.snd_wscale if e.flags & layout.SCF_WINSCALE else None,
         "sack": bool(e.flags & layout.SCF_SACK),
         "timestamps": bool(e.flags & layout.SCF_TIMESTAMP),
+        "ecn": bool(e.flags & layout.SCF_ECN),
         "unreach": bool(e.flags & layout.SCF_UNREACH),
     }
 
@@ -81,18 +81,13 @@ def _fmt(raw):
 class Syncache:
     """Timer, listing and pause state for one interface's syncache."""
 
-    def __init__(self, maps, drop_fd, ifname=None):
+    def __init__(self, maps, drop_fd, sock=None):
+        """sock: an AF_PACKET socket bound to the interface, for the
+        retransmissions (None: the timer only counts and expires)."""
         self.maps = maps
         self.drop_fd = drop_fd
-        self.sock = None
-        if ifname:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-            self.sock.bind((ifname, 0))
+        self.sock = sock
         self._paused = None
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
 
     def entries(self):
         return self.maps.syncache.items()

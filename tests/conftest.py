@@ -1,18 +1,13 @@
-"""Shared fixtures. The suite needs root: it makes network namespaces,
+"""Shared fixtures (the set-up itself is synguard.lab.support's, shared
+with the benchmarks). The suite needs root: it makes network namespaces,
 loads BPF programs and mounts bpffs where it is missing."""
 
 import os
-import secrets
-import shutil
-import socket
-import subprocess
 
 import pytest
+from synguard.lab import netns, support
 
-from synguard import layout, loader, netns
-from synguard.secrets import KeyRotator
-
-PORT = 8080  # protected, with a listener in the unit namespace
+PORT = support.PORT  # protected, with a listener in the unit namespace
 PORT_NO_LISTENER = 8081  # protected, nobody listens
 PORT_UNPROTECTED = 9090
 
@@ -29,59 +24,21 @@ def unit_ns():
     """A private network namespace for the unit tests, with a listener on
     PORT: the data path's socket lookups under BPF_PROG_TEST_RUN look in
     the calling thread's namespace (see the dp fixture)."""
-    name = "sg-unit-" + secrets.token_hex(3)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        with netns.netns(name):
-            listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        listener.bind(("::", PORT))
-        listener.listen(64)
+    with support.listening_namespace("sg-unit") as name:
         yield name
-        listener.close()
-    finally:
-        subprocess.run(["ip", "netns", "del", name])
 
 
 @pytest.fixture(scope="session")
 def datapath(unit_ns):
-    """Both programs compiled once, maps pinned in a private directory."""
-    loader.ensure_bpffs()
-    pins = os.path.join(layout.PIN_ROOT, "unit-" + secrets.token_hex(3))
-    dp = loader.Datapath(pins)
-    maps = dp.open_maps()
-    try:
+    """The programs compiled once, maps pinned in a private directory."""
+    with support.compiled("unit") as (dp, maps):
         yield dp, maps
-    finally:
-        maps.close()
-        dp.close()
-        shutil.rmtree(pins, ignore_errors=True)
-        try:
-            os.rmdir(layout.PIN_ROOT)
-        except OSError:
-            pass
-
-
-UNIT_CONFIG = dict(
-    mss4=1460,
-    mss6=1440,
-    window=65535,
-    wscale=7,
-    ttl=64,
-    flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
-    **layout.SETTING_DEFAULTS,
-)
 
 
 def reset(prog, maps, **config):
-    """The data path as after attach: config (seed defaults unless given),
-    ports, fresh keys, an empty syncache, no pause, no recent hand-offs."""
-    maps.config.update(0, layout.Config(**{**UNIT_CONFIG, "synack_rate": 0, **config}).derive())
-    maps.set_ports([PORT, PORT_NO_LISTENER])
-    KeyRotator(maps.secrets).install_initial()
-    for name in (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets", b"synack_tat"):
-        prog.bpf[name].clear()
+    """The data path as after attach: config (seed defaults unless given,
+    no reflection limit), ports, fresh keys, nothing left from before."""
+    support.configure(prog, maps, (PORT, PORT_NO_LISTENER), **{"synack_rate": 0, **config})
 
 
 @pytest.fixture

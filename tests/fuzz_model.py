@@ -11,8 +11,7 @@ the fuzzed 4-tuples.
 import struct
 
 from conftest import PORT, PORT_NO_LISTENER
-
-from synguard import cookie
+from synguard.lab import cookie
 
 PASS, DROP, TX = "pass", "drop", "tx"
 

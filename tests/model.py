@@ -3,8 +3,9 @@ config and the keys. Tests hold the C program's output to these bytes."""
 
 import ctypes
 
-from synguard import cookie, layout, libbpf, packets
-from synguard.packets import ACK, SYN, ack_for  # noqa: F401 (the tests import it from here)
+from synguard import layout, libbpf, packets
+from synguard.lab import cookie
+from synguard.packets import ACK, CWR, ECE, SYN, ack_for  # noqa: F401 (the tests import it from here)
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
@@ -39,6 +40,7 @@ def expected_synack(syn_frame, maps, tsval=0):
     ws = "wscale" in o and bool(cfg.flags & layout.CF_WSCALE)
     sack = bool(o.get("sack")) and bool(cfg.flags & layout.CF_SACK)
     ts = "ts" in o and bool(cfg.flags & layout.CF_TIMESTAMPS)
+    ecn = ecn_setup(syn_frame, cfg, ts)
     meta = cookie.meta_byte(mss_idx, cookie.wscale_index(o["wscale"]) if ws else 0, sack, active)
     h = cookie.flow_hash(ks[active], s.src, s.dst, s.sport, s.dport, s.seq, meta)
     opts = packets.tcp_options(
@@ -54,7 +56,7 @@ def expected_synack(syn_frame, maps, tsval=0):
         s.sport,
         seq=(h & 0xFFFFFF) << 8 | meta,
         ack=(s.seq + 1) & 0xFFFFFFFF,
-        flags=SYN | ACK,
+        flags=SYN | ACK | (ECE if ecn else 0),
         options=opts,
         window=cfg.window,
         src_mac=s.dst_mac,
@@ -64,6 +66,19 @@ def expected_synack(syn_frame, maps, tsval=0):
         flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
     )
     return frame, h
+
+
+def ecn_setup(syn_frame, cfg, ts):
+    """The kernel's rule (tcp_ecn_create_request) for classic ECN: the SYN
+    has ECE and CWR, its IP header is not ECN-capable or a reserved TCP bit
+    is set, net.ipv4.tcp_ecn is on; synguard also wants timestamps, which
+    carry the choice to the ACK."""
+    s = packets.parse_frame(syn_frame)
+    tos = s.ip_header[1] if s.version == 4 else (int.from_bytes(s.ip_header[:4], "big") >> 20) & 0xFF
+    res1 = s.doff_byte & 0x0F
+    return bool(
+        s.flags & ECE and s.flags & CWR and (tos & 3 == 0 or res1) and cfg.flags & layout.CF_ECN and ts
+    )
 
 
 def flow_key(frame):
@@ -85,10 +100,19 @@ def entry(maps, frame):
         return None
 
 
-def handoff(out):
-    """Split test-run output into (struct sg_handoff, the frame after it)."""
-    size = ctypes.sizeof(layout.Handoff)
-    return layout.Handoff.from_buffer_copy(out[:size]), out[size:]
+def handoff(maps, frame):
+    """The hand-off XDP left for the client frame's 4-tuple (struct
+    sg_handoff), or None."""
+    try:
+        return maps.handoffs.lookup(flow_key(frame))
+    except OSError:
+        return None
+
+
+def handed_off(maps, ack):
+    """XDP left a pending hand-off for exactly this ACK (its seq)."""
+    h = handoff(maps, ack)
+    return bool(h and h.pending and h.isn == (packets.parse_frame(ack).seq - 1) & 0xFFFFFFFF)
 
 
 def tsval_of(frame):

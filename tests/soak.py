@@ -22,8 +22,9 @@ import tempfile
 import threading
 import time
 
-from synguard import layout, netns
-from synguard.testbed import SERVER4, SERVER6, EchoServer, Testbed
+from synguard import layout
+from synguard.lab import netns
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed
 
 PORT = 8080
 TRAFGEN = """

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from synguard import layout
 
 
@@ -46,7 +45,7 @@ def test_bad_ports(ports, message):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["attach", "nosuchif0", "--ports", "80"], "no interface named nosuchif0"),
+        (["attach", "nosuchif0", "--ports", "80"], "no interface named nosuchif0 in this network namespace"),
         (["attach", "bad/name", "--ports", "80"], "invalid interface name 'bad/name'"),
         (
             ["attach", "lo", "--ports", "80", "--rotate-seconds", "0"],
@@ -76,7 +75,7 @@ def test_bad_arguments(args, message):
 def test_not_root():
     r = synguard("attach", "lo", "--ports", "80", user=65534)
     assert r.returncode == 2
-    assert one_error_line(r) == "attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)"
+    assert one_error_line(r) == "attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW)"
 
 
 def test_kernel_without_the_kfunc(tmp_path):
@@ -105,7 +104,7 @@ def test_bcc_missing():
 
 def test_status_of_an_unprotected_interface():
     r = synguard("status", "lo")
-    assert r.returncode == 1 and r.stderr.strip() == "synguard: lo is not protected"
+    assert r.returncode == 1 and r.stderr.strip() == "synguard: lo is not protected: not attached"
 
 
 def test_detach_with_nothing_attached():
@@ -114,19 +113,25 @@ def test_detach_with_nothing_attached():
 
 
 def attach_options(*argv):
-    from synguard import cli
+    from synguard import cli, options
 
-    return cli.attach_options(cli.build_parser().parse_args(["attach", "lo", *argv]))
+    return options.attach_options(cli.build_parser().parse_args(["attach", "lo", *argv]))
 
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "deploy", "synguard.example.toml")
 
 
 def test_config_file_carries_every_option():
-    ports, mode, rotate, metrics, force, syncache, fleet_key = attach_options("--config", EXAMPLE)
-    assert fleet_key is None  # commented out in the example
-    assert (ports, mode, rotate, metrics, force) == ([80, 443], "auto", 16.0, "127.0.0.1:9717", False)
-    assert syncache == {
+    o = attach_options("--config", EXAMPLE)
+    assert o.fleet_key == ""  # commented out in the example
+    assert (o.ports, o.mode, o.rotate_seconds, o.metrics_addr, o.force) == (
+        [80, 443],
+        "auto",
+        16.0,
+        "127.0.0.1:9717",
+        False,
+    )
+    assert o.settings == {
         "syncookies": 1,
         "syncookies_only": 0,
         "cachelimit": 15360,
@@ -152,9 +157,14 @@ def test_config_file_carries_every_option():
 def test_flags_win_over_the_config_file(tmp_path):
     conf = tmp_path / "eth0.toml"
     conf.write_text('ports = "8000-8002"\nmode = "generic"\nmetrics = false\n[settings]\ncachelimit = 100\n')
-    ports, mode, _, metrics, _, syncache, _ = attach_options("--config", str(conf))
-    assert (ports, mode, metrics, syncache) == ([8000, 8001, 8002], "generic", "", {"cachelimit": 100})
-    ports, mode, _, metrics, force, syncache, _ = attach_options(
+    o = attach_options("--config", str(conf))
+    assert (o.ports, o.mode, o.metrics_addr, o.settings) == (
+        [8000, 8001, 8002],
+        "generic",
+        "",
+        {"cachelimit": 100},
+    )
+    o = attach_options(
         "--config",
         str(conf),
         "--ports",
@@ -167,7 +177,13 @@ def test_flags_win_over_the_config_file(tmp_path):
         "--cachelimit",
         "7",
     )
-    assert (ports, mode, metrics, force, syncache) == ([9], "native", "[::1]:9", True, {"cachelimit": 7})
+    assert (o.ports, o.mode, o.metrics_addr, o.force, o.settings) == (
+        [9],
+        "native",
+        "[::1]:9",
+        True,
+        {"cachelimit": 7},
+    )
 
 
 @pytest.mark.parametrize(

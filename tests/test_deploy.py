@@ -9,9 +9,10 @@ import sys
 
 import pytest
 import yaml
-
-from synguard import configfile, loader
+from synguard import configfile
+from synguard.attach import Attached
 from synguard.metrics import SynguardCollector
+from synguard.runstate import RunState
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DEPLOY = os.path.join(ROOT, "deploy")
@@ -27,7 +28,7 @@ def run(*argv, **kw):
 
 def test_promtool_checks_the_rules_and_the_config():
     r = run("promtool", "check", "rules", RULES)
-    assert r.returncode == 0 and "SUCCESS: 6 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 7 rules found" in r.stdout, r.stdout + r.stderr
     r = run("promtool", "check", "config", os.path.join(DEPLOY, "prometheus", "prometheus.yml"))
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -76,6 +77,13 @@ def test_daemonset():
     assert mounts["bpffs"] == "/sys/fs/bpf" and volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
     assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
     assert c["args"][-2:] == ["--config", mounts["config"] + "/synguard.toml"]
+    # metrics on the node's internal address, not on every address
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert c["args"][:3] == ["attach", "--metrics-addr", "$(NODE_IP):9717"]
+    assert "metrics_addr" not in docs["ConfigMap"]["data"]["synguard.toml"]
+    # ready only while protected
+    assert c["readinessProbe"]["exec"]["command"][-1] == "status"
     fleet = volumes["fleet-key"]["secret"]
     assert fleet["optional"] is True and fleet["defaultMode"] == 0o400
     assert mounts["fleet-key"] == "/etc/synguard/fleet"
@@ -87,14 +95,16 @@ def test_daemonset_config_is_a_valid_config_file(tmp_path):
     conf = tmp_path / "synguard.toml"
     conf.write_text(docs["ConfigMap"]["data"]["synguard.toml"])
     loaded = configfile.load(str(conf))
-    assert loaded["ports"] == "80,443" and loaded["metrics_addr"] == "0.0.0.0:9717"
+    assert loaded["ports"] == "80,443" and "metrics_addr" not in loaded
 
 
 def exported_names(maps):
     """Every series name the exporter produces, as Prometheus stores them."""
-    state = loader.RunState("test0", 1, os.getpid(), "native", [80], 16.0)
+    state = RunState("test0", 1, 1, os.getpid(), "native", [80], 16.0)
+    collector = SynguardCollector()
+    collector.attached = Attached(None, maps, state, None)
     names = set()
-    for family in SynguardCollector(maps, state).collect():
+    for family in collector.collect():
         for sample in family.samples:
             names.add(sample.name)
     return names
@@ -122,3 +132,43 @@ def test_install_script_is_safe_to_run_again():
     r = run("bash", os.path.join(DEPLOY, "install.sh"), "--venv", venv, "--dev", "--extra-apt", "prometheus")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "apt-get install" not in r.stdout and r.stdout.strip().endswith("install: done")
+
+
+def test_daemonset_entrypoint_picks_the_default_routes_interface():
+    """attach and status without an interface get the node's: the default
+    route's (IPv4, else IPv6), or SYNGUARD_IFACE."""
+    from synguard.lab import netns
+
+    entry = os.path.join(DEPLOY, "kubernetes", "entrypoint.sh")
+    ns, peer = "sg-k8s-%d" % os.getpid(), "sg-k8s-p%d" % os.getpid()
+    netns.create(ns)
+    netns.create(peer)
+    try:
+        netns.veth(ns, "node0", peer, "peer0")
+        netns.address(ns, "node0", "198.18.7.2/24")
+        netns.address(ns, "node0", "2001:db8:7::2/64")
+
+        def entrypoint(*args, **env):
+            r = netns.run(
+                ns,
+                ["sh", entry, *args],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "SYNGUARD_BIN": "echo", **env},
+            )
+            return r.returncode, r.stdout.strip(), r.stderr.strip()
+
+        assert entrypoint("status") == (
+            2,
+            "",
+            "synguard: error: no default route on this node: set SYNGUARD_IFACE",
+        )
+        netns.route(ns, "default", "2001:db8:7::1")
+        assert entrypoint("status")[1] == "status node0"
+        netns.route(ns, "default", "198.18.7.1")
+        assert entrypoint("attach", "--config", "x")[1] == "attach node0 --config x"
+        assert entrypoint("status", SYNGUARD_IFACE="eth9")[1] == "status eth9"
+        assert entrypoint("keygen", "f")[1] == "keygen f"
+    finally:
+        netns.remove(ns)
+        netns.remove(peer)

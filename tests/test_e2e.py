@@ -1,4 +1,4 @@
-"""The end-to-end suite (synguard.e2e) on namespace hosts, and what CI can
+"""The end-to-end suite (synguard.lab.e2e) on namespace hosts, and what CI can
 check of the Vagrant VMs that run the same suite: the Vagrantfile
 validates, its addresses are the suite's, its provisioning installs."""
 
@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-
-from synguard.testbed import LanBed
+from synguard.lab.testbed import LanBed
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 VAGRANT = os.path.join(ROOT, "vagrant")
@@ -32,8 +31,10 @@ STEPS = [
 def test_suite_passes_on_namespace_hosts(tmp_path):
     out = tmp_path / "e2e.json"
     r = subprocess.run(
-        [sys.executable, "-m", "synguard.e2e", "--rate", "20000", "--seconds", "4", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "synguard.lab.e2e", "--rate", "20000", "--seconds", "4", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "verdict: PASS" in r.stdout
@@ -61,7 +62,7 @@ def test_vagrant_hosts_are_the_suites_hosts():
     text = open(VAGRANTFILE).read()
     ips = dict(re.findall(r'"(server|client|attacker)"\s*=>\s*\{\s*ip:\s*"([\d.]+)"', text))
     assert ips == {"server": LanBed.SERVER, "client": LanBed.CLIENT, "attacker": LanBed.ATTACKER}
-    e2e = open(os.path.join(ROOT, "controller", "e2e.py")).read()
+    e2e = open(os.path.join(ROOT, "controller", "lab", "e2e.py")).read()
     assert '"--server-ip", default="%s"' % LanBed.SERVER in e2e
     assert 'ENV.fetch("SYNGUARD_BOX", "debian/trixie64")' in text  # Debian 13: Linux 6.12
 
@@ -95,13 +96,18 @@ def test_vagrant_provisioning_installs_on_this_machine(tmp_path):
             elif os.path.lexists(p):
                 os.unlink(p)
 
+
 def test_suite_runs_as_a_file():
-    """vagrant/e2e.sh and vagrant/qemu/lan.sh run controller/e2e.py as a file
+    """vagrant/e2e.sh and vagrant/qemu/lan.sh run controller/lab/e2e.py as a file
     with the driving machine's python3, outside the venv: then controller/
     is sys.path[0], where synguard's own modules must not shadow the
     standard library's (secrets.py once did)."""
-    r = subprocess.run(["python3", os.path.join(ROOT, "controller", "e2e.py"), "--help"],
-                       capture_output=True, text=True, cwd="/")
+    r = subprocess.run(
+        ["python3", os.path.join(ROOT, "controller", "lab", "e2e.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr
     assert "--ssh-config" in r.stdout
 

@@ -6,9 +6,8 @@ import stat
 
 import pytest
 from model import ack_for, run, syn
-
 from synguard import fleet, libbpf
-from synguard.secrets import FleetRotator, KeyRotator
+from synguard.keys import FleetRotator, KeyRotator
 
 P = 16.0  # rotation period
 

@@ -1,8 +1,7 @@
 """Integration: synguard attached in native XDP mode to a veth in a server
-namespace, real kernel TCP clients in a client namespace (controller/testbed.py).
+namespace, real kernel TCP clients in a client namespace (controller/lab/testbed.py).
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -10,23 +9,19 @@ import threading
 import time
 
 import pytest
-
-from synguard import cookie, layout, libbpf, loader, netns, testbed
-from synguard.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
+from synguard import attach, datapath, kernelconf, layout, libbpf, netlink
+from synguard.lab import cookie, netns, testbed
+from synguard.lab.support import status
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
+from synguard.maps import Maps
 
 pytestmark = pytest.mark.netns
 PORT = 8080
 OPTION_SYSCTLS = ("net.ipv4.tcp_timestamps", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling")
 
 
-def status(bed):
-    r = bed.synguard_run("status", bed.server_if, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
 def server_keys(bed):
-    with loader.Maps(loader.pin_dir(bed.server_if)) as maps:
+    with Maps(bed.pins()) as maps:
         s = maps.secrets.lookup(0)
         return [cookie.key_bytes(k.k0, k.k1) for k in s.keys]
 
@@ -34,9 +29,9 @@ def server_keys(bed):
 def leftovers(bed):
     """What synguard could have left on the server side."""
     with netns.netns(bed.server_ns):
-        idx = loader.ifindex(bed.server_if)
-        xdp = libbpf.xdp_query(idx)[0]
-        tc = libbpf.tc_query(idx, loader.TC_HANDLE, loader.TC_PRIORITY)
+        idx = netlink.ifindex(bed.server_if)
+        xdp = netlink.xdp_query(idx)[0]
+        tc = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
     qdisc = subprocess.run(
         ["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if], capture_output=True, text=True
     ).stdout
@@ -44,8 +39,8 @@ def leftovers(bed):
         "xdp": xdp,
         "tc": tc,
         "clsact": "clsact" in qdisc,
-        "pins": os.path.exists(loader.pin_dir(bed.server_if)),
-        "state": os.path.exists(loader.state_path(bed.server_if)),
+        "pins": os.path.exists(bed.pins()),
+        "state": os.path.exists(bed.state_path()),
     }
 
 
@@ -103,7 +98,7 @@ def test_real_connections_through_cookies(protected, family):
     assert len(accepted) == len(results) == 32
     mss = 1460 if family == "v4" else 1440  # veth MTU 1500: in both tables
     with netns.netns(bed.client_ns):
-        client_ws = loader.kernel_wscale()
+        client_ws = kernelconf.kernel_wscale()
     for (ts, sack, ws), r in results:
         a = accepted[r["local"][1]]
         assert a["iss"] == r["server_iss"], "the SYN-ACK's ISS is the accepted socket's ISN"
@@ -270,7 +265,7 @@ def test_refuses_a_foreign_xdp_program_unless_forced():
         other = BPF(text=b"int other(struct xdp_md *ctx) { return XDP_PASS; }")
         fd = other.load_func(b"other", BPF.XDP).fd
         with netns.netns(bed.server_ns):
-            libbpf.xdp_attach(loader.ifindex(bed.server_if), fd, libbpf.XDP_FLAGS_DRV_MODE)
+            netlink.xdp_attach(netlink.ifindex(bed.server_if), fd, "native")
         r = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
         assert r.returncode == 2
         assert r.stderr.strip().splitlines() == [
@@ -281,11 +276,11 @@ def test_refuses_a_foreign_xdp_program_unless_forced():
         srv = EchoServer(bed, PORT)
         try:
             proc = bed.attach([PORT], "--no-metrics", "--force")
-            assert libbpf.prog_name(leftovers(bed)["xdp"]) == loader.XDP_PROG
+            assert libbpf.prog_name(leftovers(bed)["xdp"]) == datapath.XDP_PROG
             assert bed.connect(SERVER4, PORT)["echo_ok"]
             second = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
             assert second.returncode == 2
-            assert "already protected by synguard (pid %d)" % proc.pid in second.stderr
+            assert "already protected by a running synguard (pid %d)" % proc.pid in second.stderr
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:

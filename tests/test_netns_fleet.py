@@ -7,9 +7,9 @@ import signal
 import socket
 
 import pytest
-
-from synguard import fleet, netns
-from synguard.testbed import EchoServer, FleetBed, echo
+from synguard import fleet
+from synguard.lab import netns
+from synguard.lab.testbed import EchoServer, FleetBed, echo
 
 pytestmark = pytest.mark.netns
 PORT = 8080

@@ -13,9 +13,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
-from synguard import netns
-from synguard.testbed import SERVER4, SERVER6, EchoServer, Testbed, spoofed_syns
+from synguard.lab import netns
+from synguard.lab.support import status
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, spoofed_syns
 
 pytestmark = pytest.mark.netns
 PORT = 8080
@@ -27,12 +27,6 @@ DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy", "prometheus")
 def http_get(bed, url):
     with netns.netns(bed.server_ns):  # the socket is made in the server namespace
         return urllib.request.urlopen(url, timeout=10).read().decode()
-
-
-def status(bed):
-    r = bed.synguard_run("status", bed.server_if, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def parse_metrics(text):

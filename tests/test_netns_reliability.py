@@ -1,7 +1,6 @@
 """Reliability on the wire: a controller restart that loses nothing, key
 rotation under load, key hygiene across every output."""
 
-import json
 import os
 import re
 import signal
@@ -11,18 +10,14 @@ import time
 import urllib.request
 
 import pytest
-
-from synguard import cookie, libbpf, loader, netns, packets
-from synguard.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
+from synguard import netlink, packets
+from synguard.lab import cookie, netns
+from synguard.lab.support import status
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
+from synguard.maps import Maps
 
 pytestmark = pytest.mark.netns
 PORT = 8080
-
-
-def status(bed):
-    r = bed.synguard_run("status", bed.server_if, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def nft(ns, script):
@@ -58,7 +53,7 @@ def test_restart_adopts_the_data_path_and_a_handshake_across_it_completes(path):
             first.kill()
             first.wait()
             with netns.netns(bed.server_ns):
-                assert libbpf.xdp_query(loader.ifindex(bed.server_if))[0]  # still protected
+                assert netlink.xdp_query(netlink.ifindex(bed.server_if))[0]  # still protected
             second = bed.attach([PORT], "--no-metrics", "--rotate-seconds", "600", *extra)
             nft(bed.client_ns, "delete table inet hold")
             assert c.recv(100) == b"across a restart"
@@ -162,7 +157,7 @@ def test_keys_never_appear_in_any_output(tmp_path):
             assert bed.connect(SERVER4, PORT)["echo_ok"]
             keys = set()
             for _ in range(3):  # several rotations' keys
-                with loader.Maps(loader.pin_dir(bed.server_if)) as maps:
+                with Maps(bed.pins()) as maps:
                     for k in maps.secrets.lookup(0).keys:
                         keys.add(cookie.key_bytes(k.k0, k.k1))
                 for args in (
@@ -204,16 +199,19 @@ def test_no_key_files_anywhere():
         srv = EchoServer(bed, PORT)
         try:
             p = bed.attach([PORT], "--no-metrics")
-            state = open(loader.state_path(bed.server_if)).read()
-            with loader.Maps(loader.pin_dir(bed.server_if)) as maps:
+            state = open(bed.state_path()).read()
+            with Maps(bed.pins()) as maps:
                 k = maps.secrets.lookup(0).keys[0]
             assert str(k.k0) not in state and cookie.key_bytes(k.k0, k.k1).hex() not in state
-            assert sorted(os.listdir(loader.pin_dir(bed.server_if))) == sorted(
+            assert sorted(os.listdir(bed.pins())) == sorted(
                 [
                     "config",
                     "counters",
+                    "handoffs",
                     "listeners",
                     "prog_syncache_drop",
+                    "prog_tc",
+                    "prog_xdp",
                     "secrets",
                     "syncache",
                     "syncache_buckets",

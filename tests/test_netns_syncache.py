@@ -9,20 +9,15 @@ import socket
 import time
 
 import pytest
-
-from synguard import netns, packets
+from synguard import packets
+from synguard.lab import netns
+from synguard.lab.support import status
+from synguard.lab.testbed import SERVER4, Capture, EchoServer, Testbed, spoofed_syns
 from synguard.packets import ACK, RST, SYN
-from synguard.testbed import SERVER4, Capture, EchoServer, Testbed, spoofed_syns
 
 pytestmark = pytest.mark.netns
 PORT = 8080
 BASE = 0.2  # --rexmtbase: retransmissions at +0.2, +0.6, +1.4 s, stale at +3.0 s
-
-
-def status(bed):
-    r = bed.synguard_run("status", bed.server_if, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def listing(bed):
@@ -164,10 +159,10 @@ def test_real_client_gets_exact_options_from_the_syncache(bed):
         rmem = f.read().strip()
     bed.sysctl(bed.client_ns, "net.ipv4.tcp_rmem", "4096 131072 67108864")  # client wscale 11
     with netns.netns(bed.client_ns):
-        from synguard import loader
+        from synguard import kernelconf
 
-        assert loader.kernel_wscale() == 11
-    netns.run(bed.client_ns, ["ip", "link", "set", bed.client_if, "mtu", "1450"], check=True)  # MSS 1410
+        assert kernelconf.kernel_wscale() == 11
+    netns.set_mtu(bed.client_ns, bed.client_if, 1450)  # MSS 1410
     try:
         for mode, mss, ws, counter in (("0", 1410, 11, "expanded"), ("1", 1400, 10, "recvcookie")):
             set_(bed, "syncookies_only=" + mode)
@@ -181,7 +176,7 @@ def test_real_client_gets_exact_options_from_the_syncache(bed):
             assert after[counter] - before[counter] == 1
             assert after["completed"] - before["completed"] == 1
     finally:
-        netns.run(bed.client_ns, ["ip", "link", "set", bed.client_if, "mtu", "1500"], check=True)
+        netns.set_mtu(bed.client_ns, bed.client_if, 1500)
         bed.sysctl(bed.client_ns, "net.ipv4.tcp_rmem", rmem)
 
 

@@ -6,7 +6,6 @@ import time
 
 from conftest import reset
 from model import run, syn
-
 from synguard import libbpf, packets
 
 

@@ -6,8 +6,8 @@ import struct
 import subprocess
 
 import pytest
-
-from synguard import cookie, kfunc, layout
+from synguard import kfunc, layout
+from synguard.lab import cookie
 
 
 def test_siphash_reference_vectors():
@@ -79,25 +79,63 @@ def test_btf_id_agrees_with_bpftool():
 
 
 def test_patch_rewrites_only_the_fake_helper_calls():
+    assign, alloc = 0x7FFFF0, 0x7FFFF1
+    assert kfunc.FAKE_KFUNCS[assign] == "bpf_sk_assign_tcp_reqsk"
     insns = [
         (0xB7, 0x01, 0, 5),  # r1 = 5
         (0x85, 0x00, 0, 1),  # call bpf_map_lookup_elem
-        (0x85, 0x00, 0, kfunc.SG_FAKE_HELPER),
+        (0x85, 0x00, 0, assign),
+        (0x85, 0x00, 0, alloc),
         (0x95, 0x00, 0, 0),  # exit
     ]
-    code = (ctypes.c_ubyte * 32).from_buffer_copy(b"".join(struct.pack("<BBhi", *i) for i in insns))
-    assert kfunc.patch_calls(code, 4242) == 1
-    out = [struct.unpack_from("<BBhi", code, off) for off in range(0, 32, 8)]
+    code = (ctypes.c_ubyte * 40).from_buffer_copy(b"".join(struct.pack("<BBhi", *i) for i in insns))
+    # bpf_sk_assign_tcp_reqsk in vmlinux (off 0), the other in a module's
+    # BTF, fd_array[1] (off 1)
+    assert kfunc.patch_calls(code, {assign: (4242, 0), alloc: (90001, 1)}) == 2
+    out = [struct.unpack_from("<BBhi", code, off) for off in range(0, 40, 8)]
     assert out[2] == (0x85, kfunc.BPF_PSEUDO_KFUNC_CALL << 4, 0, 4242)
-    assert out[:2] == insns[:2] and out[3] == insns[3]
+    assert out[3] == (0x85, kfunc.BPF_PSEUDO_KFUNC_CALL << 4, 1, 90001)
+    assert out[:2] == insns[:2] and out[4] == insns[4]
+
+
+def btf_blob(types, strings):
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
 
 
 def test_btf_without_the_kfunc(tmp_path):
     # A valid BTF blob holding one INT type and no functions.
-    strings = b"\0int\0"
-    types = struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 32)
-    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
     path = tmp_path / "btf"
-    path.write_bytes(hdr + types + strings)
-    assert kfunc.btf_func_id("bpf_sk_assign_tcp_reqsk", str(path)) is None
-    assert kfunc.btf_func_id("int", str(path)) is None  # an INT, not a FUNC
+    path.write_bytes(btf_blob(struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 32), b"\0int\0"))
+    btf = kfunc._Btf(str(path))
+    assert btf.func_id("bpf_sk_assign_tcp_reqsk") is None
+    assert btf.func_id("int") is None  # an INT, not a FUNC
+
+
+def test_module_btf_is_split_on_vmlinux(tmp_path):
+    """A module's BTF continues vmlinux's type ids and string offsets, and
+    may name a type with a string of vmlinux's."""
+    base = tmp_path / "vmlinux"
+    # [1] INT "int", [2] FUNC_PROTO, [3] FUNC "f_base"
+    base.write_bytes(
+        btf_blob(
+            struct.pack("<IIII", 1, 1 << 24, 4, 32)
+            + struct.pack("<III", 0, 13 << 24, 1)
+            + struct.pack("<III", 5, 12 << 24, 2),
+            b"\0int\0f_base\0shared\0",
+        )
+    )
+    module = tmp_path / "nf_conntrack"
+    base_str_len = len(b"\0int\0f_base\0shared\0")
+    # [4] FUNC "bpf_ct_release" (module string), [5] FUNC "shared" (vmlinux's string)
+    module.write_bytes(
+        btf_blob(
+            struct.pack("<III", base_str_len + 1, 12 << 24, 2) + struct.pack("<III", 12, 12 << 24, 2),
+            b"\0bpf_ct_release\0",
+        )
+    )
+    vmlinux = kfunc._Btf(str(base))
+    mod = kfunc._Btf(str(module), vmlinux)
+    assert vmlinux.func_id("f_base") == 3 and vmlinux.func_id("bpf_ct_release") is None
+    assert mod.func_id("bpf_ct_release") == 4
+    assert mod.func_id("shared") == 5

@@ -9,17 +9,17 @@ from conftest import reset
 from model import (
     CLIENT4,
     CLIENT6,
-    SERVER6,
     SERVER4,
+    SERVER6,
     ack_for,
     entry,
     expected_synack,
     flow_key,
+    handed_off,
     handoff,
     run,
     syn,
 )
-
 from synguard import layout, libbpf, packets
 from synguard.packets import ACK, FIN, RST, SYN, tcp_options
 from synguard.syncache import Syncache, synack_frame
@@ -78,6 +78,18 @@ def test_retransmission_is_byte_identical_to_the_first_synack(dp, frame):
     assert synack_frame(flow_key(frame), entry(maps, frame)) == out
 
 
+def test_retransmission_keeps_the_ecn_setup(dp):
+    prog, maps = dp
+    reset(prog, maps, flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS | layout.CF_ECN)
+    frame = packets.tcp_frame(
+        CLIENT4, SERVER4, 40000, 8080, seq=9, flags=SYN | packets.ECE | packets.CWR, options=ODD
+    )
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX and packets.parse_frame(out).flags & packets.ECE
+    assert entry(maps, frame).flags & layout.SCF_ECN
+    assert synack_frame(flow_key(frame), entry(maps, frame)) == out
+
+
 def test_dupsyn_answers_with_the_same_synack(dp):
     prog, maps = dp
     frame = syn(options=ODD)
@@ -113,9 +125,8 @@ def test_syncache_expand_hands_off_the_exact_options(dp):
     before = maps.read_counters()
     verdict, out = run(prog.xdp_fd, ack)
     assert verdict == libbpf.XDP_PASS
-    m, rest = handoff(out)
-    assert rest == ack and m.magic == layout.HANDOFF_MAGIC
-    a = m.attrs
+    assert out == ack and handed_off(maps, ack)
+    a = handoff(maps, ack).attrs
     assert (a.mss, a.wscale_ok, a.snd_wscale, a.rcv_wscale, a.sack_ok) == (1410, 1, 5, 7, 1)
     assert (a.tstamp_ok, a.rcv_tsval, a.rcv_tsecr) == (1, 778, packets.parse_frame(synack).options["ts"][0])
     assert delta(maps, before) == {"packets": 1, "expanded": 1}

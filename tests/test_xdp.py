@@ -20,16 +20,17 @@ from model import (
     SERVER6,
     ack_for,
     expected_synack,
+    handed_off,
     handoff,
     keys,
     run,
     syn,
     tsval_of,
 )
-
-from synguard import cookie, layout, libbpf, packets
+from synguard import layout, libbpf, packets
+from synguard.keys import KeyRotator
+from synguard.lab import cookie
 from synguard.packets import ACK, FIN, RST, SYN, tcp_options
-from synguard.secrets import KeyRotator
 
 LINUX = tcp_options(mss=1460, wscale=7, sack=True, ts=(777, 0))
 
@@ -277,16 +278,15 @@ def test_valid_cookie_ack_is_handed_on(cookies_only, name):
     before = maps.read_counters()
     verdict, out = run(prog.xdp_fd, ack)
     assert verdict == libbpf.XDP_PASS
-    meta, rest = handoff(out)
-    assert rest == ack  # the frame itself is untouched
+    assert out == ack  # the frame itself is untouched
+    assert handed_off(maps, ack)
     assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1}
 
     s, sa = packets.parse_frame(frame), packets.parse_frame(synack)
     v6 = s.version == 6
     mss, snd_ws, sack, _slot = cookie.decode_meta(sa.seq & 0xFF, v6)
     peer_mss = s.options.get("mss", 1220 if v6 else 536)
-    a = meta.attrs
-    assert meta.magic == layout.HANDOFF_MAGIC
+    a = handoff(maps, ack).attrs
     assert a.mss == mss == layout.mss_table(v6)[cookie.mss_index(min(peer_mss, 1440 if v6 else 1460), v6)]
     assert (a.wscale_ok, a.snd_wscale, a.rcv_wscale) == ((1, snd_ws, 7) if snd_ws is not None else (0, 0, 0))
     assert a.sack_ok == sack == bool(sa.options.get("sack"))
@@ -304,12 +304,14 @@ def test_second_segment_of_a_fresh_handshake_is_not_handed_off_twice(cookies_onl
     synack, ack = _handshake(prog, maps, syn())
     data = ack_for(synack, payload=b"GET /")
     before = maps.read_counters()
-    assert handoff(run(prog.xdp_fd, ack)[1])[0].magic == layout.HANDOFF_MAGIC
+    assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_PASS and handed_off(maps, ack)
+    first = handoff(maps, ack).at_ns
     verdict, out = run(prog.xdp_fd, data)
-    assert verdict == libbpf.XDP_PASS and out == data  # no metadata
+    assert verdict == libbpf.XDP_PASS and out == data
+    assert handoff(maps, ack).at_ns == first  # no second hand-off
     assert counters_delta(maps, before) == {"packets": 2, "recvcookie": 1, "coalesced": 1}
     time.sleep(0.02)  # past the 10 ms window: a retransmission is handed off again
-    assert handoff(run(prog.xdp_fd, data)[1])[0].magic == layout.HANDOFF_MAGIC
+    assert run(prog.xdp_fd, data)[0] == libbpf.XDP_PASS and handoff(maps, ack).at_ns > first
 
 
 def test_later_segments_right_behind_a_hand_off_go_up_plain(cookies_only):
@@ -348,7 +350,7 @@ def test_ack_with_data_and_cookie_is_handed_on(cookies_only):
     prog, maps = cookies_only
     synack, ack = _handshake(prog, maps, syn(), payload=b"hello")
     verdict, out = run(prog.xdp_fd, ack)
-    assert verdict == libbpf.XDP_PASS and handoff(out)[0].magic == layout.HANDOFF_MAGIC
+    assert verdict == libbpf.XDP_PASS and out == ack and handed_off(maps, ack)
 
 
 @pytest.mark.parametrize("field", ["ack", "seq", "meta", "sport", "src"])
@@ -427,3 +429,101 @@ def test_every_frame_lands_in_exactly_one_counter(dp):
         run(prog.xdp_fd, f)
     d = counters_delta(maps, before)
     assert d["packets"] == len(frames) == sum(d.get(k, 0) for k in layout.xdp_outcomes())
+
+
+# --- listeners and options XDP leaves to the kernel, ECN --------------------
+
+PORT_MPTCP = 8082
+IPPROTO_MPTCP = 262
+
+
+def test_an_mptcp_listener_is_left_to_the_kernel(dp, unit_ns):
+    """bpf_sk_assign_tcp_reqsk refuses MPTCP listeners (Go's default since
+    1.24): their SYNs, ACKs and RSTs pass untouched, a plain listener's
+    port next to it is answered."""
+    import socket
+
+    prog, maps = dp
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", PORT_MPTCP))
+        s.listen(8)
+        maps.set_ports([PORT, PORT_MPTCP])
+        frames = [
+            syn(dport=PORT_MPTCP),
+            syn(CLIENT6, SERVER6, dport=PORT_MPTCP),
+            packets.tcp_frame(CLIENT4, SERVER4, 40000, PORT_MPTCP, seq=5, ack=6, flags=ACK),
+            packets.tcp_frame(CLIENT4, SERVER4, 40000, PORT_MPTCP, seq=5, flags=RST),
+        ]
+        before = maps.read_counters()
+        for frame in frames:
+            assert run(prog.xdp_fd, frame) == (libbpf.XDP_PASS, frame)
+        assert counters_delta(maps, before) == {"packets": 4, "mptcp": 4}
+        assert run(prog.xdp_fd, syn())[0] == libbpf.XDP_TX  # the plain listener on PORT
+    finally:
+        s.close()
+
+
+MD5 = b"\x13\x12" + bytes(16)  # kind 19 (RFC 2385): 16 bytes of digest
+AO = b"\x1d\x08\x01\x02" + bytes(4)  # kind 29 (RFC 5925): key ids and a short MAC
+
+
+@pytest.mark.parametrize("option", [MD5 + b"\x01\x01", AO], ids=["TCP-MD5", "TCP-AO"])
+def test_a_signed_syn_is_left_to_the_kernel(dp, option):
+    """XDP cannot sign its SYN-ACK: a SYN carrying TCP-MD5 or TCP-AO goes to
+    the kernel untouched, counted, never answered unsigned."""
+    prog, maps = dp
+    frame = syn(options=option + tcp_options(mss=1460, sack=True, ts=(1, 0)))
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, frame) == (libbpf.XDP_PASS, frame)
+    assert counters_delta(maps, before) == {"packets": 1, "signed": 1}
+
+
+ECN_CASES = {
+    # name: (SYN flags beyond SYN, IP ECN bits, reserved bits, timestamps, tcp_ecn on) -> ECE back
+    "ECE and CWR": (packets.ECE | packets.CWR, 0, 0, True, True, True),
+    "ECE and CWR, v6": (packets.ECE | packets.CWR, 0, 0, True, True, True),
+    "no timestamps: no way to tell the ACK": (packets.ECE | packets.CWR, 0, 0, False, True, False),
+    "ECE alone": (packets.ECE, 0, 0, True, True, False),
+    "SYN marked ECT(0)": (packets.ECE | packets.CWR, 2, 0, True, True, False),
+    "SYN marked CE": (packets.ECE | packets.CWR, 3, 0, True, True, False),
+    "SYN marked ECT(0), with AE (Accurate ECN)": (packets.ECE | packets.CWR, 2, 1, True, True, True),
+    "net.ipv4.tcp_ecn=0": (packets.ECE | packets.CWR, 0, 0, True, False, False),
+}
+
+
+@pytest.mark.parametrize("path", ["syncache", "cookie"])
+@pytest.mark.parametrize("name", ECN_CASES)
+def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
+    """ECE back (without CWR) exactly when the kernel's own SYN-ACK would
+    carry it; the hand-off then says ecn_ok, from the entry or from the low
+    bit of the TSval the client echoes."""
+    from conftest import reset
+    from synguard.lab import netns
+
+    prog, maps = datapath
+    flags, ecn_bits, reserved, ts, sysctl_on, want = ECN_CASES[name]
+    cf = layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS | (layout.CF_ECN if sysctl_on else 0)
+    reset(prog, maps, flags=cf, syncookies_only=int(path == "cookie"))
+    v6 = name.endswith("v6")
+    frame = packets.tcp_frame(
+        CLIENT6 if v6 else CLIENT4,
+        SERVER6 if v6 else SERVER4,
+        40000,
+        PORT,
+        seq=77,
+        flags=SYN | flags,
+        options=tcp_options(mss=1460, wscale=7, sack=True, ts=(5, 0) if ts else None),
+        tos=ecn_bits,
+        reserved=reserved,
+    )
+    with netns.netns(unit_ns):
+        verdict, synack = run(prog.xdp_fd, frame)
+        assert verdict == libbpf.XDP_TX
+        sa = packets.parse_frame(synack)
+        assert synack == expected_synack(frame, maps, sa.options.get("ts", (0, 0))[0])[0]
+        assert (sa.flags & (packets.ECE | packets.CWR)) == (packets.ECE if want else 0)
+        ack = ack_for(synack)
+        assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_PASS and handed_off(maps, ack)
+        assert handoff(maps, ack).attrs.ecn_ok == int(want)

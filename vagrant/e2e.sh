@@ -5,7 +5,7 @@
 #   --provider P   the Vagrant provider (default: Vagrant's own choice)
 #   --no-sync      skip copying this tree to the VMs and re-running install.sh
 #   --halt         halt the VMs afterwards; --destroy removes them
-#   E2E-OPTIONS    passed to controller/e2e.py, e.g. --rate 50000 --seconds 10
+#   E2E-OPTIONS    passed to controller/lab/e2e.py, e.g. --rate 50000 --seconds 10
 #
 # Brings the VMs up if needed (the first time provisions them: a few minutes),
 # copies the current tree and reinstalls it, then drives the suite from here
@@ -35,7 +35,7 @@ if [ "$SYNC" = 1 ]; then
 fi
 vagrant ssh-config > .ssh-config
 status=0
-python3 ../controller/e2e.py --hosts ssh --ssh-config .ssh-config "$@" || status=$?
+python3 ../controller/lab/e2e.py --hosts ssh --ssh-config .ssh-config "$@" || status=$?
 case "$AFTER" in
   halt) vagrant halt ;;
   destroy) vagrant destroy -f ;;

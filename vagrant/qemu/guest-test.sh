@@ -69,8 +69,8 @@ IFS=, read -ra want <<< "$STEPS"
 for s in "${want[@]}"; do
   case "$s" in
     attach) run attach "$0" --attach-only ;;
-    demo)   run demo $PY -m synguard.demo ;;
-    e2e)    run e2e $PY -m synguard.e2e ;;
+    demo)   run demo $PY -m synguard.lab.demo ;;
+    e2e)    run e2e $PY -m synguard.lab.e2e ;;
     xdp)    run pytest-xdp $PY -m pytest -q -p no:cacheprovider tests/test_xdp.py ;;
     all)    run pytest-all $PY -m pytest -q -ra -p no:cacheprovider tests ;;
     *)      echo "unknown step $s" | tee -a "$OUT/results.txt"; echo "exit=2" >> "$OUT/results.txt" ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Three Debian 13 guests under QEMU on one LAN: server 198.18.50.10, client
 # .11, attacker .12 (eth1, virtio-net, on a bridge), and the end-to-end suite
-# (controller/e2e.py --hosts ssh) driven across them over SSH, the way
+# (controller/lab/e2e.py --hosts ssh) driven across them over SSH, the way
 # vagrant/e2e.sh drives the Vagrant VMs. As there, SSH comes in on another
 # NIC (eth0, 198.18.60.0/24), so the LAN carries only what the suite counts.
 # synguard attaches in native XDP mode to the server's virtio-net eth1.
@@ -10,7 +10,7 @@
 #   --dir DIR      the image from build-image.sh (default $SYNGUARD_VM_DIR or
 #                  /var/tmp/synguard-vm)
 #   --accel        tcg (default, software emulation) or kvm
-#   E2E-OPTIONS    for controller/e2e.py (default --rate 5000 --seconds 5,
+#   E2E-OPTIONS    for controller/lab/e2e.py (default --rate 5000 --seconds 5,
 #                  which the emulated attacker sent in full here)
 #
 # The bridges, the taps and the QEMU processes live in a network namespace
@@ -130,5 +130,5 @@ for name in server client attacker; do
   done
   echo "lan.sh: +$((SECONDS - START)) s  $name up: $("${IN[@]}" ssh -F "$CFG" $name 'uname -r; ip -br -4 addr show eth1' | tr -s ' \n' ' ')"
 done
-"${IN[@]}" python3 "$SRC/controller/e2e.py" --hosts ssh --ssh-config "$CFG" \
+"${IN[@]}" python3 "$SRC/controller/lab/e2e.py" --hosts ssh --ssh-config "$CFG" \
   --synguard /synguard/.venv/bin/synguard "${E2E[@]}"

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -144,7 +143,9 @@ class Host:
         argv = self.prefix + [shlex.quote(script) if self.remote else script]
         r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
-            raise RuntimeError("%s: `%s` failed (%d): %s" % (self.name, script, r.returncode, r.stderr.strip()))
+            raise RuntimeError(
+                "%s: `%s` failed (%d): %s" % (self.name, script, r.returncode, r.stderr.strip())
+            )
         return r
 
     def put(self, path, text):
@@ -173,8 +174,12 @@ class Host:
 def ssh_hosts(config, synguard="synguard"):
     """server, client, attacker as named in an ssh_config (vagrant ssh-config)."""
     return [
-        Host(name, ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", name, "sudo", "sh", "-c"],
-             synguard, remote=True)
+        Host(
+            name,
+            ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", name, "sudo", "sh", "-c"],
+            synguard,
+            remote=True,
+        )
         for name in ("server", "client", "attacker")
     ]
 
@@ -222,8 +227,11 @@ class Suite:
     def connects(self, seconds):
         """Client: start the connect loop in the background; join() for its JSON."""
         log = self.log("connects.json")
-        pid = self.client.spawn("%s %s/client.py connects %s %d %s" % (
-            self.client.python, self.workdir, self.server_ip, PORT, seconds), log)
+        pid = self.client.spawn(
+            "%s %s/client.py connects %s %d %s"
+            % (self.client.python, self.workdir, self.server_ip, PORT, seconds),
+            log,
+        )
 
         def join():
             deadline = time.monotonic() + seconds + 30
@@ -232,6 +240,7 @@ class Suite:
                     return json.loads(self.client.sh("cat %s" % log).stdout)
                 time.sleep(0.2)
             raise RuntimeError("client connect loop did not finish")
+
         return join
 
     def counters(self):
@@ -239,8 +248,11 @@ class Suite:
 
     def attach(self):
         path = self.log("attach.log")
-        self.controller = self.server.spawn("%s attach %s --ports %d --mode native --metrics-addr %s" % (
-            self.server.synguard, self.server_if, PORT, METRICS), path)
+        self.controller = self.server.spawn(
+            "%s attach %s --ports %d --mode native --metrics-addr %s"
+            % (self.server.synguard, self.server_if, PORT, METRICS),
+            path,
+        )
         # bcc's compile: seconds on hardware, minutes under software emulation.
         deadline = time.monotonic() + ATTACH_TIMEOUT
         while time.monotonic() < deadline:
@@ -265,9 +277,12 @@ class Suite:
         }
         self.attacker.put(self.workdir + "/flood.cfg", conf)
         tx0, rx0 = self.attacker.link_packets(self.attacker_if)
-        self.attacker.sh("timeout %d trafgen --dev %s --conf %s/flood.cfg -b %dpps -n %d -P 1 >/dev/null 2>&1" % (
-            self.seconds + 5, self.attacker_if, self.workdir, self.rate, self.rate * self.seconds),
-            timeout=self.seconds + 30, check=False)
+        self.attacker.sh(
+            "timeout %d trafgen --dev %s --conf %s/flood.cfg -b %dpps -n %d -P 1 >/dev/null 2>&1"
+            % (self.seconds + 5, self.attacker_if, self.workdir, self.rate, self.rate * self.seconds),
+            timeout=self.seconds + 30,
+            check=False,
+        )
         time.sleep(0.5)  # the last answers
         tx1, rx1 = self.attacker.link_packets(self.attacker_if)
         return tx1 - tx0, rx1 - rx0
@@ -283,13 +298,22 @@ class Suite:
             host.put(self.workdir + "/listener.py", LISTENER)
             host.put(self.workdir + "/client.py", CLIENT)
         self.server.sh("%s detach %s >/dev/null 2>&1 || true" % (self.server.synguard, self.server_if))
-        self.pids.append((self.server, self.server.spawn("%s %s/listener.py %d" % (
-            self.server.python, self.workdir, PORT), self.log("listener.log"))))
+        self.pids.append(
+            (
+                self.server,
+                self.server.spawn(
+                    "%s %s/listener.py %d" % (self.server.python, self.workdir, PORT),
+                    self.log("listener.log"),
+                ),
+            )
+        )
         # Kernel-sent packets to the spoofed sources go back to the attacker.
         self.server.sh("ip route replace %s via %s" % (SPOOF_NET4, attacker_ip))
         time.sleep(1)
-        self.say("hosts: server %s (%s), client, attacker (%s); flood %d/s for %d s" % (
-            self.server_ip, self.server_if, self.attacker_if, self.rate, self.seconds))
+        self.say(
+            "hosts: server %s (%s), client, attacker (%s); flood %d/s for %d s"
+            % (self.server_ip, self.server_if, self.attacker_if, self.rate, self.seconds)
+        )
 
     def client_ip(self):
         return self.client.json("ip -j route get %s" % self.server_ip)[0]["prefsrc"]
@@ -298,8 +322,10 @@ class Suite:
         """The established connection, opened before anything else happens."""
         self.hold_started = time.monotonic()
         self.hold_log = self.log("hold.json")
-        self.hold_pid = self.client.spawn("%s %s/client.py hold %s %d 0" % (
-            self.client.python, self.workdir, self.server_ip, PORT), self.hold_log)
+        self.hold_pid = self.client.spawn(
+            "%s %s/client.py hold %s %d 0" % (self.client.python, self.workdir, self.server_ip, PORT),
+            self.hold_log,
+        )
         self.pids.append((self.client, self.hold_pid))
         time.sleep(1)
 
@@ -323,18 +349,28 @@ class Suite:
 
     def tcp_out_rsts(self):
         """The server kernel's count of RSTs sent (its namespace's /proc/net/snmp)."""
-        lines = [l.split() for l in self.server.sh("cat /proc/net/snmp").stdout.splitlines() if l.startswith("Tcp:")]
+        lines = [
+            row.split()
+            for row in self.server.sh("cat /proc/net/snmp").stdout.splitlines()
+            if row.startswith("Tcp:")
+        ]
         return int(lines[1][lines[0].index("OutRsts")])
 
     def under_flood(self, kind):
         """A flood with real connects throughout; the counters' deltas."""
         c0, rst0 = self.counters(), self.tcp_out_rsts()
-        (_, rx0), (ctx0, _) = self.server.link_packets(self.server_if), self.client.link_packets(self.client_if)
+        (_, rx0), (ctx0, _) = (
+            self.server.link_packets(self.server_if),
+            self.client.link_packets(self.client_if),
+        )
         join = self.connects(self.seconds)
         sent, received = self.flood(kind)
         r = join()
         c1 = self.counters()
-        (_, rx1), (ctx1, _) = self.server.link_packets(self.server_if), self.client.link_packets(self.client_if)
+        (_, rx1), (ctx1, _) = (
+            self.server.link_packets(self.server_if),
+            self.client.link_packets(self.client_if),
+        )
         d = {k: c1[k] - c0[k] for k in c1}
         d["kernel_rsts"] = self.tcp_out_rsts() - rst0
         # The LAN may lose some of a burst (a bridge's backlog, a switch):
@@ -347,17 +383,26 @@ class Suite:
     def syn_flood(self):
         s = self.step("SYN flood")
         sent, received, r, d = self.under_flood("syn")
-        s.figures.update(sent=sent, delivered=d["delivered"], of_them_client=d["delivered"] - d["flood_delivered"],
-                         synacks_per_s=round(received / self.seconds),
-                         sendcookie=d["sendcookie"],
-                         ratelimited=d["ratelimited"], added=d["added"], cookie_failures=d["badcookie"],
-                         connects="%d/%d" % (r["ok"], r["total"]), connect_p99_ms=round(r["p99_ms"] or 0, 2))
+        s.figures.update(
+            sent=sent,
+            delivered=d["delivered"],
+            of_them_client=d["delivered"] - d["flood_delivered"],
+            synacks_per_s=round(received / self.seconds),
+            sendcookie=d["sendcookie"],
+            ratelimited=d["ratelimited"],
+            added=d["added"],
+            cookie_failures=d["badcookie"],
+            connects="%d/%d" % (r["ok"], r["total"]),
+            connect_p99_ms=round(r["p99_ms"] or 0, 2),
+        )
         s.check(sent >= 0.9 * self.rate * self.seconds, "the attacker sent what was asked (>= 90%)")
         # The reflection limit (on by default) holds back SYN-ACKs to a
         # source prefix that has had its share: 198.19.0.0/16 is 256 /24s.
         s.check(d["delivered"] >= 0.5 * sent, "most of the flood reached the server (>= 50%)")
-        s.check(d["sendcookie"] + d["ratelimited"] - r["total"] >= 0.99 * d["flood_delivered"],
-                "synguard answered or rate-limited every SYN that arrived, in XDP (>= 99%)")
+        s.check(
+            d["sendcookie"] + d["ratelimited"] - r["total"] >= 0.99 * d["flood_delivered"],
+            "synguard answered or rate-limited every SYN that arrived, in XDP (>= 99%)",
+        )
         s.check(received >= d["sendcookie"] - r["total"] - 0.01 * sent, "the SYN-ACKs reached the attacker")
         s.check(d["kernel_rsts"] <= 0.01 * sent, "the kernel saw none of the flood (no RSTs)")
         s.check(r["total"] > 0 and r["ok"] == r["total"], "every real connect succeeds during the flood")
@@ -366,36 +411,51 @@ class Suite:
     def ack_flood(self):
         s = self.step("ACK flood")
         sent, received, r, d = self.under_flood("ack")
-        s.figures.update(sent=sent, delivered=d["delivered"], of_them_client=d["delivered"] - d["flood_delivered"],
-                         dropped=d["badcookie"], kernel_rsts=d["kernel_rsts"],
-                         syncache_retransmits=d["retransmitted"],
-                         connects="%d/%d" % (r["ok"], r["total"]), connect_p99_ms=round(r["p99_ms"] or 0, 2))
+        s.figures.update(
+            sent=sent,
+            delivered=d["delivered"],
+            of_them_client=d["delivered"] - d["flood_delivered"],
+            dropped=d["badcookie"],
+            kernel_rsts=d["kernel_rsts"],
+            syncache_retransmits=d["retransmitted"],
+            connects="%d/%d" % (r["ok"], r["total"]),
+            connect_p99_ms=round(r["p99_ms"] or 0, 2),
+        )
         s.check(sent >= 0.9 * self.rate * self.seconds, "the attacker sent what was asked (>= 90%)")
         s.check(d["delivered"] >= 0.5 * sent, "most of the flood reached the server (>= 50%)")
-        s.check(d["badcookie"] >= 0.99 * d["flood_delivered"],
-                "synguard dropped every bogus ACK that arrived, in XDP (>= 99%)")
+        s.check(
+            d["badcookie"] >= 0.99 * d["flood_delivered"],
+            "synguard dropped every bogus ACK that arrived, in XDP (>= 99%)",
+        )
         # What the attacker receives now is the syncache's SYN-ACK
         # retransmissions for the SYN flood's entries, not answers.
-        s.check(d["kernel_rsts"] <= 0.01 * sent and received <= d["retransmitted"] + 0.01 * sent,
-                "nothing answers the bogus ACKs (no RST reflection)")
+        s.check(
+            d["kernel_rsts"] <= 0.01 * sent and received <= d["retransmitted"] + 0.01 * sent,
+            "nothing answers the bogus ACKs (no RST reflection)",
+        )
         s.check(r["total"] > 0 and r["ok"] == r["total"], "every real connect succeeds during the flood")
 
     def metrics(self):
         s = self.step("metrics")
-        text = self.server.sh("%s -c 'import urllib.request; print(urllib.request.urlopen("
-                              "\"http://%s/metrics\", timeout=5).read().decode())'" % (
-                                  self.server.python, METRICS)).stdout
+        text = self.server.sh(
+            "%s -c 'import urllib.request; print(urllib.request.urlopen("
+            '"http://%s/metrics", timeout=5).read().decode())\'' % (self.server.python, METRICS)
+        ).stdout
         c = self.counters()
         values = {}
         for line in text.splitlines():
             if line.startswith("synguard_") and "{" in line:
                 name = line.split("{")[0]
                 values[name] = values.get(name, 0) + float(line.rsplit(" ", 1)[1])
-        s.figures.update(series=sum(1 for l in text.splitlines() if l.startswith("synguard_")))
-        s.check(values.get("synguard_sendcookie_total", 0) >= c["sendcookie"] > 0,
-                "synguard_sendcookie_total matches `synguard status`")
-        s.check(values.get("synguard_badcookie_total", 0) >= c["badcookie"] > 0,
-                "synguard_badcookie_total matches `synguard status`")
+        s.figures.update(series=sum(1 for row in text.splitlines() if row.startswith("synguard_")))
+        s.check(
+            values.get("synguard_sendcookie_total", 0) >= c["sendcookie"] > 0,
+            "synguard_sendcookie_total matches `synguard status`",
+        )
+        s.check(
+            values.get("synguard_badcookie_total", 0) >= c["badcookie"] > 0,
+            "synguard_badcookie_total matches `synguard status`",
+        )
 
     def restart(self):
         s = self.step("kill -9 and restart")
@@ -446,8 +506,16 @@ class Suite:
         try:
             self.setup()
             self.hold()
-            for fn in (self.baseline, self.do_attach, self.syn_flood, self.ack_flood, self.metrics, self.restart,
-                       self.stop, self.established):
+            for fn in (
+                self.baseline,
+                self.do_attach,
+                self.syn_flood,
+                self.ack_flood,
+                self.metrics,
+                self.restart,
+                self.stop,
+                self.established,
+            ):
                 fn()
                 self.say(self.format(self.steps[-1]))
         finally:
@@ -472,11 +540,23 @@ class Suite:
 
     def report(self, elapsed):
         ok = all(s.ok for s in self.steps)
-        self.say("verdict: %s (%d steps, %d checks, %.0f s)" % (
-            "PASS" if ok else "FAIL", len(self.steps), sum(len(s.checks) for s in self.steps), elapsed))
-        return {"pass": ok, "seconds": round(elapsed, 1),
-                "steps": [{"name": s.name, "ok": s.ok, "figures": s.figures,
-                           "failed": [w for o, w in s.checks if not o]} for s in self.steps]}
+        self.say(
+            "verdict: %s (%d steps, %d checks, %.0f s)"
+            % ("PASS" if ok else "FAIL", len(self.steps), sum(len(s.checks) for s in self.steps), elapsed)
+        )
+        return {
+            "pass": ok,
+            "seconds": round(elapsed, 1),
+            "steps": [
+                {
+                    "name": s.name,
+                    "ok": s.ok,
+                    "figures": s.figures,
+                    "failed": [w for o, w in s.checks if not o],
+                }
+                for s in self.steps
+            ],
+        }
 
 
 def main(argv=None):
@@ -487,7 +567,9 @@ def main(argv=None):
     )
     ap.add_argument("--hosts", choices=("netns", "ssh"), default="netns")
     ap.add_argument("--ssh-config", help="ssh_config naming server, client, attacker (--hosts ssh)")
-    ap.add_argument("--server-ip", default="198.18.50.10", help="the server's address on the LAN (--hosts ssh)")
+    ap.add_argument(
+        "--server-ip", default="198.18.50.10", help="the server's address on the LAN (--hosts ssh)"
+    )
     ap.add_argument("--synguard", default="synguard", help="the CLI on the server (--hosts ssh)")
     ap.add_argument("--rate", type=int, default=20000, help="flood frames per second (default 20000)")
     ap.add_argument("--seconds", type=int, default=5, help="length of each flood (default 5)")
@@ -496,14 +578,23 @@ def main(argv=None):
     if args.hosts == "ssh":
         if not args.ssh_config:
             ap.error("--hosts ssh needs --ssh-config")
-        result = Suite(*ssh_hosts(args.ssh_config, args.synguard), args.server_ip, args.rate, args.seconds).run()
+        result = Suite(
+            *ssh_hosts(args.ssh_config, args.synguard), args.server_ip, args.rate, args.seconds
+        ).run()
     else:
-        from synguard.testbed import LanBed
+        from synguard.lab.testbed import LanBed
 
         with LanBed() as bed:
             cli = "%s -m synguard.cli" % shlex.quote(sys.executable)
-            hosts = [Host(h, ["nsenter", "--net=/run/netns/" + bed.ns[h], "sh", "-c"], cli, shlex.quote(sys.executable))
-                     for h in ("server", "client", "attacker")]
+            hosts = [
+                Host(
+                    h,
+                    ["nsenter", "--net=/run/netns/" + bed.ns[h], "sh", "-c"],
+                    cli,
+                    shlex.quote(sys.executable),
+                )
+                for h in ("server", "client", "attacker")
+            ]
             result = Suite(*hosts, bed.SERVER, args.rate, args.seconds).run()
     if args.json:
         with open(args.json, "w") as f:

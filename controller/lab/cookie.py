@@ -8,7 +8,7 @@ then the low byte itself (MSS index, window-scale index, SACK, key slot).
 import ipaddress
 import struct
 
-from . import layout
+from .. import layout
 
 _MASK = (1 << 64) - 1
 

@@ -14,7 +14,6 @@ also after a failure (use it as a context manager).
 
 import errno
 import ipaddress
-import json
 import os
 import random
 import secrets
@@ -26,7 +25,9 @@ import sys
 import threading
 import time
 
-from . import libbpf, loader, netns, packets
+from .. import host, layout, netlink, packets
+from ..runstate import RUN_DIR, pin_dir, state_path
+from . import netns
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
@@ -46,13 +47,8 @@ def xdp_stub(ns, ifname, verdict="XDP_PASS"):
 
     stub = BPF(text=b"int stub(struct xdp_md *ctx) { return %s; }" % verdict.encode())
     with netns.netns(ns):
-        libbpf.xdp_attach(loader.ifindex(ifname), stub.load_func(b"stub", BPF.XDP).fd, libbpf.XDP_FLAGS_DRV_MODE)
+        netlink.xdp_attach(netlink.ifindex(ifname), stub.load_func(b"stub", BPF.XDP).fd, "native")
     return stub
-
-
-def _ip(*args, ns=None):
-    argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def tcp_seqs(sock):
@@ -163,22 +159,20 @@ class _Bed:
 
     _procs = ()
 
-    def _remove(self, namespaces, protected):
+    def _remove(self, namespaces):
         """Kill what ran in the namespaces and delete them, then what synguard
-        may have left for the protected interfaces (pins, run state) and the
-        XDP stubs."""
+        may have left for them (pins, run state) and the XDP stubs."""
         for p in self._procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        ids = [netns.ns_id(ns) for ns in namespaces if os.path.exists(netns.ns_path(ns))]
         for ns in namespaces:
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        for ifname in protected:
-            shutil.rmtree(loader.pin_dir(ifname), ignore_errors=True)
-            try:
-                os.unlink(loader.state_path(ifname))
-            except FileNotFoundError:
-                pass
+            netns.remove(ns)
+        # What synguard keeps per namespace, whatever interface it protected.
+        for nsid in ids:
+            shutil.rmtree(os.path.join(layout.PIN_ROOT, str(nsid)), ignore_errors=True)
+            shutil.rmtree(os.path.join(RUN_DIR, str(nsid)), ignore_errors=True)
         for stub in self._stubs:
             stub.cleanup()
         self._stubs = []
@@ -200,56 +194,45 @@ class Testbed(_Bed):
         self._procs = []
 
     def up(self):
-        _ip("netns", "add", self.client_ns)
-        _ip("netns", "add", self.server_ns)
-        _ip(
-            "link",
-            "add",
-            self.server_if,
-            "netns",
+        netns.create(self.client_ns)
+        netns.create(self.server_ns)
+        netns.veth(
             self.server_ns,
-            "address",
-            "02:00:00:00:00:02",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            self.client_if,
-            "netns",
+            self.server_if,
             self.client_ns,
-            "address",
+            self.client_if,
+            "02:00:00:00:00:02",
             "02:00:00:00:00:01",
         )
         for ns, ifname, v4, v6 in (
             (self.client_ns, self.client_if, CLIENT4, CLIENT6),
             (self.server_ns, self.server_if, SERVER4, SERVER6),
         ):
-            _ip("link", "set", "lo", "up", ns=ns)
-            _ip("addr", "add", v4 + "/24", "dev", ifname, ns=ns)
-            _ip("addr", "add", v6 + "/64", "dev", ifname, "nodad", ns=ns)
-            _ip("link", "set", ifname, "up", ns=ns)
+            netns.address(ns, ifname, v4 + "/24")
+            netns.address(ns, ifname, v6 + "/64")
         self._stubs.append(xdp_stub(self.client_ns, self.client_if))
         if self.attacker:
-            _ip("netns", "add", self.attacker_ns)
-            _ip("link", "add", self.attack_if, "netns", self.server_ns, "type", "veth", "peer", "name",
-                self.attacker_if, "netns", self.attacker_ns)
-            for ns, ifname, v4 in ((self.attacker_ns, self.attacker_if, "198.18.10.1/24"),
-                                   (self.server_ns, self.attack_if, "198.18.10.2/24")):
-                _ip("link", "set", "lo", "up", ns=ns)
-                _ip("addr", "add", v4, "dev", ifname, ns=ns)
-                _ip("link", "set", ifname, "up", ns=ns)
-            _ip("route", "add", str(SPOOF_NET4), "via", "198.18.10.1", ns=self.server_ns)
+            netns.create(self.attacker_ns)
+            netns.veth(self.server_ns, self.attack_if, self.attacker_ns, self.attacker_if)
+            netns.address(self.attacker_ns, self.attacker_if, "198.18.10.1/24")
+            netns.address(self.server_ns, self.attack_if, "198.18.10.2/24")
+            netns.route(self.server_ns, str(SPOOF_NET4), "198.18.10.1")
             # The attacker drops everything that arrives, ARP requests too:
             # the server must know its MAC beforehand to answer in the kernel.
-            r = subprocess.run(["ip", "-n", self.attacker_ns, "-j", "link", "show", self.attacker_if],
-                               capture_output=True, text=True, check=True)
-            _ip("neigh", "add", "198.18.10.1", "lladdr", json.loads(r.stdout)[0]["address"], "dev",
-                self.attack_if, "nud", "permanent", ns=self.server_ns)
+            mac = netns.link_attr(self.attacker_ns, self.attacker_if, "IFLA_ADDRESS")
+            netns.neigh(self.server_ns, self.attack_if, "198.18.10.1", mac)
             # The attacker has no use for the SYN-ACKs: drop them on arrival.
             self._stubs.append(xdp_stub(self.attacker_ns, self.attacker_if, "XDP_DROP"))
 
     def down(self):
-        self._remove((self.client_ns, self.server_ns, self.attacker_ns), (self.server_if, self.attack_if))
+        self._remove((self.client_ns, self.server_ns, self.attacker_ns))
+
+    def pins(self, ifname=None):
+        """Where synguard pins for an interface of the server namespace."""
+        return pin_dir(ifname or self.server_if, netns.ns_id(self.server_ns))
+
+    def state_path(self, ifname=None):
+        return state_path(ifname or self.server_if, netns.ns_id(self.server_ns))
 
     # --- processes in the namespaces ---------------------------------------
 
@@ -294,7 +277,7 @@ class Testbed(_Bed):
 
     def sysctl(self, ns, name, value):
         with netns.netns(ns):  # /proc/sys/net follows the opening thread's namespace
-            loader.write_sysctl(name, str(value))
+            host.write_sysctl(name, str(value))
 
     # --- real clients -----------------------------------------------------
 
@@ -374,23 +357,9 @@ class FleetBed(_Bed):
     def up(self):
         ns, ifs = self.ns, self.ifs
         for name in ns.values():
-            _ip("netns", "add", name)
-            _ip("link", "set", "lo", "up", ns=name)
+            netns.create(name)
         for a, b, a_ns, b_ns in (("c", "rc", "c", "r"), ("ra", "a", "r", "a"), ("rb", "b", "r", "b")):
-            _ip(
-                "link",
-                "add",
-                ifs[a],
-                "netns",
-                ns[a_ns],
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ifs[b],
-                "netns",
-                ns[b_ns],
-            )
+            netns.veth(ns[a_ns], ifs[a], ns[b_ns], ifs[b])
         for ifname, owner, addr in (
             ("c", "c", "198.18.0.1/24"),
             ("rc", "r", "198.18.0.254/24"),
@@ -399,24 +368,23 @@ class FleetBed(_Bed):
             ("rb", "r", "198.18.3.1/30"),
             ("b", "b", "198.18.3.2/30"),
         ):
-            _ip("addr", "add", addr, "dev", ifs[ifname], ns=ns[owner])
-            _ip("link", "set", ifs[ifname], "up", ns=ns[owner])
-        _ip("route", "add", "default", "via", "198.18.0.254", ns=ns["c"])
+            netns.address(ns[owner], ifs[ifname], addr)
+        netns.route(ns["c"], "default", "198.18.0.254")
         for server, gw in (("a", "198.18.2.1"), ("b", "198.18.3.1")):
-            _ip("addr", "add", self.SERVICE + "/32", "dev", ifs[server], ns=ns[server])
-            _ip("route", "add", "default", "via", gw, ns=ns[server])
-        _ip("route", "add", self.SERVICE, "via", "198.18.3.2", ns=ns["r"])
-        _ip("route", "add", self.SERVICE, "via", "198.18.2.2", "table", "100", ns=ns["r"])
-        _ip("rule", "add", "fwmark", "1", "lookup", "100", ns=ns["r"])
+            netns.address(ns[server], ifs[server], self.SERVICE + "/32")
+            netns.route(ns[server], "default", gw)
+        netns.route(ns["r"], self.SERVICE + "/32", "198.18.3.2")
+        netns.route(ns["r"], self.SERVICE + "/32", "198.18.2.2", table=100)
+        netns.rule_fwmark(ns["r"], 1, 100)
         with netns.netns(ns["r"]):
             for name in (
                 "net.ipv4.ip_forward",
                 "net.ipv4.conf.all.rp_filter",
                 "net.ipv4.conf.default.rp_filter",
             ):
-                loader.write_sysctl(name, "1" if name.endswith("forward") else "0")
+                host.write_sysctl(name, "1" if name.endswith("forward") else "0")
             for ifname in ("rc", "ra", "rb"):  # the return path is not the way in
-                loader.write_sysctl("net.ipv4.conf.%s.rp_filter" % ifs[ifname], "0")
+                host.write_sysctl("net.ipv4.conf.%s.rp_filter" % ifs[ifname], "0")
         netns.run(
             ns["r"],
             [
@@ -433,7 +401,7 @@ class FleetBed(_Bed):
             self._stubs.append(xdp_stub(ns["r"], ifs[ifname]))
 
     def down(self):
-        self._remove(self.ns.values(), (self.ifs["a"], self.ifs["b"]))
+        self._remove(list(self.ns.values()))
 
     def attach(self, server, ports, *extra, timeout=60):
         """`synguard attach` on server ("a" or "b"); returns its Popen once protecting."""
@@ -491,24 +459,20 @@ class LanBed(_Bed):
         self._stubs = []
 
     def up(self):
-        _ip("netns", "add", self.lan_ns)
-        _ip("link", "add", "br0", "type", "bridge", ns=self.lan_ns)
-        _ip("link", "set", "br0", "up", ns=self.lan_ns)
-        for host, addr in (("server", self.SERVER), ("client", self.CLIENT), ("attacker", self.ATTACKER)):
-            ns = self.ns[host]
-            _ip("netns", "add", ns)
-            _ip("link", "set", "lo", "up", ns=ns)
-            _ip("link", "add", self.ifs[host], "netns", ns, "type", "veth", "peer", "name", self.ports[host],
-                "netns", self.lan_ns)
-            _ip("link", "set", self.ports[host], "master", "br0", "up", ns=self.lan_ns)
-            _ip("addr", "add", addr + "/24", "dev", self.ifs[host], ns=ns)
-            _ip("link", "set", self.ifs[host], "up", ns=ns)
+        netns.create(self.lan_ns)
+        netns.bridge(self.lan_ns, "br0")
+        for host_, addr in (("server", self.SERVER), ("client", self.CLIENT), ("attacker", self.ATTACKER)):
+            ns = self.ns[host_]
+            netns.create(ns)
+            netns.veth(ns, self.ifs[host_], self.lan_ns, self.ports[host_])
+            netns.up(self.lan_ns, self.ports[host_], master="br0")
+            netns.address(ns, self.ifs[host_], addr + "/24")
         # synguard's XDP_TX on the server's veth reaches the bridge only if
         # the bridge's end runs XDP too (see the module comment).
         self._stubs.append(xdp_stub(self.lan_ns, self.ports["server"]))
 
     def down(self):
-        self._remove(list(self.ns.values()) + [self.lan_ns], (self.ifs["server"],))
+        self._remove(list(self.ns.values()) + [self.lan_ns])
 
 
 class Capture:
@@ -537,37 +501,24 @@ class Capture:
         self.sock.close()
 
 
-def spoofed_syns(count, port, v6=False, seed=1):
-    """count SYN frames from random spoofed sources in the benchmarking
-    ranges, Linux-style options."""
+def _spoofed(count, port, v6, seed, segment):
+    """count frames from random spoofed sources in the benchmarking ranges;
+    segment(rng) gives each one's TCP fields beyond ports and seq."""
     rng = random.Random(seed)
     net, dst = (SPOOF_NET6, SERVER6) if v6 else (SPOOF_NET4, SERVER4)
-    opts = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
     for _ in range(count):
         src = net[rng.randrange(1, net.num_addresses - 1)]
         yield packets.tcp_frame(
-            str(src),
-            dst,
-            rng.randrange(1024, 65536),
-            port,
-            seq=rng.getrandbits(32),
-            flags=packets.SYN,
-            options=opts,
+            str(src), dst, rng.randrange(1024, 65536), port, seq=rng.getrandbits(32), **segment(rng)
         )
+
+
+def spoofed_syns(count, port, v6=False, seed=1):
+    """count SYN frames from random spoofed sources, Linux-style options."""
+    opts = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
+    return _spoofed(count, port, v6, seed, lambda rng: {"flags": packets.SYN, "options": opts})
 
 
 def forged_acks(count, port, v6=False, seed=2):
     """count ACK frames with random sequence and ack numbers (no cookie)."""
-    rng = random.Random(seed)
-    net, dst = (SPOOF_NET6, SERVER6) if v6 else (SPOOF_NET4, SERVER4)
-    for _ in range(count):
-        src = net[rng.randrange(1, net.num_addresses - 1)]
-        yield packets.tcp_frame(
-            str(src),
-            dst,
-            rng.randrange(1024, 65536),
-            port,
-            seq=rng.getrandbits(32),
-            ack=rng.getrandbits(32),
-            flags=packets.ACK,
-        )
+    return _spoofed(count, port, v6, seed, lambda rng: {"ack": rng.getrandbits(32), "flags": packets.ACK})

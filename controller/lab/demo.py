@@ -144,8 +144,8 @@ def main(argv=None):
             )
             print(
                 "verdict: %s: %d/%d real connections completed (%d during the flood), %d/%d spoofed SYNs "
-                "answered at XDP with cookie SYN-ACKs (%d held back by the reflection limit), %d/%d forged ACKs "
-                "dropped, %d accepted by the listener"
+                "answered at XDP with cookie SYN-ACKs (%d held back by the reflection limit), "
+                "%d/%d forged ACKs dropped, %d accepted by the listener"
                 % (
                     "PASS" if good else "FAIL",
                     real_ok,

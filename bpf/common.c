@@ -1,0 +1,52 @@
+/* What both hooks use that touches a map or a helper, compiled first.
+ *
+ * bcc rewrites map calls (map.lookup()) only in the source text it is
+ * given, never in included headers, and the loader hands it this file,
+ * xdp_synguard.c and tc_handoff.c as one text (one clang run, the maps made
+ * once; controller/datapath.py). So code both hooks need lives here, once;
+ * map-free code lives in the headers.
+ */
+#include <uapi/linux/bpf.h>
+#include "maps.h"
+#include "parse.h"
+
+/* Count an event of address family ipv6 (0 also for family-less ones). */
+static __always_inline void count(u32 idx, u32 ipv6)
+{
+	u64 *c;
+
+	idx += ipv6 ? SG_COUNTER_SLOTS : 0;
+	c = counters.lookup(&idx);
+	if (c)
+		*c += 1; /* per-CPU slot: no atomic needed */
+}
+
+/* The segment's 4-tuple as the socket and conntrack kfuncs take it;
+ * returns its size. */
+static __always_inline u32 sock_tuple(const struct sg_pkt *p, struct bpf_sock_tuple *t)
+{
+	if (p->ipv6) {
+		__builtin_memcpy(t->ipv6.saddr, &p->ip6->saddr, 16);
+		__builtin_memcpy(t->ipv6.daddr, &p->ip6->daddr, 16);
+		t->ipv6.sport = p->tcp->source;
+		t->ipv6.dport = p->tcp->dest;
+		return sizeof(t->ipv6);
+	}
+	t->ipv4.saddr = p->ip4->saddr;
+	t->ipv4.daddr = p->ip4->daddr;
+	t->ipv4.sport = p->tcp->source;
+	t->ipv4.dport = p->tcp->dest;
+	return sizeof(t->ipv4);
+}
+
+/* The kernel's socket for the segment's 4-tuple: the established,
+ * time-wait or request socket if there is one, else the listener; NULL if
+ * none. ctx is the XDP or the tc context (the helper takes either). The
+ * caller releases what it gets. */
+static __always_inline struct bpf_sock *lookup_sock(void *ctx, const struct sg_pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	u32 size = sock_tuple(p, &t);
+
+	return bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+}

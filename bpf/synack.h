@@ -1,0 +1,154 @@
+/* Our SYN-ACK, written in place over the client's SYN (the seed's
+ * syncache_respond). Map-free: the caller decides what it says.
+ *
+ * Options in Linux's order, so it looks like a Linux SYN-ACK to middleboxes:
+ *
+ *   MSS (4) | SACK-permitted + timestamps (12)  | NOP + window scale (4)
+ *           | or NOP NOP + SACK-permitted (4)   |
+ *           | or nothing                        |
+ */
+#ifndef SG_SYNACK_H
+#define SG_SYNACK_H
+
+#include "csum.h"
+#include "maps.h"
+#include "parse.h"
+
+/* What our SYN-ACK says, fresh from a SYN or again from an entry. */
+struct sg_synack {
+	u32 iss, ack;
+	u32 tsval, tsecr;  /* host order; used when ts */
+	u32 flowlabel;
+	u16 mss, window;
+	u8 ws_on, wscale, sack, ts, ecn, ttl;
+};
+
+/* Swap the Ethernet addresses of an L2 header: a reply's. */
+static __always_inline void swap_macs(u8 *eth)
+{
+	u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth, ETH_ALEN);
+	__builtin_memcpy(eth, eth + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(eth + ETH_ALEN, mac, ETH_ALEN);
+}
+
+/* Rewrite the frame in place into our SYN-ACK; f holds the SYN's addresses
+ * and ports. 0: ready for XDP_TX; -1: the driver cannot resize the frame
+ * (untouched); -2: the verifier's bounds (cannot happen; frame changed). */
+static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
+					u32 frame_len, const struct sg_flow *f,
+					const struct sg_synack *sa)
+{
+	u32 optlen, ip_len, tcp_len, new_len, ports;
+	u64 sum, addr_sum;
+	void *data, *data_end;
+	struct tcphdr *tcp;
+	u32 *op;
+
+	/* MSS, then SACK-permitted + timestamps (12) or NOP NOP SACK-permitted
+	 * (4), then NOP window-scale (4). */
+	optlen = 4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
+	tcp_len = sizeof(struct tcphdr) + optlen;
+	ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	new_len = l3_off + ip_len + tcp_len;
+	/* IP options, a payload or padding in the SYN are not echoed. */
+	if (new_len != frame_len &&
+	    bpf_xdp_adjust_tail(ctx, (int)new_len - (int)frame_len))
+		return -1;
+
+	/* adjust_tail invalidated every packet pointer: start again. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (l3_off > 22) /* 14 + two VLAN tags; bounds the offset for the verifier */
+		return -2;
+	if (data + sizeof(struct ethhdr) > data_end)
+		return -2;
+	swap_macs(data);
+
+	if (f->ipv6) {
+		struct ipv6hdr *ip6 = data + l3_off;
+
+		tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return -2;
+		*(__be32 *)ip6 = bpf_htonl(0x60000000 | sa->flowlabel);
+		ip6->payload_len = bpf_htons(tcp_len);
+		ip6->nexthdr = IPPROTO_TCP;
+		ip6->hop_limit = sa->ttl;
+		__builtin_memcpy(&ip6->saddr, &f->w[2], 16);
+		__builtin_memcpy(&ip6->daddr, &f->w[0], 16);
+		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32) +
+			   (f->w[1] & 0xffffffff) + (f->w[1] >> 32) +
+			   (f->w[2] & 0xffffffff) + (f->w[2] >> 32) +
+			   (f->w[3] & 0xffffffff) + (f->w[3] >> 32);
+		ports = (u32)f->w[4];
+	} else {
+		struct iphdr *ip = data + l3_off;
+
+		tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return -2;
+		*(u16 *)ip = bpf_htons(0x4500); /* version 4, ihl 5, tos 0 */
+		ip->tot_len = bpf_htons(ip_len + tcp_len);
+		ip->id = 0;
+		ip->frag_off = bpf_htons(SG_IP_DF);
+		ip->ttl = sa->ttl;
+		ip->protocol = IPPROTO_TCP;
+		ip->saddr = f->w[0] >> 32;
+		ip->daddr = (u32)f->w[0];
+		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32);
+		ip->check = sg_csum_fold(bpf_htons(0x4500) +
+					 bpf_htons(ip_len + tcp_len) +
+					 bpf_htons(SG_IP_DF) +
+					 bpf_htons((u16)sa->ttl << 8 | IPPROTO_TCP) +
+					 addr_sum);
+		ports = (u32)f->w[1];
+	}
+
+	/* TCP header: ports swapped. */
+	*(u32 *)tcp = ports >> 16 | ports << 16;
+	tcp->seq = bpf_htonl(sa->iss);
+	tcp->ack_seq = bpf_htonl(sa->ack);
+	/* ECE without CWR: the ECN-setup SYN-ACK of RFC 3168 6.1.1. */
+	*((u16 *)tcp + 6) = bpf_htons((tcp_len / 4) << 12 | SG_TH_SYN | SG_TH_ACK |
+				      (sa->ecn ? SG_TH_ECE : 0));
+	tcp->window = bpf_htons(sa->window);
+	tcp->urg_ptr = 0;
+	sum = sg_csum_pseudo(addr_sum, tcp_len) + ports + tcp->seq +
+	      tcp->ack_seq + *((u16 *)tcp + 6) + tcp->window;
+
+	/* Options, one 32-bit word at a time, each checked against the end. */
+	op = (void *)(tcp + 1);
+	if ((void *)(op + 1) > data_end)
+		return -2;
+	op[0] = bpf_htonl(SG_OPT_MSS << 24 | 4 << 16 | sa->mss);
+	sum += op[0];
+	if (sa->ts) {
+		if ((void *)(op + 4) > data_end)
+			return -2;
+		op[1] = bpf_htonl(sa->sack ? 0x0402080a : 0x0101080a);
+		op[2] = bpf_htonl(sa->tsval);
+		op[3] = bpf_htonl(sa->tsecr);
+		sum += (u64)op[1] + op[2] + op[3];
+		op += 4;
+	} else if (sa->sack) {
+		if ((void *)(op + 2) > data_end)
+			return -2;
+		op[1] = bpf_htonl(0x01010402);
+		sum += op[1];
+		op += 2;
+	} else {
+		op += 1;
+	}
+	if (sa->ws_on) {
+		if ((void *)(op + 1) > data_end)
+			return -2;
+		*op = bpf_htonl(0x01030300 | sa->wscale);
+		sum += *op;
+	}
+	tcp->check = sg_csum_fold(sum);
+	return 0;
+}
+
+#endif /* SG_SYNACK_H */

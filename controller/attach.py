@@ -1,0 +1,473 @@
+"""Attach, adopt and detach: putting the data path on an interface and
+taking it off, so that a failure never leaves the interface worse than it
+was.
+
+attach() first checks everything that can be checked without touching the
+interface (the name, privileges, bcc, the kernel's kfunc, the driver's XDP,
+what is attached now, the firewall), then builds the new data path on the
+side (compiled, loaded, configured, pinned in a staging directory), and
+only then changes the interface: sysctls, tc, XDP, each step with its undo.
+If any step fails, the undos run in reverse, so XDP and tc are exactly as
+before (a program that --force replaced is put back) and the error is
+raised. A data path left attached by a controller that is gone is adopted
+instead when it was built from the same sources.
+"""
+
+import errno
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import datapath, firewall, host, kernelconf, kfunc, layout, libbpf, netlink
+from .datapath import TC_PROG, XDP_PROG
+from .runstate import ControllerLock, RunState, pid_ns, pin_dir, remove_state, staging_dir, valid_ifname
+
+# Our filter's place on the ingress hook: handle 1, priority "SG".
+TC_HANDLE, TC_PRIORITY = 1, 0x5347
+
+
+class AttachError(Exception):
+    """Bad input or a refused attach: reported as one line, exit code 2."""
+
+
+@dataclass
+class Request:
+    """What `synguard attach` was asked to do."""
+
+    ifname: str
+    ports: list
+    mode: str = "auto"  # auto | native | generic
+    force: bool = False
+    rotate_seconds: float = 16.0
+    metrics_addr: str = ""
+    settings: dict = field(default_factory=dict)  # sg_config field: value
+    conntrack: str = "auto"  # firewall.OPTIONS
+
+
+@dataclass
+class Attached:
+    """A data path on the interface, and the controller's hold on it."""
+
+    dp: object  # datapath.Datapath, or datapath.Adopted
+    maps: object
+    state: RunState
+    lock: ControllerLock
+    adopted: bool = False
+    notes: list = field(default_factory=list)  # what attach changed on the host, for the log
+
+    def close(self):
+        self.maps.close()
+        self.dp.close()
+        self.lock.close()
+
+
+@dataclass
+class OnInterface:
+    """What is on the interface now, read before anything is changed."""
+
+    ifindex: int
+    xdp_id: int
+    xdp_mode: str
+    tc_id: int
+    state: RunState
+    pinned: dict  # program name: id of the pins in this interface's directory
+
+    @property
+    def ours(self):
+        """The XDP program is one synguard pinned for this interface."""
+        return bool(self.xdp_id) and self.xdp_id == self.pinned.get(XDP_PROG)
+
+
+def check_interface(ifname):
+    """Refuse what cannot be attached; returns the ifindex."""
+    if not valid_ifname(ifname):
+        raise AttachError("invalid interface name %r" % ifname)
+    idx = netlink.ifindex(ifname)
+    if not idx:
+        raise AttachError("no interface named %s in this network namespace" % ifname)
+    return idx
+
+
+def check_kernel():
+    if os.geteuid() != 0:
+        raise AttachError("attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW)")
+    try:
+        import bcc  # noqa: F401  (checked before anything is touched)
+    except ImportError:
+        raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)") from None
+    try:
+        has_kfunc = kfunc.btf_func_id(datapath.KFUNC) is not None
+    except kfunc.KfuncError as e:
+        raise AttachError(str(e)) from None
+    if not has_kfunc:
+        raise AttachError(
+            "kernel %s lacks %s: synguard needs Linux >= 6.9 with BTF" % (os.uname().release, datapath.KFUNC)
+        )
+
+
+def inspect(ifname, idx):
+    xdp_id, xdp_mode = netlink.xdp_query(idx)
+    return OnInterface(
+        idx,
+        xdp_id,
+        xdp_mode,
+        netlink.tc_query(idx, TC_HANDLE, TC_PRIORITY),
+        RunState.load(ifname),
+        datapath.pinned_ids(pin_dir(ifname)),
+    )
+
+
+def pick_mode(req, on):
+    """The XDP mode to attach in, decided before touching anything."""
+    native = netlink.native_xdp(on.ifindex)
+    if req.mode == "native" and native is False:
+        raise AttachError(
+            "the driver of %s has no native XDP (its XDP features lack BASIC): use --mode generic"
+            % req.ifname
+        )
+    if req.mode == "auto":
+        return "generic" if native is False else "native"
+    return req.mode
+
+
+def check_place(req, on):
+    """Refuse to take over what is not ours unless told to."""
+    if on.tc_id and on.tc_id != on.pinned.get(TC_PROG):
+        raise AttachError(
+            "%s has a tc ingress filter at synguard's place (handle %d, priority 0x%x, program id %d) "
+            "that is not synguard's: remove it first (tc filter del dev %s ingress pref %d)"
+            % (req.ifname, TC_HANDLE, TC_PRIORITY, on.tc_id, req.ifname, TC_PRIORITY)
+        )
+    if on.xdp_id and not on.ours and not req.force:
+        raise AttachError(
+            "%s already has an XDP program (id %d%s); --force replaces it"
+            % (req.ifname, on.xdp_id, _named(on.xdp_id))
+        )
+
+
+def _named(prog_id):
+    name = libbpf.prog_name(prog_id)
+    return ", %r" % name if name else ""
+
+
+def attach(req, rotator):
+    """Load, pin and attach; or adopt what a controller that died left
+    attached. rotator(secrets map) is the key source. Returns Attached."""
+    idx = check_interface(req.ifname)
+    check_kernel()
+    try:
+        lock = ControllerLock(req.ifname)
+    except FileExistsError:
+        state = RunState.load(req.ifname)
+        raise AttachError(
+            "%s is already protected by a running synguard%s"
+            % (req.ifname, " (pid %d)" % state.pid if state else "")
+        ) from None
+    try:
+        host.ensure_bpffs()
+        on = inspect(req.ifname, idx)
+        if on.ours and adoptable(on):
+            return adopt(req, on, lock)
+        check_place(req, on)
+        mode = pick_mode(req, on)
+        return _attach_new(req, on, mode, check_firewall(req), rotator, lock)
+    except BaseException:
+        lock.close()
+        raise
+
+
+def check_firewall(req):
+    try:
+        return firewall.check(req.ports, req.ifname, req.conntrack)
+    except firewall.FirewallRefusal as e:
+        raise AttachError(str(e)) from None
+
+
+def adoptable(on):
+    """A complete data path whose controller is gone, built from our sources."""
+    st = on.state
+    return bool(
+        st
+        and st.phase == "protecting"
+        and st.source_hash == datapath.source_hash()
+        and on.xdp_id == st.xdp_prog_id
+        and on.tc_id == st.tc_prog_id == on.pinned.get(TC_PROG)
+        and on.pinned.get(datapath.DROP_PROG)
+    )
+
+
+def adopt(req, on, lock):
+    """Take over a data path left attached: keep its keys (cookies already
+    sent stay valid), its syncache and its counters; apply this attach's
+    ports and settings."""
+    state = on.state
+    dp = datapath.Adopted(state.pins)
+    try:
+        maps = dp.open_maps()
+    except BaseException:
+        dp.close()
+        raise
+    try:
+        size = maps.syncache.max_entries
+        if req.settings.get("cachelimit", 0) > size:
+            raise AttachError(
+                "cachelimit can grow to %d while the data path stays attached; "
+                "synguard detach %s first for more" % (size, req.ifname)
+            )
+        fw = check_firewall(req)
+        if fw.insert and not state.conntrack_built:
+            raise AttachError(
+                "the firewall now needs conntrack entries (%s), which the data path left attached "
+                "cannot make: synguard detach %s first" % (fw.reason, req.ifname)
+            )
+        old = maps.config.lookup(0)
+        mtu = netlink.link_attrs(on.ifindex)["mtu"]
+        cfg = kernelconf.derive(mtu, req.settings, prefix_seed=old.prefix_seed)
+        cfg.flags = fw.config_flags(cfg.flags)
+        maps.config.update(0, cfg)
+        maps.set_ports(req.ports)
+        notes = fw.apply(state.sysctls)
+    except BaseException:
+        maps.close()
+        dp.close()
+        raise
+    state.pid, state.pid_ns = os.getpid(), pid_ns()
+    state.ports = sorted(req.ports)
+    state.rotate_seconds = req.rotate_seconds
+    state.metrics_addr = req.metrics_addr
+    state.save()
+    return Attached(dp, maps, state, lock, adopted=True, notes=notes)
+
+
+class _Undo:
+    """Undo steps, run newest first; each runs even if an earlier one fails."""
+
+    def __init__(self):
+        self.steps = []
+
+    def push(self, fn, *args):
+        self.steps.append((fn, args))
+
+    def run(self):
+        while self.steps:
+            fn, args = self.steps.pop()
+            try:
+                fn(*args)
+            except Exception:
+                pass
+
+
+def _attach_new(req, on, mode, fw, rotator, lock):
+    pins = pin_dir(req.ifname)
+    staging = staging_dir(pins)
+    shutil.rmtree(staging, ignore_errors=True)
+    state = RunState(
+        req.ifname,
+        on.ifindex,
+        host.netns_id(),
+        os.getpid(),
+        mode,
+        sorted(req.ports),
+        req.rotate_seconds,
+        metrics_addr=req.metrics_addr,
+        source_hash=datapath.source_hash(),
+    )
+    undo = _Undo()
+    held = []  # fds of programs we may have to put back
+    notes = []
+    dp = maps = None
+    try:
+        # 1. The new data path, beside whatever runs now.
+        cachelimit = req.settings.get("cachelimit", layout.SYNCACHE_DEFAULTS["cachelimit"])
+        undo.push(shutil.rmtree, staging, True)
+        # With the conntrack code wherever it can load, so that a firewall
+        # that appears later can be met without a restart (daemon.py).
+        state.conntrack_built = fw.insert or not firewall.can_insert()
+        dp = datapath.Datapath(staging, layout.syncache_map_size(cachelimit), state.conntrack_built)
+        maps = dp.open_maps()
+        mtu = netlink.link_attrs(on.ifindex)["mtu"]
+        cfg = kernelconf.derive(mtu, req.settings)
+        cfg.flags = fw.config_flags(cfg.flags)
+        maps.config.update(0, cfg)
+        maps.set_ports(req.ports)
+        rotator(maps.secrets).install_initial()
+        dp.pin_programs()
+
+        # 2. The host: sysctls the hand-off needs, set back on detach.
+        undo.push(host.restore_sysctls, state.sysctls)
+        # The kernel drops a request socket the hand-off made while this is 0.
+        if _syncookies_off() and host.set_sysctl("net.ipv4.tcp_syncookies", "1", state.sysctls):
+            notes.append("set net.ipv4.tcp_syncookies=1 (the hand-off needs it; restored on detach)")
+        notes += fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
+        undo.push(state.remove)
+        state.save()  # from here on, `synguard detach` knows what to undo
+
+        # 3. tc first: no validated ACK may arrive before the hand-off exists.
+        state.created_clsact = netlink.clsact_create(on.ifindex)
+        if state.created_clsact:
+            undo.push(netlink.clsact_destroy, on.ifindex)
+        if on.tc_id:  # a stale synguard filter (check_place): replaced in one step
+            held.append(_pinned_fd(pins, TC_PROG))
+            netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY, replace=True)
+            undo.push(netlink.tc_attach, on.ifindex, held[-1], TC_PROG, TC_HANDLE, TC_PRIORITY, True)
+        else:
+            netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY)
+            undo.push(netlink.tc_detach, on.ifindex, TC_HANDLE, TC_PRIORITY)
+
+        # 4. XDP: in place of what was there, atomically where the mode allows.
+        state.mode = _swap_xdp(on, dp.xdp_fd, mode, pins, undo, held)
+
+        # 5. Check, and move the pins where status, detach and a restart look.
+        now_xdp = netlink.xdp_query(on.ifindex)
+        now_tc = netlink.tc_query(on.ifindex, TC_HANDLE, TC_PRIORITY)
+        if now_xdp != (dp.ids[XDP_PROG], state.mode) or now_tc != dp.ids[TC_PROG]:
+            raise OSError(errno.EAGAIN, "the programs on %s changed while attaching" % req.ifname)
+        shutil.rmtree(pins, ignore_errors=True)
+        os.rename(staging, pins)
+        dp.pins = pins
+        state.xdp_prog_id, state.tc_prog_id = dp.ids[XDP_PROG], dp.ids[TC_PROG]
+        state.phase = "protecting"
+        state.save()
+    except BaseException as e:
+        undo.run()
+        if maps:
+            maps.close()
+        if dp:
+            dp.close()
+        if isinstance(e, (OSError, AttachError, datapath.LoadError)):
+            why = e.strerror or str(e) if isinstance(e, OSError) else str(e)
+            raise AttachError("attach failed, %s left as it was: %s" % (req.ifname, why)) from e
+        raise
+    finally:
+        for fd in held:
+            if fd is not None:
+                os.close(fd)
+    return Attached(dp, maps, state, lock, notes=notes)
+
+
+def _syncookies_off():
+    return host.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0] == "0"
+
+
+def _pinned_fd(pins, name):
+    try:
+        return libbpf.obj_get(os.path.join(pins, datapath.PROG_PINS[name]))
+    except OSError:
+        return None
+
+
+def _prog_fd(on, pins):
+    """An fd of the XDP program attached now, to put it back on failure:
+    from our pins, else by id (that needs CAP_SYS_ADMIN)."""
+    fd = _pinned_fd(pins, XDP_PROG) if on.ours else None
+    if fd is None:
+        try:
+            fd = libbpf.prog_fd_by_id(on.xdp_id)
+        except OSError:
+            return None
+    return fd
+
+
+def _swap_xdp(on, fd, mode, pins, undo, held):
+    """Our XDP program on in mode, in place of what is there; its undo
+    puts that back."""
+    if on.xdp_id:
+        old_fd = _prog_fd(on, pins)
+        if old_fd is None:
+            raise AttachError(
+                "cannot hold the XDP program now on the interface (id %d) to put it back if attach "
+                "fails: that needs CAP_SYS_ADMIN" % on.xdp_id
+            )
+        held.append(old_fd)
+        if on.xdp_mode == mode:
+            try:
+                netlink.xdp_attach(on.ifindex, fd, mode, expected_fd=old_fd)
+            except OSError as e:
+                raise _xdp_refused(mode, e) from e
+            undo.push(netlink.xdp_attach, on.ifindex, old_fd, mode, fd)
+            return mode
+        # The kernel holds one mode at a time: the old program goes, then ours.
+        netlink.xdp_detach(on.ifindex, on.xdp_mode, expected_fd=old_fd)
+        undo.push(netlink.xdp_attach, on.ifindex, old_fd, on.xdp_mode)
+    try:
+        netlink.xdp_attach(on.ifindex, fd, mode)
+    except OSError as e:
+        raise _xdp_refused(mode, e) from e
+    undo.push(netlink.xdp_detach, on.ifindex, mode)
+    return mode
+
+
+def _xdp_refused(mode, e):
+    if e.errno == errno.EBUSY:
+        return AttachError("another XDP program took the interface meanwhile; --force replaces it")
+    return AttachError("the driver refused XDP in %s mode: %s" % (mode, e.strerror or e))
+
+
+def detach(ifname, state=None):
+    """Remove what synguard attached to ifname in this network namespace:
+    our XDP program, our tc filter, the clsact qdisc if we created it, the
+    pins, the run state, and set the sysctls back. Only what is ours (by the
+    pinned and recorded program ids) is removed. Returns a line saying what
+    was done, '' if there was nothing."""
+    state = state or RunState.load(ifname)
+    pins = pin_dir(ifname)
+    ids = datapath.pinned_ids(pins)
+    ours = {ids[XDP_PROG], ids[TC_PROG]} | ({state.xdp_prog_id, state.tc_prog_id} if state else set())
+    ours.discard(0)
+    removed = []
+    idx = netlink.ifindex(ifname)
+    if idx and (not state or state.ifindex == idx):
+        xdp_id, mode = netlink.xdp_query(idx)
+        if xdp_id and xdp_id in ours:
+            netlink.xdp_detach(idx, mode)
+            removed.append("XDP program %d" % xdp_id)
+        tc_id = netlink.tc_query(idx, TC_HANDLE, TC_PRIORITY)
+        if tc_id and tc_id in ours:
+            netlink.tc_detach(idx, TC_HANDLE, TC_PRIORITY)
+            removed.append("tc filter %d" % tc_id)
+        if state and state.created_clsact:
+            try:
+                netlink.clsact_destroy(idx)
+                removed.append("the clsact qdisc")
+            except OSError:
+                pass
+    restored = host.restore_sysctls(state.sysctls) if state else []
+    for d in (pins, staging_dir(pins)):
+        if os.path.isdir(d):
+            shutil.rmtree(d, ignore_errors=True)
+            if d == pins:
+                removed.append("the pins")
+    for d in (os.path.dirname(pins), layout.PIN_ROOT):
+        try:
+            os.rmdir(d)  # only when no other interface is protected
+        except OSError:
+            pass
+    if remove_state(ifname):
+        removed.append("the run state")
+    said = []
+    if removed:
+        said.append("removed " + ", ".join(removed))
+    if restored:
+        said.append("set back " + ", ".join(restored))
+    return "; ".join(said)
+
+
+def stop_controller(state, timeout=5.0):
+    """Ask a running controller to detach itself (SIGTERM) and wait for it.
+    True if it stopped."""
+    if not state.same_pid_ns():
+        raise AttachError(
+            "the controller of %s runs in another PID namespace (a container?): stop it there" % state.ifname
+        )
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not state.controller_alive():
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,112 @@
+"""The data path's programs: compiled with bcc, loaded, pinned.
+
+The hooks' files are compiled as one bcc module (common.c first): one clang
+run, and the maps are made once. Compiled apart, the second module would
+re-open the first one's pinned maps, which bcc does by map id and that
+needs CAP_SYS_ADMIN. The programs are pinned beside the maps, so that
+another process can tell whether what is attached is ours (by program id,
+which needs no CAP_SYS_ADMIN) and a restarted controller can adopt it
+without compiling. Nothing is attached here (attach.py does that).
+"""
+
+import hashlib
+import os
+
+from . import kfunc, layout, libbpf
+from .maps import Maps
+
+SOURCES = ("common.c", "xdp_synguard.c", "tc_handoff.c")
+XDP_PROG = "synguard_xdp"
+TC_PROG = "synguard_tc"
+DROP_PROG = "synguard_syncache_drop"
+PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", DROP_PROG: "prog_syncache_drop"}
+KFUNC = "bpf_sk_assign_tcp_reqsk"
+
+
+def cflags(pins, syncache_max, conntrack=False):
+    """conntrack: the tc program also makes the conntrack entry of each
+    connection it hands off (firewall.py decides)."""
+    return [
+        "-I%s" % layout.bpf_dir(),
+        '-DSG_PIN_DIR="%s"' % pins,
+        "-DSG_SYNCACHE_MAX=%d" % syncache_max,
+        "-Wno-unused-function",
+        "-Wno-compare-distinct-pointer-types",
+    ] + (["-DSG_CONNTRACK"] if conntrack else [])
+
+
+def source_text():
+    """The C that bcc compiles: the sources in order, each behind a #line
+    so that compiler messages name the right file and line."""
+    src = layout.bpf_dir()
+    return "".join('#line 1 "%s"\n%s\n' % (src / name, (src / name).read_text()) for name in SOURCES)
+
+
+def source_hash():
+    """Identifies the data path's C sources: a controller only adopts
+    programs built from the sources it would build itself."""
+    h = hashlib.sha256()
+    for path in sorted(layout.bpf_dir().iterdir()):
+        if path.suffix in (".c", ".h"):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def pinned_ids(pins):
+    """{program name: id} of the programs pinned under pins (0: none)."""
+    return {name: libbpf.pinned_prog_id(os.path.join(pins, pin)) for name, pin in PROG_PINS.items()}
+
+
+class LoadError(Exception):
+    """bcc could not compile the data path, or the kernel refused to load it
+    (bcc has printed clang's or the verifier's words on stderr)."""
+
+
+class Datapath:
+    """The programs compiled and loaded, their maps pinned under pins."""
+
+    def __init__(self, pins, syncache_max=65536, conntrack=False):
+        from bcc import BPF
+
+        self.pins = pins
+        self.conntrack = conntrack
+        os.makedirs(pins, exist_ok=True)
+        try:
+            self.bpf = BPF(text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack))
+        except Exception as e:  # bcc raises plain Exception
+            raise LoadError("bcc could not compile the data path (%s)" % e) from e
+        try:
+            self.xdp_fd = self.bpf.load_func(XDP_PROG.encode(), BPF.XDP).fd
+            self.drop_fd = self.bpf.load_func(DROP_PROG.encode(), BPF.XDP).fd
+            self.tc_fd = kfunc.load(self.bpf, TC_PROG, BPF.SCHED_CLS)
+        except (Exception, kfunc.KfuncError) as e:
+            self.bpf.cleanup()
+            raise LoadError("the kernel refused the data path: %s" % e) from e
+        self.ids = {XDP_PROG: libbpf.prog_id(self.xdp_fd), TC_PROG: libbpf.prog_id(self.tc_fd)}
+
+    def open_maps(self):
+        return Maps(self.pins)
+
+    def pin_programs(self):
+        for name, fd in ((XDP_PROG, self.xdp_fd), (TC_PROG, self.tc_fd), (DROP_PROG, self.drop_fd)):
+            libbpf.obj_pin(fd, os.path.join(self.pins, PROG_PINS[name]))
+
+    def close(self):
+        if TC_PROG.encode() not in self.bpf.funcs:  # loaded by libbpf (kfunc.load), not bcc
+            os.close(self.tc_fd)
+        self.bpf.cleanup()
+
+
+class Adopted:
+    """A data path left attached by a controller that is gone: the pinned
+    maps and the pinned drop program, nothing compiled."""
+
+    def __init__(self, pins):
+        self.pins = pins
+        self.drop_fd = libbpf.obj_get(os.path.join(pins, PROG_PINS[DROP_PROG]))
+
+    def open_maps(self):
+        return Maps(self.pins)
+
+    def close(self):
+        os.close(self.drop_fd)

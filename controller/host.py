@@ -1,0 +1,150 @@
+"""The host around the data path: sysctls, bpffs, namespaces.
+
+What synguard reads of the host and the little it changes: a sysctl it
+sets while attached (and sets back on detach), bpffs where it is missing,
+and, when started by `ip netns exec`, the mount namespace it pins in.
+Everything here acts in the calling thread's network namespace
+(/proc/sys/net and /proc/thread-self follow it).
+"""
+
+import ctypes
+import os
+
+BPF_FS_MAGIC = 0xCAFE4A11
+BPFFS = "/sys/fs/bpf"
+CLONE_NEWNS = 0x00020000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _sysctl_path(name):
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+def read_sysctl(name, default=None):
+    """The sysctl's value split into words, or default if there is none."""
+    try:
+        with open(_sysctl_path(name)) as f:
+            return f.read().split()
+    except OSError:
+        return default
+
+
+def write_sysctl(name, value):
+    with open(_sysctl_path(name), "w") as f:
+        f.write(value)
+
+
+def set_sysctl(name, value, changed):
+    """Set sysctl name to value while attached, recording in `changed`
+    ({name: value before}, the run state's) what detach sets back. A no-op
+    when it already has that value."""
+    before = read_sysctl(name)
+    if before is None or before == [value]:
+        return False
+    changed.setdefault(name, " ".join(before))
+    write_sysctl(name, value)
+    return True
+
+
+def restore_sysctls(changed):
+    """Set back what set_sysctl changed; returns ['name=value', ...]."""
+    done = []
+    for name, value in changed.items():
+        try:
+            write_sysctl(name, value)
+            done.append("%s=%s" % (name, value))
+        except OSError:
+            pass  # the namespace is gone, or the module was unloaded
+    return done
+
+
+def netns_id():
+    """The network namespace's inode, as `stat -L /proc/self/ns/net` shows
+    it: what pins and run state are keyed by, so that two namespaces may
+    each protect their own eth0."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def fs_magic(path):
+    class StatFs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+    buf = StatFs()
+    if _libc.statfs(path.encode(), ctypes.byref(buf)) != 0:
+        return 0
+    return buf.f_type & 0xFFFFFFFF
+
+
+def _mount_ns(pid):
+    try:
+        return os.stat("/proc/%s/ns/mnt" % pid).st_ino
+    except OSError:
+        return None
+
+
+def _parent(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _outer_mounts():
+    """The nearest ancestor process in another mount namespace (the shell
+    that ran `ip netns exec`), else PID 1; None if none can be seen."""
+    own, pid = _mount_ns("self"), os.getppid()
+    while pid > 1:
+        ns = _mount_ns(pid)
+        if ns is None:
+            break
+        if ns != own:
+            return pid
+        pid = _parent(pid)
+    return 1 if _mount_ns(1) not in (None, own) else None
+
+
+def join_host_mounts():
+    """`ip netns exec` runs a command in a mount namespace of its own, with a
+    fresh /sys and a fresh bpffs on /sys/fs/bpf: pins made there are gone
+    when the command ends, and a later `synguard status` would never find
+    them. So when this process's /sys/fs/bpf is not the one of the mount
+    namespace around it (its nearest ancestor in another one: the shell
+    that ran `ip netns exec`), enter that one, staying in the same
+    directory; there the pins are where every command sees them. Must run
+    while the process has one thread. Returns True if it moved; OSError if
+    it could not (that needs CAP_SYS_ADMIN). Where no such ancestor can be
+    seen (a service with few capabilities, a container) nothing is done."""
+    pid = _outer_mounts()
+    if pid is None:
+        return False
+    try:
+        if os.stat(BPFFS).st_dev == os.stat("/proc/%d/root%s" % (pid, BPFFS)).st_dev:
+            return False
+    except OSError:
+        return False
+    cwd = os.getcwd()
+    fd = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNS) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "cannot enter the mount namespace around it: %s" % os.strerror(err))
+    finally:
+        os.close(fd)
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
+    return True
+
+
+def ensure_bpffs(root=BPFFS):
+    """Mount bpffs at root if it is not there (many hosts never mount it)."""
+    if fs_magic(root) == BPF_FS_MAGIC:
+        return False
+    os.makedirs(root, exist_ok=True)
+    if _libc.mount(b"bpf", root.encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "mount bpffs at %s: %s" % (root, os.strerror(err)))
+    return True

@@ -1,0 +1,93 @@
+"""Set-up shared by the tests, the benchmarks and the soak: the data path
+compiled once with private pins, run with BPF_PROG_TEST_RUN inside a
+namespace that has a real dual-stack listener (the programs' socket lookups
+then find what they would on a server), and a running controller's status."""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+
+from .. import host, layout
+from ..datapath import Datapath
+from ..keys import KeyRotator
+from . import netns
+
+PORT = 8080
+# An interface's config as attach would derive it (MTU 1500, Linux's options).
+CONFIG = dict(
+    mss4=1460,
+    mss6=1440,
+    window=65535,
+    wscale=7,
+    ttl=64,
+    flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
+)
+# The maps the data path changes as it runs (the others are the controller's).
+RUNTIME_MAPS = (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets", b"synack_tat")
+
+
+@contextlib.contextmanager
+def listening_namespace(prefix, port=PORT):
+    """A private network namespace with lo up and a dual-stack listener on
+    port; yields its name and removes it afterwards."""
+    name = "%s-%s" % (prefix, secrets.token_hex(3))
+    netns.create(name)
+    try:
+        with netns.netns(name):
+            listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind(("::", port))
+            listener.listen(64)
+            yield name
+        finally:
+            listener.close()
+    finally:
+        netns.remove(name)
+
+
+@contextlib.contextmanager
+def compiled(prefix, syncache_max=65536):
+    """(Datapath, Maps) with pins in a directory of their own; removed after."""
+    host.ensure_bpffs()
+    pins = os.path.join(layout.PIN_ROOT, "%s-%s" % (prefix, secrets.token_hex(3)))
+    dp = Datapath(pins, syncache_max)
+    maps = dp.open_maps()
+    try:
+        yield dp, maps
+    finally:
+        maps.close()
+        dp.close()
+        shutil.rmtree(pins, ignore_errors=True)
+        try:
+            os.rmdir(layout.PIN_ROOT)
+        except OSError:
+            pass
+
+
+def clear(dp):
+    """Empty syncache, no pause, no recent hand-offs, fresh rate limits."""
+    for name in RUNTIME_MAPS:
+        dp.bpf[name].clear()
+
+
+def configure(dp, maps, ports=(PORT,), keys=True, **config):
+    """The data path as after attach: config (the seed's defaults unless
+    given), ports, fresh keys (unless keys=False: cookies made before stay
+    valid), and nothing the data path made before."""
+    maps.config.update(0, layout.Config(**{**CONFIG, **layout.SETTING_DEFAULTS, **config}).derive())
+    maps.set_ports(list(ports))
+    if keys:
+        KeyRotator(maps.secrets).install_initial()
+    clear(dp)
+
+
+def status(bed, *args):
+    """`synguard status --json` of a running controller in bed's server
+    namespace, which must say protected (exit 0)."""
+    r = bed.synguard_run("status", bed.server_if, "--json", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

@@ -1,0 +1,168 @@
+"""Where one protected interface's things live, and what attach put there.
+
+Everything is keyed by network namespace (its inode, host.netns_id()) and
+interface name, so that namespaces can each protect their own eth0:
+
+    /sys/fs/bpf/synguard/NETNS/IFACE/   the maps and programs (pins; a dot
+                                        in IFACE becomes ':', as bpffs wants)
+    /run/synguard/NETNS/IFACE.json      the run state: what attach did
+    /run/synguard/NETNS/IFACE.lock      held (flock) while a controller runs
+
+The lock tells whether the controller is alive without trusting a pid,
+also from another PID namespace (a container) and after the pid is reused.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import layout
+from .host import netns_id
+
+RUN_DIR = "/run/synguard"
+
+
+def valid_ifname(name):
+    # Interface names become part of paths and of a -D string for clang.
+    return 0 < len(name) < 16 and all(c.isalnum() or c in "._-@" for c in name) and name not in (".", "..")
+
+
+def pin_dir(ifname, netns=None):
+    # bpffs refuses names with a dot (eth0.100); ':' is never in an interface name.
+    return os.path.join(layout.PIN_ROOT, str(netns or netns_id()), ifname.replace(".", ":"))
+
+
+def staging_dir(pins):
+    """Where attach builds a new data path before it swaps it in."""
+    return pins + ":new"
+
+
+def state_path(ifname, netns=None):
+    return os.path.join(RUN_DIR, str(netns or netns_id()), ifname + ".json")
+
+
+def pid_ns():
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+@dataclass
+class RunState:
+    """What one `synguard attach` put on an interface (the run-state file)."""
+
+    ifname: str
+    ifindex: int
+    netns: int
+    pid: int
+    mode: str
+    ports: list
+    rotate_seconds: float
+    phase: str = "attaching"  # "protecting" once XDP and tc are on
+    xdp_prog_id: int = 0
+    tc_prog_id: int = 0
+    created_clsact: bool = False
+    conntrack_built: bool = False  # the tc program can make conntrack entries
+    metrics_addr: str = ""
+    sysctls: dict = field(default_factory=dict)  # name: value before attach changed it
+    source_hash: str = ""
+    pid_ns: int = field(default_factory=pid_ns)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def path(self):
+        return state_path(self.ifname, self.netns)
+
+    @property
+    def pins(self):
+        return pin_dir(self.ifname, self.netns)
+
+    def save(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f)
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, ifname):
+        """The run state of ifname in this network namespace, or None."""
+        try:
+            with open(state_path(ifname)) as f:
+                return cls(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def remove(self):
+        _remove(self.path)
+
+    def controller_alive(self):
+        """A controller holds this interface's lock (this process counts)."""
+        return controller_lock_held(self.path)
+
+    def same_pid_ns(self):
+        return self.pid_ns == pid_ns()
+
+
+def _remove(path):
+    """Remove a run-state file and its lock; True if the file was there."""
+    try:
+        os.unlink(_lock_path(path))
+    except FileNotFoundError:
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    try:
+        os.rmdir(os.path.dirname(path))  # the namespace's last interface
+    except OSError:
+        pass
+    return True
+
+
+def remove_state(ifname):
+    return _remove(state_path(ifname))
+
+
+def _lock_path(state_file):
+    return state_file[: -len(".json")] + ".lock"
+
+
+class ControllerLock:
+    """The controller's claim on an interface: an exclusive flock held for
+    its lifetime, released by the kernel however the process ends."""
+
+    def __init__(self, ifname):
+        path = _lock_path(state_path(ifname))
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise FileExistsError(errno.EEXIST, "another synguard controller holds %s" % path) from None
+            raise
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def controller_lock_held(state_file):
+    try:
+        fd = os.open(_lock_path(state_file), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # also drops the lock we may just have taken
+    return False

@@ -1,0 +1,43 @@
+"""controller/layout.py mirrors the C structs with ctypes: each mirror is
+held to the type bcc derives from the C for the same map."""
+
+import ctypes
+
+import pytest
+from synguard import layout
+from synguard.maps import Maps
+
+
+def fields(t):
+    """{name: (offset, size)} of a ctypes struct, nested ones flattened."""
+    out = {}
+    for name, ftype in getattr(t, "_fields_", []):
+        f = getattr(t, name)
+        out[name] = (f.offset, f.size)
+        for sub, (off, size) in fields(ftype).items():
+            out["%s.%s" % (name, sub)] = (f.offset + off, size)
+    return out
+
+
+@pytest.mark.parametrize("name", list(Maps.LAYOUT))
+def test_each_map_type_is_the_c_one(datapath, name):
+    prog, _maps = datapath
+    key, value, percpu = Maps.LAYOUT[name]
+    table = prog.bpf[name.encode()]
+    leaf = table.Leaf._type_ if percpu else table.Leaf  # bcc gives per-CPU values as an array
+    assert ctypes.sizeof(table.Key) == ctypes.sizeof(key)
+    assert ctypes.sizeof(leaf) == ctypes.sizeof(value)
+    for mine, theirs in ((key, table.Key), (value, leaf)):
+        if hasattr(mine, "_fields_"):
+            got = fields(theirs)
+            for field, where in fields(mine).items():
+                if field.split(".")[-1] in ("pad", "reserved"):
+                    continue
+                assert got[field] == where, (name, field)
+
+
+def test_the_drop_record_is_the_c_one(datapath):
+    """struct sg_drop_record is no map's type: held to its size and the
+    offset of the byte the drop program writes."""
+    assert ctypes.sizeof(layout.DropRecord) == ctypes.sizeof(layout.Flow) + 8
+    assert layout.DropRecord.removed.offset == ctypes.sizeof(layout.Flow) + 4
