@@ -12,6 +12,11 @@
 #include "parse.h"
 #include "flow.h"
 
+#ifdef SG_MOCK_REQSK
+/* Tests only (tests/test_tc.py): BPF_PROG_TEST_RUN is no tc ingress, where
+ * the kfunc refuses everything; this one answers -skb->mark (0: made). */
+#define bpf_sk_assign_tcp_reqsk(skb, sk, attrs, sz) (-(int)(skb)->mark)
+#else
 /* bcc 0.26 cannot emit a kfunc call. This fake helper id compiles to
  * `call 0x7ffff0`; the loader (controller/kfunc.py) rewrites that
  * instruction into a call of bpf_sk_assign_tcp_reqsk (Linux >= 6.9) by its
@@ -20,6 +25,7 @@
 static int (*bpf_sk_assign_tcp_reqsk)(struct __sk_buff *skb, void *sk,
 				      struct sg_tcp_req_attrs *attrs,
 				      int attrs__sz) = (void *)0x7ffff0;
+#endif
 
 #ifdef SG_CONNTRACK
 /* The connection's conntrack entry, for a firewall that uses conntrack.

@@ -168,11 +168,14 @@ def attach(req, rotator):
     try:
         host.ensure_bpffs()
         on = inspect(req.ifname, idx)
-        if on.ours and adoptable(on):
-            return adopt(req, on, lock)
+        fw = check_firewall(req)
+        # A data path that cannot make the conntrack entries the rule set
+        # now needs is replaced, not adopted.
+        if on.ours and adoptable(on) and (not fw.insert or on.state.conntrack_built):
+            return adopt(req, on, lock, fw)
         check_place(req, on)
         mode = pick_mode(req, on)
-        return _attach_new(req, on, mode, check_firewall(req), rotator, lock)
+        return _attach_new(req, on, mode, fw, rotator, lock)
     except BaseException:
         lock.close()
         raise
@@ -198,7 +201,7 @@ def adoptable(on):
     )
 
 
-def adopt(req, on, lock):
+def adopt(req, on, lock, fw):
     """Take over a data path left attached: keep its keys (cookies already
     sent stay valid), its syncache and its counters; apply this attach's
     ports and settings."""
@@ -215,12 +218,6 @@ def adopt(req, on, lock):
             raise AttachError(
                 "cachelimit can grow to %d while the data path stays attached; "
                 "synguard detach %s first for more" % (size, req.ifname)
-            )
-        fw = check_firewall(req)
-        if fw.insert and not state.conntrack_built:
-            raise AttachError(
-                "the firewall now needs conntrack entries (%s), which the data path left attached "
-                "cannot make: synguard detach %s first" % (fw.reason, req.ifname)
             )
         old = maps.config.lookup(0)
         mtu = netlink.link_attrs(on.ifindex)["mtu"]

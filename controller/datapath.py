@@ -23,16 +23,21 @@ PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", DROP_PROG: "prog_syncache
 KFUNC = "bpf_sk_assign_tcp_reqsk"
 
 
-def cflags(pins, syncache_max, conntrack=False):
+def cflags(pins, syncache_max, conntrack=False, defines=()):
     """conntrack: the tc program also makes the conntrack entry of each
-    connection it hands off (firewall.py decides)."""
-    return [
-        "-I%s" % layout.bpf_dir(),
-        '-DSG_PIN_DIR="%s"' % pins,
-        "-DSG_SYNCACHE_MAX=%d" % syncache_max,
-        "-Wno-unused-function",
-        "-Wno-compare-distinct-pointer-types",
-    ] + (["-DSG_CONNTRACK"] if conntrack else [])
+    connection it hands off (firewall.py decides). defines: more -D, for
+    tests (SG_MOCK_REQSK)."""
+    return (
+        [
+            "-I%s" % layout.bpf_dir(),
+            '-DSG_PIN_DIR="%s"' % pins,
+            "-DSG_SYNCACHE_MAX=%d" % syncache_max,
+            "-Wno-unused-function",
+            "-Wno-compare-distinct-pointer-types",
+        ]
+        + (["-DSG_CONNTRACK"] if conntrack else [])
+        + ["-D%s" % d for d in defines]
+    )
 
 
 def source_text():
@@ -65,14 +70,14 @@ class LoadError(Exception):
 class Datapath:
     """The programs compiled and loaded, their maps pinned under pins."""
 
-    def __init__(self, pins, syncache_max=65536, conntrack=False):
+    def __init__(self, pins, syncache_max=65536, conntrack=False, defines=()):
         from bcc import BPF
 
         self.pins = pins
         self.conntrack = conntrack
         os.makedirs(pins, exist_ok=True)
         try:
-            self.bpf = BPF(text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack))
+            self.bpf = BPF(text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines))
         except Exception as e:  # bcc raises plain Exception
             raise LoadError("bcc could not compile the data path (%s)" % e) from e
         try:

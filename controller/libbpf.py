@@ -231,7 +231,9 @@ class TestRun:
     that a timing loop allocates nothing. run() returns (verdict, ns); the
     ns is the kernel's own measurement of the run (bpf_test_timer)."""
 
-    def __init__(self, prog_fd, frame, repeat=1, out_size=4096):
+    def __init__(self, prog_fd, frame, repeat=1, out_size=4096, ctx=None):
+        """ctx: the program's context in (struct __sk_buff's first bytes
+        for tc programs), else none."""
         self.prog_fd = prog_fd
         self._in = ct.create_string_buffer(bytes(frame), len(frame))
         self._out = ct.create_string_buffer(out_size)
@@ -243,6 +245,9 @@ class TestRun:
             data_out=ct.cast(self._out, ct.c_void_p),
             repeat=repeat,
         )
+        if ctx is not None:
+            self._ctx = ct.create_string_buffer(bytes(ctx), len(ctx))
+            self.opts.ctx_in, self.opts.ctx_size_in = ct.cast(self._ctx, ct.c_void_p), len(ctx)
         self._ref = ct.byref(self.opts)
 
     def run(self):
@@ -254,10 +259,9 @@ class TestRun:
         return self._out.raw[: self.opts.data_size_out]
 
 
-def test_run(prog_fd, frame, repeat=1):
-    """BPF_PROG_TEST_RUN once: returns (verdict, output frame, ns per run).
-    The output starts with the metadata area if the program made one."""
-    t = TestRun(prog_fd, frame, repeat)
+def test_run(prog_fd, frame, repeat=1, ctx=None):
+    """BPF_PROG_TEST_RUN once: returns (verdict, output frame, ns per run)."""
+    t = TestRun(prog_fd, frame, repeat, ctx=ctx)
     verdict, ns = t.run()
     return verdict, t.output(), ns
 

@@ -50,11 +50,11 @@ def listening_namespace(prefix, port=PORT):
 
 
 @contextlib.contextmanager
-def compiled(prefix, syncache_max=65536):
+def compiled(prefix, syncache_max=65536, **datapath):
     """(Datapath, Maps) with pins in a directory of their own; removed after."""
     host.ensure_bpffs()
     pins = os.path.join(layout.PIN_ROOT, "%s-%s" % (prefix, secrets.token_hex(3)))
-    dp = Datapath(pins, syncache_max)
+    dp = Datapath(pins, syncache_max, **datapath)
     maps = dp.open_maps()
     try:
         yield dp, maps

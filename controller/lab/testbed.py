@@ -34,6 +34,7 @@ CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
 SPOOF_NET4 = ipaddress.ip_network("198.19.0.0/16")
 SPOOF_NET6 = ipaddress.ip_network("2001:db8:5::/48")  # many /64s, as spoofed floods look
 
+IPPROTO_MPTCP = 262
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCP_REPAIR_OFF_NO_WP = -1
@@ -97,14 +98,17 @@ def tcp_info(sock):
 class EchoServer:
     """A dual-stack listener in the server namespace that echoes what it
     reads. For each accepted connection it records the peer, the server's
-    ISS (via TCP_REPAIR, before sending anything) and TCP_INFO."""
+    ISS (via TCP_REPAIR, before sending anything) and TCP_INFO; proto
+    IPPROTO_MPTCP makes an MPTCP listener (whose sockets record the peer
+    only: MPTCP has neither)."""
 
-    def __init__(self, bed, port, ns=None):
+    def __init__(self, bed, port, ns=None, proto=0):
         self.port = port
         self.accepted = []
         self._stop = False
+        self.mptcp = proto == IPPROTO_MPTCP
         with netns.netns(ns or bed.server_ns):
-            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, proto)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.sock.bind(("::", port))
@@ -119,8 +123,11 @@ class EchoServer:
                 conn, peer = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
-            snd, _ = tcp_seqs(conn)
-            self.accepted.append({"peer": peer, "iss": (snd - 1) & 0xFFFFFFFF, "info": tcp_info(conn)})
+            if self.mptcp:
+                self.accepted.append({"peer": peer})
+            else:
+                snd, _ = tcp_seqs(conn)
+                self.accepted.append({"peer": peer, "iss": (snd - 1) & 0xFFFFFFFF, "info": tcp_info(conn)})
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     @staticmethod

@@ -4,7 +4,8 @@
 #
 # usage: vagrant/qemu/boot.sh [--dir DIR] [--steps LIST] [--accel tcg|kvm]
 #                             [--timeout S] [--step-timeout S] [--interactive]
-#   --steps LIST     comma list: attach, demo, e2e, xdp (tests/test_xdp.py),
+#   --steps LIST     comma list: attach, demo, e2e, xdp (tests/test_xdp.py), firewall
+#                    (tests/test_tc.py and test_netns_firewall.py),
 #                    all (the whole pytest suite); default attach,demo,e2e,xdp
 #   --accel tcg      (default) software emulation: 2 vCPUs, 4 GiB; slow (bcc's
 #                    compile takes about a minute) but needs nothing from the host

@@ -40,7 +40,7 @@ say() { echo "[$(date +%T)] build-image: $*"; }
 # the serial console and the units below, and sshd and sudo for lan.sh (the
 # e2e suite drives its hosts with `ssh HOST sudo sh -c ...`).
 PKGS="linux-image-amd64 linux-headers-amd64 python3 python3-bpfcc python3-venv
-      iproute2 ethtool netsniff-ng nftables make util-linux procps systemd-sysv
+      iproute2 ethtool netsniff-ng nftables iptables make util-linux procps systemd-sysv
       bpftool kmod ca-certificates openssh-server sudo"
 
 mount_chroot() {

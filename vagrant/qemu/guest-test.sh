@@ -4,7 +4,7 @@
 # goes to /vmtest/STEP.log, and its exit status, wall time and last 40 lines
 # to /vmtest/results.txt and the serial console. The unit powers off after.
 #
-# Kernel command line: synguard.vmtest.steps=attach,demo,e2e,xdp,all and
+# Kernel command line: synguard.vmtest.steps=attach,demo,e2e,xdp,firewall,all and
 # synguard.vmtest.timeout=SECONDS (per step).
 PY=/synguard/.venv/bin/python
 
@@ -72,6 +72,8 @@ for s in "${want[@]}"; do
     demo)   run demo $PY -m synguard.lab.demo ;;
     e2e)    run e2e $PY -m synguard.lab.e2e ;;
     xdp)    run pytest-xdp $PY -m pytest -q -p no:cacheprovider tests/test_xdp.py ;;
+    # Debian's nf_conntrack is a module: its kfuncs load through fd_array.
+    firewall) run pytest-firewall $PY -m pytest -q -p no:cacheprovider tests/test_tc.py tests/test_netns_firewall.py ;;
     all)    run pytest-all $PY -m pytest -q -ra -p no:cacheprovider tests ;;
     *)      echo "unknown step $s" | tee -a "$OUT/results.txt"; echo "exit=2" >> "$OUT/results.txt" ;;
   esac
