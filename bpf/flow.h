@@ -8,8 +8,8 @@
 #include "parse.h"
 
 /* Addresses, then ports | seq with seq = isn, the client's ISN (a SYN's
- * seq, or an ACK's seq - 1), as they are on the wire. f must be zeroed:
- * an IPv4 flow leaves words 2..4 alone, and the struct is a map key. */
+ * seq, or an ACK's seq - 1), as they are on the wire. Every byte is set:
+ * the struct is a map key. */
 static __always_inline void flow_from_pkt(const struct sg_pkt *p, u32 isn,
 					  struct sg_flow *f)
 {
@@ -22,6 +22,7 @@ static __always_inline void flow_from_pkt(const struct sg_pkt *p, u32 isn,
 	} else {
 		f->w[0] = *(u64 *)&p->ip4->saddr; /* saddr, daddr */
 		f->w[1] = ports_seq;
+		f->w[2] = f->w[3] = f->w[4] = 0;
 	}
 }
 
@@ -35,7 +36,6 @@ static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k
 /* The 4-tuple key of a segment straight from the packet. */
 static __always_inline void tuple_key_of(const struct sg_pkt *p, struct sg_flow *k)
 {
-	__builtin_memset(k, 0, sizeof(*k));
 	flow_from_pkt(p, 0, k);
 }
 
