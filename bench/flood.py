@@ -15,7 +15,7 @@ SYN-ACKs come back over the attacker's link, where an XDP program counts
 and drops them. For each defence and rate: SYN-ACKs/s
 returned, the machine's busy CPU (all cores, /proc/stat) minus that of the
 same flood into a server that drops it at once (XDP_DROP: the generator's
-own cost, as FACTS.md measured), real clients' connect-and-echo (success,
+own cost), real clients' connect-and-echo (success,
 median, p99), and the controller's own CPU. Then an ACK flood with random numbers.
 
 Defences: synguard native XDP and generic XDP (cookies and syncache as

@@ -1,10 +1,10 @@
-"""Per-packet cost of synguard's XDP program, through BPF_PROG_TEST_RUN.
+"""Per-packet cost of synguard's XDP and tc programs, through BPF_PROG_TEST_RUN.
 
-Method (see FACTS.md): one BPF_PROG_TEST_RUN per packet with repeat=1
+Method (docs/BENCHMARKS.md): one BPF_PROG_TEST_RUN per packet with repeat=1
 (repeat > 1 would feed the program its own rewritten frame), the kernel's
 own ns figure for the run, median per batch; minus the same measurement of a
-one-line XDP_PASS program on the same frames, which removes the test
-harness's own cost. Batches go round-robin over all cases and their
+one-line pass-only program of the same hook on the same frames, which
+removes the test harness's own cost. Batches go round-robin over all cases and their
 baselines, so drift of the shared machine hits them all alike. Runs in a
 private network namespace with a real listener, so the socket lookups find
 what they would on a server.
