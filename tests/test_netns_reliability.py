@@ -5,6 +5,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -220,5 +222,50 @@ def test_no_key_files_anywhere():
             )
             p.send_signal(signal.SIGTERM)
             assert p.wait(30) == 0
+        finally:
+            srv.close()
+
+
+def test_status_and_restart_with_only_the_units_capabilities():
+    """The systemd unit grants CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and
+    CAP_PERFMON, not CAP_SYS_ADMIN, without which a program cannot be opened
+    by id: synguard tells its programs by their pinned ids. Before that, a
+    restart after a crash was refused ("already has an XDP program (id N,
+    '')") and status said NOT attached."""
+    caps = ",".join("+" + c for c in ("bpf", "net_admin", "net_raw", "perfmon"))
+    limited = [
+        "setpriv",
+        "--inh-caps=-all," + caps,
+        "--ambient-caps=-all," + caps,
+        "--bounding-set=-all," + caps,
+    ]
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+
+        def synguard(*args):
+            return netns.popen(
+                bed.server_ns,
+                limited + [sys.executable, "-m", "synguard.cli", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        try:
+            first = synguard("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
+            bed._procs.append(first)
+            assert "protecting" in first.stdout.readline()
+            first.kill()
+            first.wait()
+            st = synguard("status", bed.server_if)
+            out, _ = st.communicate(timeout=60)
+            assert st.returncode == 0 and "controller not running; protection goes on" in out
+            second = synguard("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
+            bed._procs.append(second)
+            assert "protecting" in second.stdout.readline(), second.stderr.read()
+            assert bed.connect(SERVER4, PORT)["echo_ok"]
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+            assert "adopted the data path" in second.stderr.read()
         finally:
             srv.close()
