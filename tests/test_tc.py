@@ -20,6 +20,7 @@ EINVAL = 22
 
 @pytest.fixture(scope="module")
 def tcdp(unit_ns):
+    support.load_conntrack()  # the kfuncs are nf_conntrack's
     with support.compiled("tc", conntrack=True, defines=("SG_MOCK_REQSK",)) as (dp, maps):
         yield dp, maps
 

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 
 from .. import host, layout
 from ..datapath import Datapath
@@ -83,6 +84,13 @@ def configure(dp, maps, ports=(PORT,), keys=True, **config):
     if keys:
         KeyRotator(maps.secrets).install_initial()
     clear(dp)
+
+
+def load_conntrack():
+    """Where nf_conntrack is a module (Debian's kernels) and nothing loaded
+    it yet, load it: its sysctls and kfuncs exist only then."""
+    if not os.path.exists("/proc/sys/net/netfilter/nf_conntrack_tcp_loose"):
+        subprocess.run(["modprobe", "nf_conntrack"], check=False)
 
 
 def status(bed, *args):
