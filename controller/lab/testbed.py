@@ -68,15 +68,26 @@ def tcp_seqs(sock):
 
 def echo(sock, payload):
     """Send payload to an echo server and read as much back (less if the
-    connection ends first); returns what came back."""
-    sock.sendall(payload)
-    got = b""
+    connection ends first); returns what came back. Sending runs beside
+    the reading: a payload larger than both ends' buffers would otherwise
+    stall the echo until its socket times out (seen with 1 MB under QEMU)."""
+    sender = threading.Thread(target=_send_all, args=(sock, payload), daemon=True)
+    sender.start()
+    got = bytearray()
     while len(got) < len(payload):
         chunk = sock.recv(65536)
         if not chunk:
             break
         got += chunk
-    return got
+    sender.join()
+    return bytes(got)
+
+
+def _send_all(sock, payload):
+    try:
+        sock.sendall(payload)
+    except OSError:
+        pass  # the reader sees the connection end
 
 
 def tcp_info(sock):
