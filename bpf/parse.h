@@ -185,7 +185,8 @@ static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 #define SG_HAS_WSCALE 0x02
 #define SG_HAS_SACK   0x04
 #define SG_HAS_TS     0x08
-#define SG_HAS_SIG    0x40 /* TCP-MD5 or TCP-AO: the segment is signed */
+#define SG_HAS_SIG    0x40 /* TCP-MD5 or TCP-AO: the segment is signed (sizes as
+			    * Linux's tcp_parse_auth_options takes them) */
 
 struct sg_tcpopts {
 	u16 mss;
@@ -226,7 +227,8 @@ struct sg_tcpopts {
 			__builtin_memcpy(&o->tsval, &buf[(i) + 2], 4);         \
 			__builtin_memcpy(&o->tsecr, &buf[(i) + 6], 4);         \
 			o->flags |= SG_HAS_TS;                                 \
-		} else if (kind == SG_OPT_MD5SIG || kind == SG_OPT_AO) {       \
+		} else if ((kind == SG_OPT_MD5SIG && size == 18) ||            \
+			   (kind == SG_OPT_AO && size >= 4)) {                 \
 			o->flags |= SG_HAS_SIG;                                \
 		}                                                              \
 		next = ((i) + size) & 63; /* see below */                      \

@@ -16,6 +16,7 @@ IPPROTO_TCP = 6
 FIN, SYN, RST, PSH, ACK, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
 
 OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACKPERM, OPT_TS = 0, 1, 2, 3, 4, 8
+OPT_MD5SIG, OPT_AO = 19, 29
 
 CLIENT_MAC = bytes.fromhex("020000000001")
 SERVER_MAC = bytes.fromhex("020000000002")
@@ -254,6 +255,8 @@ def parse_options(raw):
             out["sack"] = True
         elif kind == OPT_TS and size == 10:
             out["ts"] = struct.unpack("!II", body)
+        elif (kind == OPT_MD5SIG and size == 18) or (kind == OPT_AO and size >= 4):
+            out["signed"] = True  # as Linux's tcp_parse_auth_options takes them
         i += size
     out["order"] = order
     return out

@@ -11,6 +11,7 @@ the fuzzed 4-tuples.
 import struct
 
 from conftest import PORT, PORT_NO_LISTENER
+from synguard import packets
 from synguard.lab import cookie
 
 PASS, DROP, TX = "pass", "drop", "tx"
@@ -88,6 +89,8 @@ def expect(frame, keys):
     if dport == PORT_NO_LISTENER:
         return Expect(PASS, "nolistener")
     if kind == "syn":
+        if packets.parse_options(frame[l4 + 20 : l4 + doff]).get("signed"):
+            return Expect(PASS, "signed")
         return Expect(TX, "sendcookie")
     if kind == "rst":
         return Expect(PASS, "badrst")

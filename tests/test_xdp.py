@@ -143,6 +143,9 @@ def test_any_option_bytes_are_parsed_like_linux(cookies_only, raw):
     prog, maps = cookies_only
     frame = syn(options=raw)
     verdict, out = run(prog.xdp_fd, frame)
+    if packets.parse_options(raw).get("signed"):  # TCP-MD5 or TCP-AO: the kernel's
+        assert (verdict, out) == (libbpf.XDP_PASS, frame)
+        return
     assert verdict == libbpf.XDP_TX
     tsval = packets.parse_frame(out).options.get("ts", (0, 0))[0]
     assert out == expected_synack(frame, maps, tsval)[0]
