@@ -377,6 +377,7 @@ static __always_inline int syncache_add(struct sg_ctx *c, const struct sg_synack
 {
 	struct sg_syncache_entry *e = &c->s->e;
 	const struct sg_tcpopts *o = &c->s->o;
+
 	/* All of l2 (the frame is longer), of which l2_len bytes count: a
 	 * constant size spares the verifier a range for l3_off, which comes
 	 * back from the stack without one. */

@@ -281,7 +281,7 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         undo.push(shutil.rmtree, staging, True)
         # With the conntrack code wherever it can load, so that a firewall
         # that appears later can be met without a restart (daemon.py).
-        state.conntrack_built = fw.insert or not firewall.can_insert()
+        state.conntrack_built = not firewall.cannot_insert()
         dp = datapath.Datapath(staging, layout.syncache_map_size(cachelimit), state.conntrack_built)
         maps = dp.open_maps()
         mtu = netlink.link_attrs(on.ifindex)["mtu"]

@@ -98,8 +98,8 @@ def _has_sys_admin():
     return False
 
 
-def can_insert():
-    """'' if the tc program can make conntrack entries here, else why not."""
+def cannot_insert():
+    """Why the tc program cannot make conntrack entries here; '' if it can."""
     found = [kfunc.find(name) for name in kfunc.CONNTRACK_KFUNCS]
     if not all(found):
         return "this kernel has no conntrack kfuncs (Linux >= 6.0, nf_conntrack loaded)"
@@ -108,20 +108,25 @@ def can_insert():
     return ""
 
 
-def check(ports, ifname, option="auto", read=ruleset, insertable=can_insert):
+def check(ports, ifname, option="auto"):
     """The Plan for protecting ports on ifname; FirewallRefusal if the rule
     set drops handed-off connections whatever synguard does."""
     loose = host.read_sysctl(LOOSE)
     if loose is None:
         return Plan()  # no conntrack here: nothing tracks the ACK
-    data, text, legacy = read()
-    findings = fwcheck.check(data, ports, ifname=ifname, nft_text=text, legacy=legacy)
+    data, text, legacy = ruleset()
     mode = "loose" if loose[0] != "0" else "strict"
-    warnings = [f.message() for f in findings if f.kind in ("new_accept_limit", "notrack")]
-    blocking = [f for f in findings if mode in f.modes]
-    if not blocking:
-        return Plan(warnings=warnings)
-    why = "%s: %s" % (blocking[0].message(), _state_note(mode))
+    try:
+        findings = fwcheck.check(data, ports, ifname=ifname, nft_text=text, legacy=legacy)
+    except Exception as e:  # a rule set of a shape fwcheck does not know
+        # Entries make the ACK what any rule set that takes the port lets
+        # through: the safe side where the rule set cannot be judged.
+        findings, why = [], "the rule set could not be judged (%s: %s)" % (type(e).__name__, e)
+    else:
+        blocking = [f for f in findings if mode in f.modes]
+        if not blocking:
+            return Plan(warnings=_warnings(findings))
+        why = "%s: %s" % (blocking[0].message(), _state_note(mode))
     # Legacy tables cannot be read, but an established ACK is what any rule
     # set that takes the port lets through: only what nft shows dropping
     # even that is a refusal.
@@ -136,13 +141,17 @@ def check(ports, ifname, option="auto", read=ruleset, insertable=can_insert):
             "the firewall drops handed-off connections: %s; --conntrack auto (or noscale) makes their "
             "conntrack entries so that it does not" % why
         )
-    reason = insertable()
+    reason = cannot_insert()
     if reason:
         raise FirewallRefusal(
             "the firewall drops handed-off connections: %s; making their conntrack entries is not "
             "possible: %s" % (why, reason)
         )
-    return Plan(insert=True, noscale=option == "noscale", warnings=warnings, reason=why)
+    return Plan(insert=True, noscale=option == "noscale", warnings=_warnings(findings), reason=why)
+
+
+def _warnings(findings):
+    return [f.message() for f in findings if f.kind in ("new_accept_limit", "notrack")]
 
 
 def _state_note(mode):

@@ -161,13 +161,6 @@ def patch_calls(code, targets):
     return patched
 
 
-def module_btf_fd(module):
-    """A new fd of a loaded module's BTF (needs CAP_SYS_ADMIN)."""
-    from . import libbpf
-
-    return libbpf.btf_fd_by_name(module)
-
-
 def load(bpf, func_name, prog_type, license=b"GPL"):
     """Patch func_name's kfunc calls in the bcc BPF object and load it;
     returns the program's fd."""
@@ -193,7 +186,7 @@ def load(bpf, func_name, prog_type, license=b"GPL"):
     patch_calls(code, {fake: (k.btf_id, index.get(k.module, 0)) for fake, k in kfuncs.items()})
     if not modules:
         return bpf.load_func(name, prog_type).fd
-    fds = [module_btf_fd(m) for m in modules]
+    fds = [libbpf.btf_fd_by_name(m) for m in modules]  # needs CAP_SYS_ADMIN
     try:
         return libbpf.prog_load(prog_type, func_name, license, bytes(code), [0] + fds)
     finally:

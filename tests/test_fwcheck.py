@@ -413,3 +413,18 @@ def test_parse_nft_text_vmap_line():
         == "ct state vmap { invalid : drop, established : accept, related : accept }"
     )
     assert ("inet", "filter", "svc", 4) not in t
+
+
+def test_a_rule_set_it_cannot_judge_gets_conntrack_entries(monkeypatch):
+    """An nft JSON of a shape the check does not know makes attach take the
+    safe side: conntrack entries (the ACK is then what a kernel-handled
+    connection's is), never a traceback."""
+    from synguard import firewall
+
+    if firewall.host.read_sysctl(firewall.LOOSE) is None or firewall.cannot_insert():
+        pytest.skip("no conntrack, or no conntrack kfuncs, here")
+    monkeypatch.setattr(firewall, "ruleset", lambda: ({"nftables": [{"rule": 5}]}, None, {}))
+    plan = firewall.check([8080], "eth0")
+    assert plan.insert and "could not be judged (TypeError" in plan.reason
+    with pytest.raises(firewall.FirewallRefusal):
+        firewall.check([8080], "eth0", "off")

@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from synguard import attach, datapath, kernelconf, layout, libbpf, netlink
+from synguard import datapath, kernelconf, layout, libbpf, netlink
 from synguard.lab import cookie, netns, testbed
-from synguard.lab.support import status
+from synguard.lab.support import on_interface, status
 from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
 from synguard.maps import Maps
 
@@ -28,20 +28,8 @@ def server_keys(bed):
 
 def leftovers(bed):
     """What synguard could have left on the server side."""
-    with netns.netns(bed.server_ns):
-        idx = netlink.ifindex(bed.server_if)
-        xdp = netlink.xdp_query(idx)[0]
-        tc = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
-    qdisc = subprocess.run(
-        ["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if], capture_output=True, text=True
-    ).stdout
-    return {
-        "xdp": xdp,
-        "tc": tc,
-        "clsact": "clsact" in qdisc,
-        "pins": os.path.exists(bed.pins()),
-        "state": os.path.exists(bed.state_path()),
-    }
+    on = on_interface(bed)
+    return {"xdp": on["xdp"][0], "tc": on["tc"], **{k: on[k] for k in ("clsact", "pins", "state")}}
 
 
 NOTHING_LEFT = {"xdp": 0, "tc": 0, "clsact": False, "pins": False, "state": False}

@@ -11,41 +11,14 @@ import subprocess
 import time
 
 import pytest
-from synguard import attach, host, netlink
+from synguard import attach, netlink
 from synguard.keys import KeyRotator
 from synguard.lab import netns
+from synguard.lab.support import on_interface as interface
 from synguard.lab.testbed import SERVER4, EchoServer, Testbed
 
 pytestmark = pytest.mark.netns
 PORT = 8080
-
-
-def interface(bed):
-    """Everything on the server's interface: XDP (id, mode), our tc place,
-    every ingress filter, the qdiscs; the pins and run state; the sysctls
-    attach may change."""
-    with netns.netns(bed.server_ns):
-        idx = netlink.ifindex(bed.server_if)
-        xdp = netlink.xdp_query(idx)
-        ours = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
-        sysctls = {n: host.read_sysctl(n) for n in ("net.ipv4.tcp_syncookies",)}
-    tc = subprocess.run(
-        ["tc", "-n", bed.server_ns, "filter", "show", "dev", bed.server_if, "ingress"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    qdisc = subprocess.run(
-        ["tc", "-n", bed.server_ns, "qdisc", "show", "dev", bed.server_if], capture_output=True, text=True
-    ).stdout
-    return {
-        "xdp": xdp,
-        "tc": ours,
-        "filters": tc,
-        "clsact": "clsact" in qdisc,
-        "pins": os.path.exists(bed.pins()),
-        "state": os.path.exists(bed.state_path()),
-        "sysctls": sysctls,
-    }
 
 
 @pytest.fixture

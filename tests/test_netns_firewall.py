@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from synguard import host
 from synguard.lab import netns
 from synguard.lab.support import load_conntrack, status
 from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, spoofed_syns
@@ -55,8 +56,7 @@ def iptables(bed, rules):
 
 def sysctl(bed, name):
     with netns.netns(bed.server_ns):  # /proc/sys/net follows the opening thread's namespace
-        with open("/proc/sys/" + name.replace(".", "/")) as f:
-            return f.read().strip()
+        return host.read_sysctl(name)[0]
 
 
 def connect_during_flood(bed, n=6, size=1 << 20):

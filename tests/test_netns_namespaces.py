@@ -27,34 +27,36 @@ def rename(bed, new):
 
 
 def test_two_namespaces_each_protect_their_own_eth0():
+    """The name has a dot as VLAN interfaces' do (eth0.5): bpffs takes no
+    dots in names, the pins are under eth0:5."""
     with Testbed() as a, Testbed() as b:
         servers = [EchoServer(bed, PORT) for bed in (a, b)]
         try:
             for bed in (a, b):
-                rename(bed, "eth0")
+                rename(bed, "eth0.5")
             procs = [bed.attach([PORT], "--no-metrics") for bed in (a, b)]
             assert a.pins() != b.pins() and a.state_path() != b.state_path()
+            assert a.pins().endswith("/eth0:5") and os.path.isdir(a.pins())
             for bed in (a, b):
                 assert status(bed)["protected"]
                 assert bed.connect(SERVER4, PORT)["echo_ok"] and bed.connect(SERVER6, PORT)["echo_ok"]
                 assert status(bed)["counters"]["completed"] == 2
             # detach in one leaves the other alone
-            r = a.synguard_run("detach", "eth0")
+            r = a.synguard_run("detach", "eth0.5")
             assert r.returncode == 0 and "stopped the controller (pid %d)" % procs[0].pid in r.stdout
             assert procs[0].wait(30) == 0
             assert procs[1].poll() is None
             st = status(b)
             assert st["protected"] and st["controller_pid"] == procs[1].pid
             assert b.connect(SERVER4, PORT)["echo_ok"]
-            assert a.synguard_run("status", "eth0").returncode == 1
+            assert a.synguard_run("status", "eth0.5").returncode == 1
         finally:
             for s in servers:
                 s.close()
 
 
-def ip_netns_exec(bed, *args, **kw):
-    argv = ["ip", "netns", "exec", bed.server_ns, sys.executable, "-m", "synguard.cli", *args]
-    return argv, kw
+def ip_netns_exec(bed, *args):
+    return ["ip", "netns", "exec", bed.server_ns, sys.executable, "-m", "synguard.cli", *args]
 
 
 def test_ip_netns_exec_works_like_nsenter():
@@ -63,7 +65,7 @@ def test_ip_netns_exec_works_like_nsenter():
     with Testbed() as bed:
         srv = EchoServer(bed, PORT)
         try:
-            argv, _ = ip_netns_exec(bed, "attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
+            argv = ip_netns_exec(bed, "attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             bed._procs.append(proc)
             assert "protecting" in proc.stdout.readline(), proc.stderr.read()
@@ -71,8 +73,7 @@ def test_ip_netns_exec_works_like_nsenter():
             assert os.path.isdir(bed.pins())  # where every mount namespace sees it
 
             def run(*args):
-                argv, _ = ip_netns_exec(bed, *args)
-                return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                return subprocess.run(ip_netns_exec(bed, *args), capture_output=True, text=True, timeout=60)
 
             r = run("status", bed.server_if)
             assert r.returncode == 0 and "protected" in r.stdout and "completed" in r.stdout, r.stderr

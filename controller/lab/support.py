@@ -93,6 +93,33 @@ def load_conntrack():
         subprocess.run(["modprobe", "nf_conntrack"], check=False)
 
 
+def on_interface(bed):
+    """Everything synguard may leave on the server's interface: XDP (id,
+    mode), our tc place, every ingress filter, the qdiscs; the pins and the
+    run state; the sysctl attach may change."""
+    from .. import attach, netlink
+
+    with netns.netns(bed.server_ns):
+        idx = netlink.ifindex(bed.server_if)
+        xdp = netlink.xdp_query(idx)
+        ours = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
+        syncookies = host.read_sysctl("net.ipv4.tcp_syncookies")
+
+    def tc(what, *where):
+        argv = ["tc", "-n", bed.server_ns, what, "show", "dev", bed.server_if, *where]
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    return {
+        "xdp": xdp,
+        "tc": ours,
+        "filters": tc("filter", "ingress"),
+        "clsact": "clsact" in tc("qdisc"),
+        "pins": os.path.exists(bed.pins()),
+        "state": os.path.exists(bed.state_path()),
+        "sysctls": {"net.ipv4.tcp_syncookies": syncookies},
+    }
+
+
 def status(bed, *args):
     """`synguard status --json` of a running controller in bed's server
     namespace, which must say protected (exit 0)."""
