@@ -1,6 +1,8 @@
 """Shared fixtures (the set-up itself is synguard.lab.support's, shared
-with the benchmarks). The suite needs root: it makes network namespaces,
-loads BPF programs and mounts bpffs where it is missing."""
+with the benchmarks). Most of the suite needs root: it makes network
+namespaces, loads BPF programs and mounts bpffs where it is missing. Those
+tests carry the marker `root` and are skipped without it; the rest (packet
+codecs, the firewall walker, config files, deploy files) run as anyone."""
 
 import os
 
@@ -12,11 +14,20 @@ PORT_NO_LISTENER = 8081  # protected, nobody listens
 PORT_UNPROTECTED = 9090
 
 
+# What only root can do: enter namespaces, load BPF, mount bpffs. A test
+# that uses the unit namespace needs it by that alone.
+ROOT_FIXTURES = {"unit_ns"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("netns") or ROOT_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.root)
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root")
         for item in items:
-            item.add_marker(skip)
+            if item.get_closest_marker("root"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

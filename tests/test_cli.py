@@ -78,6 +78,7 @@ def test_not_root():
     assert one_error_line(r) == "attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW)"
 
 
+@pytest.mark.root
 def test_kernel_without_the_kfunc(tmp_path):
     strings = b"\0int\0"
     types = struct.pack("<IIII", 1, 1 << 24, 4, 32)
@@ -92,6 +93,7 @@ def test_kernel_without_the_kfunc(tmp_path):
     )
 
 
+@pytest.mark.root
 def test_bcc_missing():
     code = (
         "import sys; sys.modules['bcc'] = None; from synguard.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -107,6 +109,7 @@ def test_status_of_an_unprotected_interface():
     assert r.returncode == 1 and r.stderr.strip() == "synguard: lo is not protected: not attached"
 
 
+@pytest.mark.root
 def test_detach_with_nothing_attached():
     r = synguard("detach", "lo")
     assert r.returncode == 0 and r.stdout.strip() == "synguard: lo: nothing attached"

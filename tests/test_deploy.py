@@ -126,6 +126,7 @@ def test_dashboard_and_rules_query_only_exported_metrics(datapath):
         assert expr_names and expr_names <= names, expr_names - names
 
 
+@pytest.mark.root
 def test_install_script_is_safe_to_run_again():
     """make test ran it once already: a second run finds nothing missing."""
     venv = os.path.dirname(os.path.dirname(sys.executable))
@@ -134,6 +135,7 @@ def test_install_script_is_safe_to_run_again():
     assert "apt-get install" not in r.stdout and r.stdout.strip().endswith("install: done")
 
 
+@pytest.mark.root
 def test_daemonset_entrypoint_picks_the_default_routes_interface():
     """attach and status without an interface get the node's: the default
     route's (IPv4, else IPv6), or SYNGUARD_IFACE."""

@@ -28,6 +28,7 @@ STEPS = [
 ]
 
 
+@pytest.mark.root
 def test_suite_passes_on_namespace_hosts(tmp_path):
     out = tmp_path / "e2e.json"
     r = subprocess.run(
@@ -51,6 +52,7 @@ def test_suite_passes_on_namespace_hosts(tmp_path):
     assert not [f for f in os.listdir("/tmp") if f.startswith("synguard-e2e-")]
 
 
+@pytest.mark.root
 def test_vagrantfile_validates():
     r = subprocess.run(["vagrant", "validate"], cwd=VAGRANT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "validated successfully" in r.stdout, r.stdout + r.stderr
@@ -67,6 +69,7 @@ def test_vagrant_hosts_are_the_suites_hosts():
     assert 'ENV.fetch("SYNGUARD_BOX", "debian/trixie64")' in text  # Debian 13: Linux 6.12
 
 
+@pytest.mark.root
 def test_vagrant_provisioning_installs_on_this_machine(tmp_path):
     """The Vagrantfile's provisioning script, run here (into a scratch venv;
     what it links and installs under /usr/local and /etc is put back as it

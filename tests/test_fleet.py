@@ -150,6 +150,7 @@ def write_key_file(path, text, mode=0o600):
         (0o600, "key = \n", "is not valid TOML"),
     ],
 )
+@pytest.mark.root
 def test_bad_key_files_are_refused_without_showing_the_key(tmp_path, mode, text, message):
     path = str(tmp_path / "fleet.key")
     secret = "ab" * 32
@@ -159,6 +160,7 @@ def test_bad_key_files_are_refused_without_showing_the_key(tmp_path, mode, text,
     assert message in str(e.value) and secret not in str(e.value)
 
 
+@pytest.mark.root
 def test_keygen_makes_a_root_only_file_and_never_overwrites(tmp_path):
     import subprocess
     import sys
@@ -177,6 +179,7 @@ def test_keygen_makes_a_root_only_file_and_never_overwrites(tmp_path):
     assert again.returncode == 2 and path.read_text() == text
 
 
+@pytest.mark.root
 def test_key_file_behind_symlinks_as_kubernetes_mounts_secrets(tmp_path):
     data = tmp_path / "..2026_11_26" / "fleet.key"
     data.parent.mkdir()
