@@ -23,7 +23,8 @@ static __always_inline void count(u32 idx, u32 ipv6)
 
 /* The segment's 4-tuple as the socket and conntrack kfuncs take it;
  * returns its size. */
-static __always_inline u32 sock_tuple(const struct sg_pkt *p, struct bpf_sock_tuple *t)
+static __always_inline u32 sock_tuple(const struct sg_pkt *p,
+				      struct bpf_sock_tuple *t)
 {
 	if (p->ipv6) {
 		__builtin_memcpy(t->ipv6.saddr, &p->ip6->saddr, 16);
@@ -43,7 +44,8 @@ static __always_inline u32 sock_tuple(const struct sg_pkt *p, struct bpf_sock_tu
  * time-wait or request socket if there is one, else the listener; NULL if
  * none. ctx is the XDP or the tc context (the helper takes either). The
  * caller releases what it gets. */
-static __always_inline struct bpf_sock *lookup_sock(void *ctx, const struct sg_pkt *p)
+static __always_inline struct bpf_sock *lookup_sock(void *ctx,
+						    const struct sg_pkt *p)
 {
 	struct bpf_sock_tuple t = {};
 	u32 size = sock_tuple(p, &t);

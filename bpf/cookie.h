@@ -34,21 +34,23 @@
 
 /* Round-down tables: the largest entry <= what the peer offered. 536 and
  * 1220 are the smallest MSS bpf_sk_assign_tcp_reqsk accepts (v4, v6). */
-#define SG_MSS4_TABLE { 536, 1200, 1360, 1400, 1440, 1452, 1460, 8960 }
-#define SG_MSS6_TABLE { 1220, 1280, 1340, 1380, 1420, 1432, 1440, 8940 }
+#define SG_MSS4_TABLE {536, 1200, 1360, 1400, 1440, 1452, 1460, 8960}
+#define SG_MSS6_TABLE {1220, 1280, 1340, 1380, 1420, 1432, 1440, 8940}
 /* Peer window-scale shifts; index 0 means "no window scaling". Linux offers
  * 7 (9-10 when tuned), Windows 8, macOS and FreeBSD 6. */
-#define SG_WSCALE_TABLE { 0, 0, 4, 6, 7, 8, 9, 10 }
+#define SG_WSCALE_TABLE {0, 0, 4, 6, 7, 8, 9, 10}
 
 #define SG_MSS_DEFAULT4 536  /* RFC 1122: no MSS option */
 #define SG_MSS_DEFAULT6 1220 /* RFC 8200 minimum MTU 1280 - 60 */
 
-#define SG_META_SLOT(m)   ((m) & 1)
-#define SG_META_SACK(m)   (((m) >> 1) & 1)
-#define SG_META_WS(m)     (((m) >> 2) & 7)
-#define SG_META_MSS(m)    (((m) >> 5) & 7)
+#define SG_META_SLOT(m) ((m) & 1)
+#define SG_META_SACK(m) (((m) >> 1) & 1)
+#define SG_META_WS(m)	(((m) >> 2) & 7)
+#define SG_META_MSS(m)	(((m) >> 5) & 7)
 
 #define SG_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+/* A SipHash round reads best as its four lines. */
+/* clang-format off */
 #define SG_SIPROUND                                                            \
 	do {                                                                   \
 		v0 += v1; v1 = SG_ROTL(v1, 13); v1 ^= v0; v0 = SG_ROTL(v0, 32); \
@@ -63,6 +65,7 @@
 		SG_SIPROUND;                                                   \
 		v0 ^= (m);                                                     \
 	} while (0)
+/* clang-format on */
 
 /* SipHash-2-4 of n full words m[0..n-1] and a last block `last` (length
  * byte and tail already in place). n is a constant at every call site. */

@@ -13,7 +13,7 @@
 static __always_inline void flow_from_pkt(const struct sg_pkt *p, u32 isn,
 					  struct sg_flow *f)
 {
-	u64 ports_seq = (u64)*(u32 *)p->tcp | (u64)bpf_htonl(isn) << 32;
+	u64 ports_seq = (u64)(*(u32 *)p->tcp) | (u64)bpf_htonl(isn) << 32;
 
 	f->ipv6 = p->ipv6;
 	if (p->ipv6) {
@@ -27,14 +27,16 @@ static __always_inline void flow_from_pkt(const struct sg_pkt *p, u32 isn,
 }
 
 /* The 4-tuple of f without the ISN. */
-static __always_inline void tuple_key(const struct sg_flow *f, struct sg_flow *k)
+static __always_inline void tuple_key(const struct sg_flow *f,
+				      struct sg_flow *k)
 {
 	*k = *f;
 	k->w[f->ipv6 ? 4 : 1] &= 0xffffffff; /* keep the ports, drop seq */
 }
 
 /* The 4-tuple key of a segment straight from the packet. */
-static __always_inline void tuple_key_of(const struct sg_pkt *p, struct sg_flow *k)
+static __always_inline void tuple_key_of(const struct sg_pkt *p,
+					 struct sg_flow *k)
 {
 	flow_from_pkt(p, 0, k);
 }

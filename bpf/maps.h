@@ -23,6 +23,8 @@
  * up to packets; added .. unreach say more about some of those frames;
  * each recvcookie or expanded ends as completed, aborted or raced; the last
  * two are the controller's (the syncache timer). */
+/* One counter and its help per line: layout.py reads them. */
+/* clang-format off */
 #define SG_COUNTERS(X)                                                         \
 	X(packets)     /* frames seen by XDP */                                \
 	X(passed)      /* left to the kernel untouched */                      \
@@ -54,6 +56,7 @@
 	X(ctfailed)    /* tc: no conntrack entry (table full, entry exists) */ \
 	X(retransmitted) /* controller: SYN-ACK sent again for an entry */     \
 	X(stale)       /* controller: entry removed after rexmtlimit resends */
+/* clang-format on */
 
 enum sg_counter {
 #define SG_ENUM(name) SG_C_##name,
@@ -85,10 +88,10 @@ struct sg_key {
  * the next epoch's key, so cookies from hosts whose clocks run up to one
  * period ahead or behind validate. */
 struct sg_secrets {
-	u32 active;  /* slot SYN cookies are minted with */
-	u32 fleet;   /* 1: also try `ahead` for the other parity */
-	u64 rotated_ns;  /* CLOCK_MONOTONIC of the last flip (controller only) */
-	u64 rotations;   /* flips since the map was created (controller only) */
+	u32 active;	/* slot SYN cookies are minted with */
+	u32 fleet;	/* 1: also try `ahead` for the other parity */
+	u64 rotated_ns; /* CLOCK_MONOTONIC of the last flip (controller only) */
+	u64 rotations;	/* flips since the map was created (controller only) */
 	struct sg_key keys[2];
 	struct sg_key ahead;
 };
@@ -99,41 +102,41 @@ struct sg_secrets {
  * offers ECN when net.ipv4.tcp_ecn is not 0). WSCALE, SACK and TIMESTAMPS
  * have the bits of the SG_HAS_* option flags in parse.h, so "offered &
  * allowed" is one AND. */
-#define SG_CF_WSCALE     0x02
-#define SG_CF_SACK       0x04
+#define SG_CF_WSCALE	 0x02
+#define SG_CF_SACK	 0x04
 #define SG_CF_TIMESTAMPS 0x08
-#define SG_CF_ECN        0x10
+#define SG_CF_ECN	 0x10
 /* Not an option: tc makes the conntrack entry of each connection it hands
  * off (a firewall here needs it; controller/firewall.py decides). */
-#define SG_CF_CONNTRACK  0x20
+#define SG_CF_CONNTRACK 0x20
 
 struct sg_config {
-	u16 mss4;      /* our MSS for IPv4 (interface MTU - 40) */
-	u16 mss6;      /* our MSS for IPv6 (interface MTU - 60) */
-	u16 window;    /* window in our SYN-ACK (never scaled, RFC 7323) */
-	u8 wscale;     /* our receive window scale, offered when the peer's SYN has one */
-	u8 flags;      /* SG_CF_* */
-	u8 ttl;        /* IPv4 TTL / IPv6 hop limit of our SYN-ACKs */
+	u16 mss4;   /* our MSS for IPv4 (interface MTU - 40) */
+	u16 mss6;   /* our MSS for IPv6 (interface MTU - 60) */
+	u16 window; /* window in our SYN-ACK (never scaled, RFC 7323) */
+	u8 wscale; /* our receive window scale, offered when the peer's SYN has one */
+	u8 flags; /* SG_CF_* */
+	u8 ttl;	  /* IPv4 TTL / IPv6 hop limit of our SYN-ACKs */
 	/* The seed's sysctls (net.inet.tcp.syncookies, .syncookies_only,
 	 * .syncache.cachelimit, .bucketlimit, .rexmtlimit). */
-	u8 syncookies;      /* 0: no cookies; a SYN without room is dropped */
+	u8 syncookies;	    /* 0: no cookies; a SYN without room is dropped */
 	u8 syncookies_only; /* with syncookies: keep no syncache entries */
-	u8 rexmtlimit;      /* SYN-ACK retransmissions before an entry is stale */
-	u32 cachelimit;     /* entries in the whole syncache */
-	u32 bucketlimit;    /* entries per bucket (SG_SYNCACHE_BUCKETS of them) */
-	u32 rexmt_ms;       /* first retransmission after rexmt_ms, then x2, x4, x8 */
-	u32 pause_ms;       /* first pause after an overflow; doubles, capped */
+	u8 rexmtlimit;	 /* SYN-ACK retransmissions before an entry is stale */
+	u32 cachelimit;	 /* entries in the whole syncache */
+	u32 bucketlimit; /* entries per bucket (SG_SYNCACHE_BUCKETS of them) */
+	u32 rexmt_ms; /* first retransmission after rexmt_ms, then x2, x4, x8 */
+	u32 pause_ms; /* first pause after an overflow; doubles, capped */
 	/* SYN-ACKs to one source prefix (the reflection limit): the rate and
 	 * burst as set, the GCRA parameters the data path uses (the controller
 	 * derives them), the prefix lengths and the hash seed. */
-	u32 synack_rate;        /* per second; 0: no limit */
+	u32 synack_rate; /* per second; 0: no limit */
 	u32 synack_burst;
-	u8 prefix4;             /* IPv4 source prefix length, 0..32 */
-	u8 prefix6;             /* IPv6 source prefix length, 0..128 */
+	u8 prefix4; /* IPv4 source prefix length, 0..32 */
+	u8 prefix6; /* IPv6 source prefix length, 0..128 */
 	u8 pad[2];
 	u64 synack_interval_ns; /* 1 s / synack_rate */
-	u64 synack_tau_ns;      /* synack_burst * synack_interval_ns */
-	u64 prefix_seed;        /* random per attach: buckets cannot be aimed at */
+	u64 synack_tau_ns;	/* synack_burst * synack_interval_ns */
+	u64 prefix_seed; /* random per attach: buckets cannot be aimed at */
 };
 
 /* listeners[port] == SG_PORT_PROTECTED: the port (host order) is
@@ -155,7 +158,7 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, counters, 2 * SG_COUNTER_SLOTS,
  * the client's ISN) and, with the seq half zeroed, the 4-tuple that keys
  * the syncache. No padding: it is a map key. */
 struct sg_flow {
-	u64 w[5];   /* addresses (1 word for v4, 4 for v6), then ports | seq */
+	u64 w[5]; /* addresses (1 word for v4, 4 for v6), then ports | seq */
 	u64 ipv6;
 };
 
@@ -168,37 +171,37 @@ struct sg_flow {
  * (the loader passes it). The kernel gives a hash map that many buckets:
  * a SYN touches one at random, so it is kept no larger than needed. */
 #ifndef SG_SYNCACHE_MAX
-#define SG_SYNCACHE_MAX     65536
+#define SG_SYNCACHE_MAX 65536
 #endif
-#define SG_SYNCACHE_BUCKETS 512       /* the seed's TCP_SYNCACHE_HASHSIZE */
+#define SG_SYNCACHE_BUCKETS 512 /* the seed's TCP_SYNCACHE_HASHSIZE */
 
 /* sc_flags, with the seed's values; ECN came to FreeBSD later (as 0x100,
  * which a u8 cannot hold). */
-#define SG_SCF_WINSCALE  0x02
+#define SG_SCF_WINSCALE	 0x02
 #define SG_SCF_TIMESTAMP 0x04
-#define SG_SCF_UNREACH   0x10
-#define SG_SCF_ECN       0x40
-#define SG_SCF_SACK      0x80
+#define SG_SCF_UNREACH	 0x10
+#define SG_SCF_ECN	 0x40
+#define SG_SCF_SACK	 0x80
 
 struct sg_syncache_entry {
-	u64 added_ns;     /* CLOCK_MONOTONIC when the SYN came */
-	u64 rxt_ns;       /* next SYN-ACK retransmission due */
-	u32 irs;          /* client's ISN (sc_irs) */
-	u32 iss;          /* our ISS, a cookie (sc_iss) */
-	u32 ts;           /* our TSval (sc_ts) */
-	u32 ts_recent;    /* client's TSval to echo (sc_tsreflect) */
-	u32 flowlabel;    /* IPv6 flow label of our SYN-ACK */
-	u16 peer_mss;     /* the client's MSS, exact (default if it sent none) */
-	u16 mss;          /* the MSS our SYN-ACK advertised */
-	u16 wnd;          /* the window our SYN-ACK advertised (sc_wnd) */
-	u16 bucket;       /* which bucketlimit slice holds it */
-	u8 snd_wscale;    /* the client's shift (sc_requested_s_scale) */
-	u8 rcv_wscale;    /* ours (sc_requested_r_scale) */
-	u8 flags;         /* SG_SCF_* */
-	u8 rxmits;        /* retransmissions so far */
-	u8 ttl;           /* TTL / hop limit of our SYN-ACK */
-	u8 l2_len;        /* bytes of l2 in use */
-	u8 l2[22];        /* our SYN-ACK's Ethernet header and VLAN tags */
+	u64 added_ns;  /* CLOCK_MONOTONIC when the SYN came */
+	u64 rxt_ns;    /* next SYN-ACK retransmission due */
+	u32 irs;       /* client's ISN (sc_irs) */
+	u32 iss;       /* our ISS, a cookie (sc_iss) */
+	u32 ts;	       /* our TSval (sc_ts) */
+	u32 ts_recent; /* client's TSval to echo (sc_tsreflect) */
+	u32 flowlabel; /* IPv6 flow label of our SYN-ACK */
+	u16 peer_mss;  /* the client's MSS, exact (default if it sent none) */
+	u16 mss;       /* the MSS our SYN-ACK advertised */
+	u16 wnd;       /* the window our SYN-ACK advertised (sc_wnd) */
+	u16 bucket;    /* which bucketlimit slice holds it */
+	u8 snd_wscale; /* the client's shift (sc_requested_s_scale) */
+	u8 rcv_wscale; /* ours (sc_requested_r_scale) */
+	u8 flags;      /* SG_SCF_* */
+	u8 rxmits;     /* retransmissions so far */
+	u8 ttl;	       /* TTL / hop limit of our SYN-ACK */
+	u8 l2_len;     /* bytes of l2 in use */
+	u8 l2[22];     /* our SYN-ACK's Ethernet header and VLAN tags */
 };
 
 /* Entry counts, changed only with atomics and only by BPF (the controller
@@ -206,8 +209,8 @@ struct sg_syncache_entry {
 struct sg_syncache_state {
 	u64 entries;
 	u64 pause_until_ns; /* cookies only until then (0: never paused) */
-	u64 pauses;         /* pauses since attach */
-	u32 backoff;        /* current pause = pause_ms << backoff */
+	u64 pauses;	    /* pauses since attach */
+	u32 backoff;	    /* current pause = pause_ms << backoff */
 	u32 pad;
 };
 
@@ -243,9 +246,9 @@ struct sg_tcp_req_attrs { /* struct bpf_tcp_req_attrs, Linux >= 6.9 */
  * handed_off_recently in xdp_synguard.c). Only XDP writes entries, and only
  * for ACKs it validated, so a peer cannot forge one. */
 struct sg_handoff {
-	u64 at_ns;     /* CLOCK_MONOTONIC when XDP validated the ACK */
-	u32 isn;       /* the client's ISN: the validated ACK has seq isn + 1 */
-	u32 pending;   /* 1 until tc has used it */
+	u64 at_ns;   /* CLOCK_MONOTONIC when XDP validated the ACK */
+	u32 isn;     /* the client's ISN: the validated ACK has seq isn + 1 */
+	u32 pending; /* 1 until tc has used it */
 	struct sg_tcp_req_attrs attrs;
 	u32 pad;
 };

@@ -13,17 +13,17 @@
 #include "proto.h"
 
 enum sg_parse {
-	SG_PARSE_TCP,       /* IPv4/IPv6 + TCP, headers all inside the frame */
-	SG_PARSE_OTHER,     /* not ours to judge (not IP, not TCP, fragment, IPv6 ext headers) */
+	SG_PARSE_TCP, /* IPv4/IPv6 + TCP, headers all inside the frame */
+	SG_PARSE_OTHER, /* not ours to judge (not IP, not TCP, fragment, IPv6 ext headers) */
 	SG_PARSE_MALFORMED, /* IP or TCP header lengths that do not fit the frame */
-	SG_PARSE_ICMP,      /* ICMP or ICMPv6 (l4_off set): maybe about our SYN-ACK */
+	SG_PARSE_ICMP, /* ICMP or ICMPv6 (l4_off set): maybe about our SYN-ACK */
 };
 
 struct sg_pkt {
-	u32 l3_off;      /* offset of the IP header (after 0..2 VLAN tags) */
-	u32 l4_off;      /* offset of the TCP header */
-	u32 l4_len;      /* TCP header + payload, from the IP length fields */
-	u32 frame_len;   /* data_end - data */
+	u32 l3_off;    /* offset of the IP header (after 0..2 VLAN tags) */
+	u32 l4_off;    /* offset of the TCP header */
+	u32 l4_len;    /* TCP header + payload, from the IP length fields */
+	u32 frame_len; /* data_end - data */
 	u8 ipv6;
 	struct iphdr *ip4;
 	struct ipv6hdr *ip6;
@@ -185,8 +185,9 @@ static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 #define SG_HAS_WSCALE 0x02
 #define SG_HAS_SACK   0x04
 #define SG_HAS_TS     0x08
-#define SG_HAS_SIG    0x40 /* TCP-MD5 or TCP-AO: the segment is signed (sizes as
-			    * Linux's tcp_parse_auth_options takes them) */
+/* TCP-MD5 or TCP-AO: the segment is signed (sizes as Linux's
+ * tcp_parse_auth_options takes them) */
+#define SG_HAS_SIG 0x40
 
 struct sg_tcpopts {
 	u16 mss;
@@ -198,43 +199,46 @@ struct sg_tcpopts {
 
 /* One step of the option scan: position i (a constant) is looked at only
  * when an option starts there. */
-#define SG_OPT_AT(i)                                                           \
-	do {                                                                   \
-		u8 kind, size;                                                 \
-		if ((i) >= len)                                                \
-			goto done;                                             \
-		if ((i) != next)                                               \
-			break;                                                 \
-		kind = buf[(i)];                                               \
-		if (kind == SG_OPT_EOL)                                        \
-			goto done;                                             \
-		if (kind == SG_OPT_NOP) {                                      \
-			next = (i) + 1;                                        \
-			break;                                                 \
-		}                                                              \
-		size = buf[(i) + 1];                                           \
-		if (size < 2 || (i) + size > len)                              \
-			goto done;                                             \
-		if (kind == SG_OPT_MSS && size == 4) {                         \
-			o->mss = (u16)buf[(i) + 2] << 8 | buf[(i) + 3];        \
-		} else if (kind == SG_OPT_WSCALE && size == 3) {               \
-			o->wscale = buf[(i) + 2] > SG_MAX_WSCALE ?             \
-					    SG_MAX_WSCALE : buf[(i) + 2];      \
-			o->flags |= SG_HAS_WSCALE;                             \
-		} else if (kind == SG_OPT_SACKPERM && size == 2) {             \
-			o->flags |= SG_HAS_SACK;                               \
-		} else if (kind == SG_OPT_TS && size == 10) {                  \
-			__builtin_memcpy(&o->tsval, &buf[(i) + 2], 4);         \
-			__builtin_memcpy(&o->tsecr, &buf[(i) + 6], 4);         \
-			o->flags |= SG_HAS_TS;                                 \
-		} else if ((kind == SG_OPT_MD5SIG && size == 18) ||            \
-			   (kind == SG_OPT_AO && size >= 4)) {                 \
-			o->flags |= SG_HAS_SIG;                                \
-		}                                                              \
-		next = ((i) + size) & 63; /* see below */                      \
+#define SG_OPT_AT(i)                                                    \
+	do {                                                            \
+		u8 kind, size;                                          \
+		if ((i) >= len)                                         \
+			goto done;                                      \
+		if ((i) != next)                                        \
+			break;                                          \
+		kind = buf[(i)];                                        \
+		if (kind == SG_OPT_EOL)                                 \
+			goto done;                                      \
+		if (kind == SG_OPT_NOP) {                               \
+			next = (i) + 1;                                 \
+			break;                                          \
+		}                                                       \
+		size = buf[(i) + 1];                                    \
+		if (size < 2 || (i) + size > len)                       \
+			goto done;                                      \
+		if (kind == SG_OPT_MSS && size == 4) {                  \
+			o->mss = (u16)buf[(i) + 2] << 8 | buf[(i) + 3]; \
+		} else if (kind == SG_OPT_WSCALE && size == 3) {        \
+			o->wscale = buf[(i) + 2] > SG_MAX_WSCALE        \
+					    ? SG_MAX_WSCALE             \
+					    : buf[(i) + 2];             \
+			o->flags |= SG_HAS_WSCALE;                      \
+		} else if (kind == SG_OPT_SACKPERM && size == 2) {      \
+			o->flags |= SG_HAS_SACK;                        \
+		} else if (kind == SG_OPT_TS && size == 10) {           \
+			__builtin_memcpy(&o->tsval, &buf[(i) + 2], 4);  \
+			__builtin_memcpy(&o->tsecr, &buf[(i) + 6], 4);  \
+			o->flags |= SG_HAS_TS;                          \
+		} else if ((kind == SG_OPT_MD5SIG && size == 18) ||     \
+			   (kind == SG_OPT_AO && size >= 4)) {          \
+			o->flags |= SG_HAS_SIG;                         \
+		}                                                       \
+		next = ((i) + size) & 63; /* see below */               \
 	} while (0)
+/* clang-format off */
 #define SG_OPT_AT4(i)                                                          \
 	SG_OPT_AT(i); SG_OPT_AT((i) + 1); SG_OPT_AT((i) + 2); SG_OPT_AT((i) + 3)
+/* clang-format on */
 
 /* Parse the options of the TCP header at `off` (doff bytes long) in an XDP
  * frame the way Linux's tcp_parse_options does: stop at EOL, at a length
@@ -265,11 +269,14 @@ static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
 	 * unsigned compare of len - 41, from which the 6.12 verifier cannot
 	 * tell that len >= 1 ("R4 invalid zero-sized read"; 6.18's can). */
 	asm volatile("" : "+r"(len));
-	if (len > 40 || bpf_xdp_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len))
+	if (len > 40 ||
+	    bpf_xdp_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len))
 		return;
+	/* clang-format off */
 	SG_OPT_AT4(0); SG_OPT_AT4(4); SG_OPT_AT4(8); SG_OPT_AT4(12);
 	SG_OPT_AT4(16); SG_OPT_AT4(20); SG_OPT_AT4(24); SG_OPT_AT4(28);
 	SG_OPT_AT4(32); SG_OPT_AT4(36);
+	/* clang-format on */
 done:
 	return;
 }

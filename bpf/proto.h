@@ -4,13 +4,13 @@
 #ifndef SG_PROTO_H
 #define SG_PROTO_H
 
-#define SG_ETH_P_8021Q    0x8100
-#define SG_ETH_P_8021AD   0x88a8
+#define SG_ETH_P_8021Q	  0x8100
+#define SG_ETH_P_8021AD	  0x88a8
 #define SG_IPPROTO_ICMPV6 58
 
-#define SG_IP_DF      0x4000
-#define SG_IP_MF      0x2000
-#define SG_IP_OFFMASK 0x1fff
+#define SG_IP_DF       0x4000
+#define SG_IP_MF       0x2000
+#define SG_IP_OFFMASK  0x1fff
 #define SG_IP_ECN_MASK 0x03 /* the two ECN bits of the TOS / traffic class */
 
 /* TCP flags: byte 13 of the header. */
@@ -22,15 +22,15 @@
 #define SG_TH_CWR 0x80
 
 /* TCP options we read (RFC 793, 7323, 2018, 2385, 5925). */
-#define SG_OPT_EOL      0
-#define SG_OPT_NOP      1
-#define SG_OPT_MSS      2
-#define SG_OPT_WSCALE   3
+#define SG_OPT_EOL	0
+#define SG_OPT_NOP	1
+#define SG_OPT_MSS	2
+#define SG_OPT_WSCALE	3
 #define SG_OPT_SACKPERM 4
-#define SG_OPT_TS       8
-#define SG_OPT_MD5SIG   19
-#define SG_OPT_AO       29
-#define SG_MAX_WSCALE   14 /* RFC 7323 2.3: larger shifts are treated as 14 */
+#define SG_OPT_TS	8
+#define SG_OPT_MD5SIG	19
+#define SG_OPT_AO	29
+#define SG_MAX_WSCALE	14 /* RFC 7323 2.3: larger shifts are treated as 14 */
 
 #define SG_TCP_LISTEN 10 /* enum tcp_state in include/net/tcp_states.h */
 

@@ -42,12 +42,16 @@ static __always_inline u32 prefix_bucket(const struct sg_pkt *p,
 
 		a = mask_bits(__builtin_bswap64(*(u64 *)&p->ip6->saddr), bits);
 		if (bits > 64)
-			b = mask_bits(__builtin_bswap64(*((u64 *)&p->ip6->saddr + 1)), bits - 64);
+			b = mask_bits(
+				__builtin_bswap64(*((u64 *)&p->ip6->saddr + 1)),
+				bits - 64);
 		b ^= 0x6; /* v4 and v6 prefixes of equal bits never share a value */
 	} else {
-		a = mask_bits((u64)bpf_ntohl(p->ip4->saddr) << 32, cfg->prefix4);
+		a = mask_bits((u64)bpf_ntohl(p->ip4->saddr) << 32,
+			      cfg->prefix4);
 	}
-	return fmix64(fmix64(a ^ cfg->prefix_seed) ^ b) & (SG_RATELIMIT_BUCKETS - 1);
+	return fmix64(fmix64(a ^ cfg->prefix_seed) ^ b) &
+	       (SG_RATELIMIT_BUCKETS - 1);
 }
 
 #endif /* SG_RATELIMIT_H */

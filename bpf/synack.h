@@ -17,7 +17,7 @@
 /* What our SYN-ACK says, fresh from a SYN or again from an entry. */
 struct sg_synack {
 	u32 iss, ack;
-	u32 tsval, tsecr;  /* host order; used when ts */
+	u32 tsval, tsecr; /* host order; used when ts */
 	u32 flowlabel;
 	u16 mss, window;
 	u8 ws_on, wscale, sack, ts, ecn, ttl;
@@ -48,7 +48,8 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 
 	/* MSS, then SACK-permitted + timestamps (12) or NOP NOP SACK-permitted
 	 * (4), then NOP window-scale (4). */
-	optlen = 4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
+	optlen =
+		4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
 	tcp_len = sizeof(struct tcphdr) + optlen;
 	ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	new_len = l3_off + ip_len + tcp_len;
@@ -60,7 +61,8 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 	/* adjust_tail invalidated every packet pointer: start again. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (l3_off > 22) /* 14 + two VLAN tags; bounds the offset for the verifier */
+	/* 14 + two VLAN tags; bounds the offset for the verifier */
+	if (l3_off > 22)
 		return -2;
 	if (data + sizeof(struct ethhdr) > data_end)
 		return -2;
@@ -98,11 +100,10 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 		ip->saddr = f->w[0] >> 32;
 		ip->daddr = (u32)f->w[0];
 		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32);
-		ip->check = sg_csum_fold(bpf_htons(0x4500) +
-					 bpf_htons(ip_len + tcp_len) +
-					 bpf_htons(SG_IP_DF) +
-					 bpf_htons((u16)sa->ttl << 8 | IPPROTO_TCP) +
-					 addr_sum);
+		ip->check = sg_csum_fold(
+			bpf_htons(0x4500) + bpf_htons(ip_len + tcp_len) +
+			bpf_htons(SG_IP_DF) +
+			bpf_htons((u16)sa->ttl << 8 | IPPROTO_TCP) + addr_sum);
 		ports = (u32)f->w[1];
 	}
 
@@ -111,8 +112,8 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 	tcp->seq = bpf_htonl(sa->iss);
 	tcp->ack_seq = bpf_htonl(sa->ack);
 	/* ECE without CWR: the ECN-setup SYN-ACK of RFC 3168 6.1.1. */
-	*((u16 *)tcp + 6) = bpf_htons((tcp_len / 4) << 12 | SG_TH_SYN | SG_TH_ACK |
-				      (sa->ecn ? SG_TH_ECE : 0));
+	*((u16 *)tcp + 6) = bpf_htons((tcp_len / 4) << 12 | SG_TH_SYN |
+				      SG_TH_ACK | (sa->ecn ? SG_TH_ECE : 0));
 	tcp->window = bpf_htons(sa->window);
 	tcp->urg_ptr = 0;
 	sum = sg_csum_pseudo(addr_sum, tcp_len) + ports + tcp->seq +

@@ -55,18 +55,22 @@ struct sg_ct_opts { /* struct bpf_ct_opts as Linux 6.1 has it (12 bytes, taken b
 #define SG_IPS_CONFIRMED  0x8
 #define SG_CT_TIMEOUT_MS  10000 /* until conntrack sees the ACK, right behind */
 
-static struct nf_conn___init *(*bpf_skb_ct_alloc)(struct __sk_buff *skb,
-						   struct bpf_sock_tuple *tuple, u32 tuple__sz,
-						   struct sg_ct_opts *opts,
-						   u32 opts__sz) = (void *)0x7ffff1;
-static void (*bpf_ct_set_timeout)(struct nf_conn___init *ct, u32 ms) = (void *)0x7ffff2;
-static int (*bpf_ct_set_status)(const struct nf_conn___init *ct, u32 status) = (void *)0x7ffff3;
-static struct nf_conn *(*bpf_ct_insert_entry)(struct nf_conn___init *ct) = (void *)0x7ffff4;
+static struct nf_conn___init *(*bpf_skb_ct_alloc)(
+	struct __sk_buff *skb, struct bpf_sock_tuple *tuple, u32 tuple__sz,
+	struct sg_ct_opts *opts, u32 opts__sz) = (void *)0x7ffff1;
+static void (*bpf_ct_set_timeout)(struct nf_conn___init *ct,
+				  u32 ms) = (void *)0x7ffff2;
+static int (*bpf_ct_set_status)(const struct nf_conn___init *ct,
+				u32 status) = (void *)0x7ffff3;
+static struct nf_conn *(*bpf_ct_insert_entry)(struct nf_conn___init *ct) =
+	(void *)0x7ffff4;
 static void (*bpf_ct_release)(struct nf_conn *ct) = (void *)0x7ffff5;
 
-static __always_inline void conntrack_entry(struct __sk_buff *skb, const struct sg_pkt *p)
+static __always_inline void conntrack_entry(struct __sk_buff *skb,
+					    const struct sg_pkt *p)
 {
-	struct sg_ct_opts opts = { .netns_id = BPF_F_CURRENT_NETNS, .l4proto = IPPROTO_TCP };
+	struct sg_ct_opts opts = {.netns_id = BPF_F_CURRENT_NETNS,
+				  .l4proto = IPPROTO_TCP};
 	struct bpf_sock_tuple t = {};
 	struct nf_conn___init *nct;
 	struct nf_conn *ct;
@@ -84,7 +88,8 @@ static __always_inline void conntrack_entry(struct __sk_buff *skb, const struct 
 		bpf_ct_set_status(nct, SG_IPS_SEEN_REPLY);
 	ct = bpf_ct_insert_entry(nct); /* frees nct on failure */
 	if (!ct) {
-		count(SG_C_ctfailed, p->ipv6); /* e.g. an entry for the 4-tuple exists */
+		/* e.g. an entry for the 4-tuple exists */
+		count(SG_C_ctfailed, p->ipv6);
 		return;
 	}
 	bpf_ct_release(ct);

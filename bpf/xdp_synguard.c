@@ -27,11 +27,12 @@
 #include "ratelimit.h"
 #include "synack.h"
 
-#define SG_PAUSE_MAX_BACKOFF 6 /* FreeBSD's TCP_SYNCACHE_MAX_BACKOFF */
-#define SG_CONTINUE (-1)       /* a step's "go on": every verdict is >= 0 */
+#define SG_PAUSE_MAX_BACKOFF 6	  /* FreeBSD's TCP_SYNCACHE_MAX_BACKOFF */
+#define SG_CONTINUE	     (-1) /* a step's "go on": every verdict is >= 0 */
 
 _Static_assert(SG_CF_WSCALE == SG_HAS_WSCALE && SG_CF_SACK == SG_HAS_SACK &&
-	       SG_CF_TIMESTAMPS == SG_HAS_TS && !(SG_CF_ECN & SG_HAS_SIG),
+		       SG_CF_TIMESTAMPS == SG_HAS_TS &&
+		       !(SG_CF_ECN & SG_HAS_SIG),
 	       "config switches and option flags share bits");
 
 /* Parsed options and the entry being built live in a per-CPU scratch slot,
@@ -53,9 +54,11 @@ struct sg_ctx {
 	const struct sg_config *cfg;
 	const struct sg_secrets *sec;
 	struct sg_scratch *s; /* the options (s->o) once parsed */
-	struct sg_flow flow;  /* the cookie's input: 4-tuple and the client's ISN */
-	struct sg_flow key;   /* the 4-tuple: key of the syncache and the hand-offs */
-	u64 hash;             /* the cookie's SipHash (SYN) */
+	/* the cookie's input: 4-tuple and the client's ISN */
+	struct sg_flow flow;
+	/* the 4-tuple: key of the syncache and the hand-offs */
+	struct sg_flow key;
+	u64 hash; /* the cookie's SipHash (SYN) */
 	u64 now;
 };
 
@@ -86,8 +89,13 @@ static __always_inline int sock_state(struct sg_ctx *c)
  * kernel owns. */
 static __always_inline int leave_to_kernel(int state, u32 ipv6)
 {
-	count(state < 0 ? SG_C_nolistener :
-	      state == SG_MPTCP_LISTEN ? SG_C_mptcp : SG_C_established, ipv6);
+	u32 counter = SG_C_established;
+
+	if (state < 0)
+		counter = SG_C_nolistener;
+	else if (state == SG_MPTCP_LISTEN)
+		counter = SG_C_mptcp;
+	count(counter, ipv6);
 	return XDP_PASS;
 }
 
@@ -256,7 +264,8 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 	if (r != SG_CONTINUE)
 		return r;
 	o = &c->s->o;
-	o->mss = c->p.ipv6 ? SG_MSS_DEFAULT6 : SG_MSS_DEFAULT4; /* no MSS option */
+	/* no MSS option */
+	o->mss = c->p.ipv6 ? SG_MSS_DEFAULT6 : SG_MSS_DEFAULT4;
 	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
 	if (o->flags & SG_HAS_SIG) {
 		count(SG_C_signed, c->p.ipv6);
@@ -315,7 +324,9 @@ static __always_inline int syn_dupsyn(struct sg_ctx *c, struct sg_synack *sa)
  * syn_prepare_cookie), as Linux's own cookies do. */
 static __always_inline u8 syn_ecn(const struct sg_ctx *c, u8 ts)
 {
-	u8 flags = ((u8 *)c->p.tcp)[13], res1 = ((u8 *)c->p.tcp)[12] & 0x0f, tos;
+	u8 flags = ((u8 *)c->p.tcp)[13];
+	u8 res1 = ((u8 *)c->p.tcp)[12] & 0x0f;
+	u8 tos;
 
 	if ((flags & (SG_TH_ECE | SG_TH_CWR)) != (SG_TH_ECE | SG_TH_CWR) ||
 	    !(c->cfg->flags & SG_CF_ECN) || !ts)
@@ -330,7 +341,8 @@ static __always_inline u8 syn_ecn(const struct sg_ctx *c, u8 ts)
 /* What we answer with: the peer's offer, masked by what the kernel's
  * sysctls let the hand-off accept (same bits), without branches; our MSS
  * clamped to the peer's and to the table's floor. */
-static __always_inline void syn_negotiate(struct sg_ctx *c, struct sg_synack *sa)
+static __always_inline void syn_negotiate(struct sg_ctx *c,
+					  struct sg_synack *sa)
 {
 	const struct sg_tcpopts *o = &c->s->o;
 	const struct sg_config *cfg = c->cfg;
@@ -354,7 +366,8 @@ static __always_inline void syn_negotiate(struct sg_ctx *c, struct sg_synack *sa
 /* The ISS: the cookie over the flow and what was negotiated (cookie.h);
  * the IPv6 flow label and our TSval from the hash's other bits. The TSval's
  * low bit says whether ECN was set up. */
-static __always_inline void syn_prepare_cookie(struct sg_ctx *c, struct sg_synack *sa)
+static __always_inline void syn_prepare_cookie(struct sg_ctx *c,
+					       struct sg_synack *sa)
 {
 	const struct sg_tcpopts *o = &c->s->o;
 	u32 mss_idx, ws_idx, meta, slot = c->sec->active & 1;
@@ -368,12 +381,14 @@ static __always_inline void syn_prepare_cookie(struct sg_ctx *c, struct sg_synac
 	sa->iss = sg_cookie_iss(h, meta);
 	sa->flowlabel = c->p.ipv6 ? (h >> 24) & 0xfffff : 0;
 	if (sa->ts) /* ~1 ms clock with a keyed per-connection offset */
-		sa->tsval = (((u32)(h >> 32) + (u32)(c->now >> 20)) & ~1U) | sa->ecn;
+		sa->tsval = (((u32)(h >> 32) + (u32)(c->now >> 20)) & ~1U) |
+			    sa->ecn;
 }
 
 /* The entry for what we just sent (the frame is our SYN-ACK now, so its L2
  * header is the one retransmissions reuse). 0 when it is in. */
-static __always_inline int syncache_add(struct sg_ctx *c, const struct sg_synack *sa)
+static __always_inline int syncache_add(struct sg_ctx *c,
+					const struct sg_synack *sa)
 {
 	struct sg_syncache_entry *e = &c->s->e;
 	const struct sg_tcpopts *o = &c->s->o;
@@ -397,7 +412,8 @@ static __always_inline int syncache_add(struct sg_ctx *c, const struct sg_synack
 	e->bucket = (c->hash >> 44) & (SG_SYNCACHE_BUCKETS - 1);
 	e->snd_wscale = o->wscale;
 	e->rcv_wscale = sa->wscale;
-	e->flags = (sa->ws_on ? SG_SCF_WINSCALE : 0) | (sa->ts ? SG_SCF_TIMESTAMP : 0) |
+	e->flags = (sa->ws_on ? SG_SCF_WINSCALE : 0) |
+		   (sa->ts ? SG_SCF_TIMESTAMP : 0) |
 		   (sa->sack ? SG_SCF_SACK : 0) | (sa->ecn ? SG_SCF_ECN : 0);
 	e->rxmits = 0;
 	e->ttl = sa->ttl;
@@ -406,7 +422,8 @@ static __always_inline int syncache_add(struct sg_ctx *c, const struct sg_synack
 
 /* Our SYN-ACK in place of the SYN: SG_CONTINUE, or the verdict when it
  * cannot be written (then the kernel answers the SYN itself). */
-static __always_inline int syn_respond(struct sg_ctx *c, const struct sg_synack *sa)
+static __always_inline int syn_respond(struct sg_ctx *c,
+				       const struct sg_synack *sa)
 {
 	int r = write_synack(c->xdp, c->p.l3_off, c->p.frame_len, &c->flow, sa);
 
@@ -434,8 +451,8 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	r = syn_respond(c, &sa);
 	if (r != SG_CONTINUE)
 		return r;
-	if (counter == SG_C_sendcookie && keeps_entries(c->cfg) && syncache_add(c, &sa) &&
-	    !c->cfg->syncookies) {
+	if (counter == SG_C_sendcookie && keeps_entries(c->cfg) &&
+	    syncache_add(c, &sa) && !c->cfg->syncookies) {
 		/* No entry and no cookies: the seed sends nothing. */
 		count(SG_C_dropped, c->p.ipv6);
 		return XDP_DROP;
@@ -450,7 +467,7 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 
 /* What a handshake negotiated: from a syncache entry or from a cookie. */
 struct sg_negotiated {
-	u16 mss;        /* the client's */
+	u16 mss; /* the client's */
 	u8 sack, ecn, ts;
 	u8 wscale_ok, snd_wscale, rcv_wscale;
 };
@@ -474,7 +491,8 @@ static __always_inline int ack_validate(struct sg_ctx *c)
  * then checked: ACK = ISS + 1, SEQ = IRS + 1, timestamps iff negotiated and
  * TSecr = what we sent. 1 when it matched (n filled); 0 when there was none
  * or it did not match (badack), and the cookie decides. */
-static __always_inline int syncache_expand(struct sg_ctx *c, struct sg_negotiated *n)
+static __always_inline int syncache_expand(struct sg_ctx *c,
+					   struct sg_negotiated *n)
 {
 	struct sg_tcpopts *o = &c->s->o;
 	struct sg_syncache_entry *e = syncache.lookup(&c->key);
@@ -494,8 +512,9 @@ static __always_inline int syncache_expand(struct sg_ctx *c, struct sg_negotiate
 		count(SG_C_badack, c->p.ipv6);
 		return 0;
 	}
-	n->mss = ent.peer_mss < sg_mss_value(0, c->p.ipv6) ? sg_mss_value(0, c->p.ipv6) :
-							     ent.peer_mss;
+	n->mss = ent.peer_mss < sg_mss_value(0, c->p.ipv6)
+			 ? sg_mss_value(0, c->p.ipv6)
+			 : ent.peer_mss;
 	n->sack = !!(ent.flags & SG_SCF_SACK);
 	n->ecn = !!(ent.flags & SG_SCF_ECN);
 	n->ts = has_ts;
@@ -510,7 +529,8 @@ static __always_inline int syncache_expand(struct sg_ctx *c, struct sg_negotiate
  * overwritten, so its cookies fail). In fleet mode the other parity may
  * also be the next epoch's key (a host whose clock runs ahead minted it): a
  * second hash, for those only. SG_CONTINUE with n filled, or the verdict. */
-static __always_inline int cookie_check(struct sg_ctx *c, struct sg_negotiated *n)
+static __always_inline int cookie_check(struct sg_ctx *c,
+					struct sg_negotiated *n)
 {
 	const struct sg_secrets *sec = c->sec;
 	struct sg_tcpopts *o = &c->s->o;
@@ -519,7 +539,8 @@ static __always_inline int cookie_check(struct sg_ctx *c, struct sg_negotiated *
 	u64 h;
 
 	if (!c->cfg->syncookies) {
-		count(SG_C_badcookie, c->p.ipv6); /* no entry and no cookies: rejected */
+		/* no entry and no cookies: rejected */
+		count(SG_C_badcookie, c->p.ipv6);
 		return XDP_DROP;
 	}
 	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &c->flow, meta);
@@ -548,7 +569,8 @@ static __always_inline int cookie_check(struct sg_ctx *c, struct sg_negotiated *
 	n->mss = sg_mss_value(SG_META_MSS(meta), c->p.ipv6);
 	n->sack = SG_META_SACK(meta);
 	n->ts = !!(o->flags & c->cfg->flags & SG_HAS_TS);
-	n->ecn = n->ts && (bpf_ntohl(o->tsecr) & 1) && (c->cfg->flags & SG_CF_ECN);
+	n->ecn = n->ts && (bpf_ntohl(o->tsecr) & 1) &&
+		 (c->cfg->flags & SG_CF_ECN);
 	n->wscale_ok = ws_idx != 0;
 	n->snd_wscale = sg_wscale_value(ws_idx);
 	n->rcv_wscale = c->cfg->wscale;
@@ -557,8 +579,8 @@ static __always_inline int cookie_check(struct sg_ctx *c, struct sg_negotiated *
 
 /* Leave the request socket's attributes for tc (tc_handoff.c) in the
  * handoffs map, and pass the ACK on. */
-static __always_inline int hand_off(struct sg_ctx *c, const struct sg_negotiated *n,
-				    u32 counter)
+static __always_inline int hand_off(struct sg_ctx *c,
+				    const struct sg_negotiated *n, u32 counter)
 {
 	const struct sg_tcpopts *o = &c->s->o;
 	struct sg_handoff h = {};
@@ -581,7 +603,8 @@ static __always_inline int hand_off(struct sg_ctx *c, const struct sg_negotiated
 	}
 	count(counter, c->p.ipv6);
 	if (handoffs.update(&c->key, &h))
-		count(SG_C_aborted, c->p.ipv6); /* no room: the kernel will send an RST */
+		/* no room: the kernel will send an RST */
+		count(SG_C_aborted, c->p.ipv6);
 	return XDP_PASS;
 }
 
@@ -690,7 +713,8 @@ int synguard_xdp(struct xdp_md *ctx)
 		goto pass;
 
 	flags = ((u8 *)c.p.tcp)[13];
-	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST | SG_TH_FIN)) == SG_TH_SYN)
+	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST | SG_TH_FIN)) ==
+	    SG_TH_SYN)
 		return handle_syn(&c);
 	if (flags & SG_TH_RST)
 		return handle_rst(&c, flags);
@@ -717,14 +741,14 @@ struct sg_drop_record {
 int synguard_syncache_drop(struct xdp_md *ctx)
 {
 	struct sg_drop_record r;
+	const u32 removed = __builtin_offsetof(struct sg_drop_record, removed);
 	u32 off = 0;
 
 	for (int i = 0; i < SG_DROP_BATCH; i++) {
 		if (bpf_xdp_load_bytes(ctx, off, &r, sizeof(r)))
 			break;
 		r.removed = !syncache_drop(&r.key, r.bucket);
-		bpf_xdp_store_bytes(ctx, off + __builtin_offsetof(struct sg_drop_record, removed),
-				    &r.removed, 1);
+		bpf_xdp_store_bytes(ctx, off + removed, &r.removed, 1);
 		off += sizeof(r);
 	}
 	return XDP_PASS;
