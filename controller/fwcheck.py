@@ -227,6 +227,11 @@ def render_match(m) -> str:
     return f"{render_expr(left, quote)} {opstr}{render_value(right, quote)}"
 
 
+def _with_args(name, v, **formats):
+    """`name key value ...` for each key of formats that v has, in order."""
+    return " ".join([name] + ["%s %s" % (key, fmt % v[key]) for key, fmt in formats.items() if key in v])
+
+
 def render_stmt(s) -> str:
     ((k, v),) = s.items()
     if k == "match":
@@ -258,29 +263,14 @@ def render_stmt(s) -> str:
     if k == "quota":
         return f"quota {'over ' if v.get('inv') else ''}{v.get('val')} {v.get('val_unit', 'bytes')}"
     if k == "log":
-        if not v:
-            return "log"
-        parts = ["log"]
-        if "prefix" in v:
-            parts.append(f'prefix "{v["prefix"]}"')
-        if "level" in v:
-            parts.append(f"level {v['level']}")
-        if "group" in v:
-            parts.append(f"group {v['group']}")
-        return " ".join(parts)
+        return _with_args("log", v or {}, prefix='"%s"', level="%s", group="%s")
     if k == "notrack":
         return "notrack"
     if k == "synproxy":
-        if not v:
-            return "synproxy"
-        parts = ["synproxy"]
-        if "mss" in v:
-            parts.append(f"mss {v['mss']}")
-        if "wscale" in v:
-            parts.append(f"wscale {v['wscale']}")
-        fl = v.get("flags", [])
-        parts += [fl] if isinstance(fl, str) else fl
-        return " ".join(parts)
+        fl = (v or {}).get("flags", [])
+        return " ".join(
+            [_with_args("synproxy", v or {}, mss="%s", wscale="%s")] + ([fl] if isinstance(fl, str) else fl)
+        )
     if k == "set":
         inner = " ".join([render_expr(v["elem"])] + [render_stmt(x) for x in v.get("stmt", [])])
         return f"{v['op']} {v['set']} {{ {inner} }}"
