@@ -1,16 +1,23 @@
-"""CPU cost of the syncache timer (controller/syncache.py) over 100k entries.
+"""CPU cost of the syncache timer (controller/syncache.py driving
+bpf/syncache_timer.c) over 100k entries.
 
 The entries are made the real way: 100k SYNs of distinct 4-tuples through
 the XDP program (BPF_PROG_TEST_RUN). Then, on a simulated clock:
-  walk          one tick when nothing is due (the common case: it only reads)
-  retransmit    one tick when every entry is due: 100k SYN-ACKs rebuilt and
-                sent (AF_PACKET on the namespace's loopback), entries updated
+  idle          one tick before any entry can be due (the common case: it
+                reads the syncache's state and the config, no entry)
+  scan          one tick when nothing is due but the timer must look
+  retransmit    one tick when every entry is due: 100k SYN-ACKs copied from
+                the entries and sent (AF_PACKET on the namespace's
+                loopback), entries rescheduled
   expire        one tick when every entry has had its retransmissions: 100k
-                removals through synguard_syncache_drop
+                removals
+  flush         one tick while the syncache is paused: 100k removals
   scrape        one /metrics rendering (the collector reads counters and
                 the syncache's entry count, never the entries), with the
                 syncache full; the median of 200
-CPU is user + system time of this process (getrusage), wall time alongside.
+CPU is user + system time of this process (getrusage), wall time alongside;
+the kernel's work in the timer program counts as this process's system
+time.
 
 usage: python bench/syncache_timer.py [--entries 100000] [--markdown FILE]
 """
@@ -55,7 +62,7 @@ def main(argv=None):
             libbpf.test_run(dp.xdp_fd, frame)
         entries = maps.syncache_state.lookup(0).entries
         assert entries == n, entries
-        timer = Syncache(maps, dp.drop_fd)
+        timer = Syncache(maps, dp.timer_fd)
         timer.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         timer.sock.bind(("lo", 0))
         first_due = min(e.rxt_ns for _, e in timer.entries())
@@ -63,7 +70,10 @@ def main(argv=None):
 
         c, w, (resent, stale) = timed(lambda: timer.tick(first_due - 1))
         assert (resent, stale) == (0, 0)
-        rows.append(("walk, nothing due", c, w))
+        rows.append(("scan, nothing due", c, w))
+        c, w, (resent, stale) = timed(lambda: timer.tick(first_due - 1))
+        assert (resent, stale) == (0, 0)
+        rows.append(("idle: no entry can be due", c, w))
         registry = CollectorRegistry()
         collector = SynguardCollector()
         collector.attached = types.SimpleNamespace(
@@ -83,7 +93,17 @@ def main(argv=None):
         assert (resent, stale) == (0, n), (resent, stale)
         rows.append(("expire all (%d removed)" % stale, c, w))
         assert maps.syncache_state.lookup(0).entries == 0
-        timer.close()
+
+        configure(dp, maps, cachelimit=n, bucketlimit=n, pause_ms=0)
+        for frame in syns(n):
+            libbpf.test_run(dp.xdp_fd, frame)
+        st = maps.syncache_state.lookup(0)
+        st.pause_until_ns = time.monotonic_ns() + (60 << 30)  # as after an overflow
+        maps.syncache_state.update(0, st)
+        c, w, (resent, flushed) = timed(lambda: timer.tick())
+        assert (resent, flushed) == (0, n), (resent, flushed)
+        rows.append(("flush all while paused (%d removed)" % flushed, c, w))
+        timer.sock.close()
 
     print(
         "/metrics scrape with %d entries: CPU %.2f ms, wall %.2f ms (median of 200)"

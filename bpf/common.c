@@ -1,10 +1,11 @@
-/* What both hooks use that touches a map or a helper, compiled first.
+/* What more than one program uses that touches a map or a helper,
+ * compiled first.
  *
  * bcc rewrites map calls (map.lookup()) only in the source text it is
  * given, never in included headers, and the loader hands it this file,
- * xdp_synguard.c and tc_handoff.c as one text (one clang run, the maps made
- * once; controller/datapath.py). So code both hooks need lives here, once;
- * map-free code lives in the headers.
+ * xdp_synguard.c, tc_handoff.c and syncache_timer.c as one text (one clang
+ * run, the maps made once; controller/datapath.py). So code several
+ * programs need lives here, once; map-free code lives in the headers.
  */
 #include <uapi/linux/bpf.h>
 #include "maps.h"
@@ -51,4 +52,30 @@ static __always_inline struct bpf_sock *lookup_sock(void *ctx,
 	u32 size = sock_tuple(p, &t);
 
 	return bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+}
+
+/* The syncache's bookkeeping (XDP and the timer). Entry counts change
+ * only here and in syncache_insert (xdp_synguard.c), always with atomics, so concurrent CPUs can overshoot a limit by at most one entry
+ * each (the seed's cache_count is "XXX: unprotected" for the same reason). */
+
+static __always_inline u32 *bucket_count(u32 bucket)
+{
+	return syncache_buckets.lookup(&bucket);
+}
+
+/* syncache_drop: remove the entry under key and give back its room. */
+static __always_inline int syncache_drop(struct sg_flow *key, u32 bucket)
+{
+	u32 zero = 0, *b;
+	struct sg_syncache_state *st;
+
+	if (syncache.delete(key))
+		return -1; /* someone else took it first */
+	st = syncache_state.lookup(&zero);
+	b = bucket_count(bucket);
+	if (st)
+		__sync_fetch_and_add(&st->entries, -1);
+	if (b)
+		__sync_fetch_and_add(b, -1);
+	return 0;
 }

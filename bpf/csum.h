@@ -25,4 +25,10 @@ static __always_inline u64 sg_csum_pseudo(u64 addr_sum, u32 tcp_len)
 	return addr_sum + bpf_htons(IPPROTO_TCP) + bpf_htons(tcp_len);
 }
 
+/* RFC 1624 eqn. 3: the checksum after one 16-bit word changed. */
+static __always_inline u16 sg_csum_replace(u16 check, u16 old, u16 new)
+{
+	return sg_csum_fold((u16)~check + (u16)~old + (u64) new);
+}
+
 #endif /* SG_CSUM_H */

@@ -33,6 +33,18 @@ static __always_inline void swap_macs(u8 *eth)
 	__builtin_memcpy(eth + ETH_ALEN, mac, ETH_ALEN);
 }
 
+/* Our SYN-ACK's length from l3_off: MSS, then SACK-permitted + timestamps
+ * (12) or NOP NOP SACK-permitted (4), then NOP window-scale (4). */
+static __always_inline u32 synack_len(u32 l3_off, u64 ipv6,
+				      const struct sg_synack *sa)
+{
+	u32 optlen =
+		4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
+	u32 ip_len = ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+
+	return l3_off + ip_len + sizeof(struct tcphdr) + optlen;
+}
+
 /* Rewrite the frame in place into our SYN-ACK; f holds the SYN's addresses
  * and ports. 0: ready for XDP_TX; -1: the driver cannot resize the frame
  * (untouched); -2: the verifier's bounds (cannot happen; frame changed). */
@@ -40,19 +52,14 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 					u32 frame_len, const struct sg_flow *f,
 					const struct sg_synack *sa)
 {
-	u32 optlen, ip_len, tcp_len, new_len, ports;
+	u32 ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	u32 new_len = synack_len(l3_off, f->ipv6, sa);
+	u32 tcp_len = new_len - l3_off - ip_len, ports;
 	u64 sum, addr_sum;
 	void *data, *data_end;
 	struct tcphdr *tcp;
 	u32 *op;
 
-	/* MSS, then SACK-permitted + timestamps (12) or NOP NOP SACK-permitted
-	 * (4), then NOP window-scale (4). */
-	optlen =
-		4 + 12 * sa->ts + 4 * (sa->sack & (sa->ts ^ 1)) + 4 * sa->ws_on;
-	tcp_len = sizeof(struct tcphdr) + optlen;
-	ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	new_len = l3_off + ip_len + tcp_len;
 	/* IP options, a payload or padding in the SYN are not echoed. */
 	if (new_len != frame_len &&
 	    bpf_xdp_adjust_tail(ctx, (int)new_len - (int)frame_len))

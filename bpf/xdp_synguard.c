@@ -142,32 +142,7 @@ static __always_inline int synack_allowed(struct sg_ctx *c)
 	return 1;
 }
 
-/* --- the syncache's bookkeeping --------------------------------------------
- * Entry counts change only here and in synguard_syncache_drop, always with
- * atomics, so concurrent CPUs can overshoot a limit by at most one entry
- * each (the seed's cache_count is "XXX: unprotected" for the same reason). */
-
-static __always_inline u32 *bucket_count(u32 bucket)
-{
-	return syncache_buckets.lookup(&bucket);
-}
-
-/* syncache_drop: remove the entry under key and give back its room. */
-static __always_inline int syncache_drop(struct sg_flow *key, u32 bucket)
-{
-	u32 zero = 0, *b;
-	struct sg_syncache_state *st;
-
-	if (syncache.delete(key))
-		return -1; /* someone else took it first */
-	st = syncache_state.lookup(&zero);
-	b = bucket_count(bucket);
-	if (st)
-		__sync_fetch_and_add(&st->entries, -1);
-	if (b)
-		__sync_fetch_and_add(b, -1);
-	return 0;
-}
+/* --- the syncache's bookkeeping (syncache_drop: common.c) ---------------- */
 
 /* FreeBSD's syncache_pause (after r178285): on overflow use cookies only
  * for pause_ms, doubled (up to 2^6 times) when the last pause ended less
@@ -253,6 +228,23 @@ static __always_inline int keeps_entries(const struct sg_config *cfg)
 	return cfg->syncookies_only == 0 || cfg->syncookies == 0;
 }
 
+/* Whether this SYN looks for and makes an entry. Not while the syncache is
+ * paused: cookies carry every connection then, and a flood is spared the
+ * lookup and the entry built for nothing. With syncookies=0 the entries are
+ * all there is, so they still count (and a SYN without room is dropped). */
+static __always_inline int syncache_in_use(const struct sg_ctx *c)
+{
+	u32 zero = 0;
+	struct sg_syncache_state *st;
+
+	if (!keeps_entries(c->cfg))
+		return 0;
+	if (!c->cfg->syncookies)
+		return 1;
+	st = syncache_state.lookup(&zero);
+	return st && c->now >= st->pause_until_ns;
+}
+
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
  * the source prefix within its SYN-ACK budget. Leaves the options in
  * c->s->o and the flow in c->flow and c->key. */
@@ -289,8 +281,6 @@ static __always_inline int syn_dupsyn(struct sg_ctx *c, struct sg_synack *sa)
 	struct sg_syncache_entry *e;
 	const struct sg_tcpopts *o = &c->s->o;
 
-	if (!keeps_entries(c->cfg))
-		return 0;
 	e = syncache.lookup(&c->key);
 	if (!e)
 		return 0;
@@ -385,20 +375,49 @@ static __always_inline void syn_prepare_cookie(struct sg_ctx *c,
 			    sa->ecn;
 }
 
-/* The entry for what we just sent (the frame is our SYN-ACK now, so its L2
- * header is the one retransmissions reuse). 0 when it is in. */
+/* Keep the SYN-ACK the frame now holds in e, for the retransmissions. */
+static __always_inline int syncache_keep_frame(struct sg_ctx *c,
+					       const struct sg_synack *sa,
+					       struct sg_syncache_entry *e)
+{
+	/* u64 and masked: a u32 would be checked as a truncated copy while
+	 * the 64-bit sum is passed on, which the verifier sees unbounded. */
+	u64 len = synack_len(c->p.l3_off, c->p.ipv6, sa) & 0xff;
+
+	/* 58 is the shortest SYN-ACK. The barrier keeps clang from folding
+	 * the two checks into one unsigned compare of a copy (len - 58 > 46),
+	 * which bounds nothing. */
+	if (len < 58)
+		return -1;
+	asm volatile("" : "+r"(len));
+	if (len > sizeof(e->frame))
+		return -1;
+	if (bpf_xdp_load_bytes(c->xdp, 0, e->frame, len))
+		return -1;
+	e->frame_len = len;
+	e->l3_off = c->p.l3_off;
+	return 0;
+}
+
+/* A dupsyn's SYN-ACK echoes the new timestamp: retransmit that one. */
+static __always_inline void syncache_update_frame(struct sg_ctx *c,
+						  const struct sg_synack *sa)
+{
+	struct sg_syncache_entry *e = syncache.lookup(&c->key);
+
+	if (e)
+		syncache_keep_frame(c, sa, e);
+}
+
+/* The entry for what we just sent. 0 when it is in. */
 static __always_inline int syncache_add(struct sg_ctx *c,
 					const struct sg_synack *sa)
 {
 	struct sg_syncache_entry *e = &c->s->e;
 	const struct sg_tcpopts *o = &c->s->o;
 
-	/* All of l2 (the frame is longer), of which l2_len bytes count: a
-	 * constant size spares the verifier a range for l3_off, which comes
-	 * back from the stack without one. */
-	if (bpf_xdp_load_bytes(c->xdp, 0, e->l2, sizeof(e->l2)))
+	if (syncache_keep_frame(c, sa, e))
 		return -1;
-	e->l2_len = c->p.l3_off;
 	e->added_ns = c->now;
 	e->rxt_ns = c->now + (u64)c->cfg->rexmt_ms * SG_MS;
 	e->irs = sa->ack - 1;
@@ -438,11 +457,12 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 {
 	struct sg_synack sa = {};
 	u32 counter = SG_C_sendcookie;
-	int r = syn_validate(c);
+	int r = syn_validate(c), cache;
 
 	if (r != SG_CONTINUE)
 		return r;
-	if (syn_dupsyn(c, &sa)) {
+	cache = syncache_in_use(c);
+	if (cache && syn_dupsyn(c, &sa)) {
 		counter = SG_C_dupsyn;
 	} else {
 		syn_negotiate(c, &sa);
@@ -451,8 +471,9 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	r = syn_respond(c, &sa);
 	if (r != SG_CONTINUE)
 		return r;
-	if (counter == SG_C_sendcookie && keeps_entries(c->cfg) &&
-	    syncache_add(c, &sa) && !c->cfg->syncookies) {
+	if (counter == SG_C_dupsyn)
+		syncache_update_frame(c, &sa);
+	else if (cache && syncache_add(c, &sa) && !c->cfg->syncookies) {
 		/* No entry and no cookies: the seed sends nothing. */
 		count(SG_C_dropped, c->p.ipv6);
 		return XDP_DROP;
@@ -650,6 +671,23 @@ static __always_inline int handle_rst(struct sg_ctx *c, u8 flags)
 
 /* --- ICMP: syncache_unreach ----------------------------------------------- */
 
+/* After an unreachable the seed retransmits without DF (the path's MTU may
+ * be what failed): clear it in the stored IPv4 SYN-ACK. */
+static __always_inline void syncache_clear_df(struct sg_syncache_entry *e)
+{
+	u32 off = e->l3_off;
+	u16 old, new, check;
+
+	if (off > 22) /* as written by syncache_keep_frame; bounds it */
+		return;
+	__builtin_memcpy(&old, &e->frame[off + 6], 2);
+	__builtin_memcpy(&check, &e->frame[off + 10], 2);
+	new = old & ~bpf_htons(SG_IP_DF);
+	check = sg_csum_replace(check, old, new);
+	__builtin_memcpy(&e->frame[off + 6], &new, 2);
+	__builtin_memcpy(&e->frame[off + 10], &check, 2);
+}
+
 static __always_inline void handle_icmp(struct xdp_md *ctx, struct sg_pkt *p,
 					const struct sg_config *cfg)
 {
@@ -671,6 +709,8 @@ static __always_inline void handle_icmp(struct xdp_md *ctx, struct sg_pkt *p,
 	/* Remove the entry only on a second error after the retransmissions
 	 * ran out, so that a short outage does not kill it (the seed). */
 	if (!(e->flags & SG_SCF_UNREACH) || e->rxmits < cfg->rexmtlimit) {
+		if (!(e->flags & SG_SCF_UNREACH) && !key.ipv6)
+			syncache_clear_df(e);
 		e->flags |= SG_SCF_UNREACH;
 		return;
 	}
@@ -722,34 +762,5 @@ int synguard_xdp(struct xdp_md *ctx)
 		return handle_ack(&c);
 pass:
 	count(SG_C_passed, 0);
-	return XDP_PASS;
-}
-
-/* Not attached anywhere: the controller runs it with BPF_PROG_TEST_RUN to
- * remove syncache entries (stale ones, after rexmtlimit), so that entry
- * counts stay in one place and atomic. The frame is a list of records;
- * each record's status byte is set to 1 if its entry was removed (the
- * controller reads the output frame). */
-struct sg_drop_record {
-	struct sg_flow key;
-	u32 bucket;
-	u8 removed;
-	u8 pad[3];
-};
-#define SG_DROP_BATCH 64
-
-int synguard_syncache_drop(struct xdp_md *ctx)
-{
-	struct sg_drop_record r;
-	const u32 removed = __builtin_offsetof(struct sg_drop_record, removed);
-	u32 off = 0;
-
-	for (int i = 0; i < SG_DROP_BATCH; i++) {
-		if (bpf_xdp_load_bytes(ctx, off, &r, sizeof(r)))
-			break;
-		r.removed = !syncache_drop(&r.key, r.bucket);
-		bpf_xdp_store_bytes(ctx, off + removed, &r.removed, 1);
-		off += sizeof(r);
-	}
 	return XDP_PASS;
 }

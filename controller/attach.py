@@ -197,7 +197,7 @@ def adoptable(on):
         and st.source_hash == datapath.source_hash()
         and on.xdp_id == st.xdp_prog_id
         and on.tc_id == st.tc_prog_id == on.pinned.get(TC_PROG)
-        and on.pinned.get(datapath.DROP_PROG)
+        and on.pinned.get(datapath.TIMER_PROG)
     )
 
 

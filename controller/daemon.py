@@ -147,7 +147,7 @@ def loop(stop, a, keys, sock, fw):
     """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
     first retransmission delay, at most 250 ms); at each key rotation a check
     that our XDP program is still the one attached, and of the firewall."""
-    cache = Syncache(a.maps, a.dp.drop_fd, sock=sock)
+    cache = Syncache(a.maps, a.dp.timer_fd, sock=sock)
     while True:
         tick = min(0.25, a.maps.config.lookup(0).rexmt_ms / 4000)
         if stop.wait(max(0.0, min(tick, keys.due_in()))):

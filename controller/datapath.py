@@ -15,11 +15,11 @@ import os
 from . import kfunc, layout, libbpf
 from .maps import Maps
 
-SOURCES = ("common.c", "xdp_synguard.c", "tc_handoff.c")
+SOURCES = ("common.c", "xdp_synguard.c", "tc_handoff.c", "syncache_timer.c")
 XDP_PROG = "synguard_xdp"
 TC_PROG = "synguard_tc"
-DROP_PROG = "synguard_syncache_drop"
-PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", DROP_PROG: "prog_syncache_drop"}
+TIMER_PROG = "synguard_syncache_timer"
+PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", TIMER_PROG: "prog_syncache_timer"}
 KFUNC = "bpf_sk_assign_tcp_reqsk"
 
 
@@ -82,7 +82,7 @@ class Datapath:
             raise LoadError("bcc could not compile the data path (%s)" % e) from e
         try:
             self.xdp_fd = self.bpf.load_func(XDP_PROG.encode(), BPF.XDP).fd
-            self.drop_fd = self.bpf.load_func(DROP_PROG.encode(), BPF.XDP).fd
+            self.timer_fd = self.bpf.load_func(TIMER_PROG.encode(), BPF.XDP).fd
             self.tc_fd = kfunc.load(self.bpf, TC_PROG, BPF.SCHED_CLS)
         except (Exception, kfunc.KfuncError) as e:
             self.bpf.cleanup()
@@ -93,7 +93,7 @@ class Datapath:
         return Maps(self.pins)
 
     def pin_programs(self):
-        for name, fd in ((XDP_PROG, self.xdp_fd), (TC_PROG, self.tc_fd), (DROP_PROG, self.drop_fd)):
+        for name, fd in ((XDP_PROG, self.xdp_fd), (TC_PROG, self.tc_fd), (TIMER_PROG, self.timer_fd)):
             libbpf.obj_pin(fd, os.path.join(self.pins, PROG_PINS[name]))
 
     def close(self):
@@ -104,14 +104,14 @@ class Datapath:
 
 class Adopted:
     """A data path left attached by a controller that is gone: the pinned
-    maps and the pinned drop program, nothing compiled."""
+    maps and the pinned timer program, nothing compiled."""
 
     def __init__(self, pins):
         self.pins = pins
-        self.drop_fd = libbpf.obj_get(os.path.join(pins, PROG_PINS[DROP_PROG]))
+        self.timer_fd = libbpf.obj_get(os.path.join(pins, PROG_PINS[TIMER_PROG]))
 
     def open_maps(self):
         return Maps(self.pins)
 
     def close(self):
-        os.close(self.drop_fd)
+        os.close(self.timer_fd)

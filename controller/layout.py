@@ -45,7 +45,7 @@ def constant(header, name):
         raise RuntimeError("cannot read %s from %s" % (name, header)) from None
 
 
-# Slots, switches, flags and port states (maps.h); the drop batch (xdp_synguard.c).
+# Slots, switches, flags and port states, the timer's batch (maps.h).
 COUNTER_SLOTS = constant("maps.h", "SG_COUNTER_SLOTS")  # per family: [0, 64) IPv4, then IPv6
 LISTENER_SLOTS = constant("maps.h", "SG_LISTENER_SLOTS")
 PORT_PROTECTED = constant("maps.h", "SG_PORT_PROTECTED")
@@ -60,7 +60,8 @@ SCF_UNREACH = constant("maps.h", "SG_SCF_UNREACH")
 SCF_ECN = constant("maps.h", "SG_SCF_ECN")
 SCF_SACK = constant("maps.h", "SG_SCF_SACK")
 SYNCACHE_BUCKETS = constant("maps.h", "SG_SYNCACHE_BUCKETS")
-DROP_BATCH = constant("xdp_synguard.c", "SG_DROP_BATCH")
+TIMER_BATCH = constant("maps.h", "SG_TIMER_BATCH")
+SYNACK_MAX = constant("maps.h", "SG_SYNACK_MAX")
 
 
 @lru_cache(maxsize=None)
@@ -214,8 +215,10 @@ class SyncacheEntry(ct.Structure):
         ("flags", ct.c_uint8),
         ("rxmits", ct.c_uint8),
         ("ttl", ct.c_uint8),
-        ("l2_len", ct.c_uint8),
-        ("l2", ct.c_uint8 * 22),
+        ("l3_off", ct.c_uint8),
+        ("frame_len", ct.c_uint8),
+        ("pad", ct.c_uint8 * 4),
+        ("frame", ct.c_uint8 * SYNACK_MAX),
     ]
 
 
@@ -231,10 +234,28 @@ class SyncacheState(ct.Structure):
     ]
 
 
-class DropRecord(ct.Structure):
-    """struct sg_drop_record: input/output of synguard_syncache_drop."""
+class TimerRequest(ct.Structure):
+    """struct sg_timer_req: the head of synguard_syncache_timer's frame."""
 
-    _fields_ = [("key", Flow), ("bucket", ct.c_uint32), ("removed", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+    _fields_ = [
+        ("now_ns", ct.c_uint64),
+        ("next_ns", ct.c_uint64),
+        ("keys", ct.c_uint32),
+        ("rexmt", ct.c_uint32),
+        ("removed", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class Rexmt(ct.Structure):
+    """struct sg_rexmt: one SYN-ACK the timer found due."""
+
+    _fields_ = [
+        ("ipv6", ct.c_uint8),
+        ("len", ct.c_uint8),
+        ("pad", ct.c_uint8 * 6),
+        ("frame", ct.c_uint8 * SYNACK_MAX),
+    ]
 
 
 class TcpReqAttrs(ct.Structure):
@@ -270,8 +291,9 @@ class Handoff(ct.Structure):
 assert ct.sizeof(Secrets) == 72
 assert ct.sizeof(Config) == 64
 assert ct.sizeof(Flow) == 48
-assert ct.sizeof(SyncacheEntry) == 72
+assert ct.sizeof(SyncacheEntry) == 160
 assert ct.sizeof(SyncacheState) == 32
-assert ct.sizeof(DropRecord) == 56
+assert ct.sizeof(TimerRequest) == 32
+assert ct.sizeof(Rexmt) == 112
 assert ct.sizeof(TcpReqAttrs) == 20
 assert ct.sizeof(Handoff) == 40

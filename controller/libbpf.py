@@ -231,11 +231,12 @@ class TestRun:
     that a timing loop allocates nothing. run() returns (verdict, ns); the
     ns is the kernel's own measurement of the run (bpf_test_timer)."""
 
-    def __init__(self, prog_fd, frame, repeat=1, out_size=4096, ctx=None):
+    def __init__(self, prog_fd, frame, repeat=1, out_size=4096, ctx=None, in_size=0):
         """ctx: the program's context in (struct __sk_buff's first bytes
-        for tc programs), else none."""
+        for tc programs), else none. in_size: room for longer frames
+        given later to feed()."""
         self.prog_fd = prog_fd
-        self._in = ct.create_string_buffer(bytes(frame), len(frame))
+        self._in = ct.create_string_buffer(bytes(frame), max(len(frame), in_size))
         self._out = ct.create_string_buffer(out_size)
         self._out_size = out_size
         self.opts = _opts(
@@ -249,6 +250,16 @@ class TestRun:
             self._ctx = ct.create_string_buffer(bytes(ctx), len(ctx))
             self.opts.ctx_in, self.opts.ctx_size_in = ct.cast(self._ctx, ct.c_void_p), len(ctx)
         self._ref = ct.byref(self.opts)
+
+    def feed(self, *parts):
+        """The next run's frame: parts (bytes-like) one after the other,
+        copied into the input buffer."""
+        buf, off = memoryview(self._in).cast("B"), 0
+        for part in parts:
+            part = memoryview(part).cast("B")
+            buf[off : off + part.nbytes] = part
+            off += part.nbytes
+        self.opts.data_size_in = off
 
     def run(self):
         self.opts.data_size_out = self._out_size

@@ -19,6 +19,7 @@ class Maps:
         "syncache_state": (ctypes.c_uint32, layout.SyncacheState, False),
         "syncache_buckets": (ctypes.c_uint32, ctypes.c_uint32, False),
         "handoffs": (layout.Flow, layout.Handoff, False),
+        "rexmt": (ctypes.c_uint32, layout.Rexmt, False),
     }
 
     def __init__(self, pins):

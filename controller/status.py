@@ -9,11 +9,10 @@ restart adopts). Anything else is not protected, with the reason.
 
 import time
 
-from . import datapath, layout, netlink
+from . import datapath, layout, netlink, syncache
 from .attach import adoptable, inspect
 from .runstate import RunState
 from .settings import current
-from .syncache import Syncache
 
 
 def protection(ifname):
@@ -63,7 +62,7 @@ def snapshot(maps, state, now_ns=None):
         "metrics_addr": state.metrics_addr if state else "",
         "sysctls_changed": dict(state.sysctls) if state else {},
         "settings": current(cfg),
-        "syncache": Syncache(maps, None).status(now_ns),
+        "syncache": syncache.status(maps, now_ns),
         "syncache_limit": cfg.cachelimit,
         "config": {
             "mss4": cfg.mss4,

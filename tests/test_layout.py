@@ -36,8 +36,9 @@ def test_each_map_type_is_the_c_one(datapath, name):
                 assert got[field] == where, (name, field)
 
 
-def test_the_drop_record_is_the_c_one(datapath):
-    """struct sg_drop_record is no map's type: held to its size and the
-    offset of the byte the drop program writes."""
-    assert ctypes.sizeof(layout.DropRecord) == ctypes.sizeof(layout.Flow) + 8
-    assert layout.DropRecord.removed.offset == ctypes.sizeof(layout.Flow) + 4
+def test_the_timer_request_is_the_c_one(datapath):
+    """struct sg_timer_req is no map's type: held to the C's offsets, which
+    the source states (u64, u64, then u32 fields), and to the test run's
+    frame limit with a full batch of keys."""
+    assert [layout.TimerRequest.keys.offset, layout.TimerRequest.removed.offset] == [16, 24]
+    assert ctypes.sizeof(layout.TimerRequest) + layout.TIMER_BATCH * ctypes.sizeof(layout.Flow) <= 3520

@@ -22,7 +22,7 @@ from model import (
 )
 from synguard import layout, libbpf, packets
 from synguard.packets import ACK, FIN, RST, SYN, tcp_options
-from synguard.syncache import Syncache, synack_frame
+from synguard.syncache import Syncache
 
 # A client whose MSS (1410) and window scale (5) are not in the cookie's tables.
 ODD = tcp_options(mss=1410, wscale=5, sack=True, ts=(1000, 0))
@@ -35,6 +35,24 @@ def delta(maps, before):
 
 def state(maps):
     return maps.syncache_state.lookup(0)
+
+
+class Wire:
+    """Stands in for the timer's AF_PACKET socket: keeps what it sends."""
+
+    def __init__(self):
+        self.frames = []
+
+    def send(self, data):
+        self.frames.append(bytes(data))
+
+
+def retransmitted(prog, maps, frame):
+    """What the timer sends for frame's entry once it is due."""
+    wire = Wire()
+    timer = Syncache(maps, prog.timer_fd, sock=wire)
+    assert timer.tick(entry(maps, frame).rxt_ns) == (1, 0)
+    return wire.frames[0]
 
 
 def test_syncache_add_keeps_the_exact_connection_state(dp):
@@ -50,7 +68,7 @@ def test_syncache_add_keeps_the_exact_connection_state(dp):
     assert e.flags == layout.SCF_WINSCALE | layout.SCF_TIMESTAMP | layout.SCF_SACK
     assert (e.ts, e.ts_recent) == sa.options["ts"]
     assert (e.mss, e.wnd, e.ttl, e.rxmits) == (1410, 65535, 64, 0)
-    assert bytes(e.l2[: e.l2_len]) == out[:14]
+    assert (e.l3_off, bytes(e.frame[: e.frame_len])) == (14, out)
     h = expected_synack(frame, maps, sa.options["ts"][0])[1]
     assert e.bucket == (h >> 44) & 511
     assert t0 <= e.added_ns <= time.monotonic_ns()
@@ -75,7 +93,7 @@ def test_retransmission_is_byte_identical_to_the_first_synack(dp, frame):
     prog, maps = dp
     verdict, out = run(prog.xdp_fd, frame)
     assert verdict == libbpf.XDP_TX
-    assert synack_frame(flow_key(frame), entry(maps, frame)) == out
+    assert retransmitted(prog, maps, frame) == out
 
 
 def test_retransmission_keeps_the_ecn_setup(dp):
@@ -87,7 +105,7 @@ def test_retransmission_keeps_the_ecn_setup(dp):
     verdict, out = run(prog.xdp_fd, frame)
     assert verdict == libbpf.XDP_TX and packets.parse_frame(out).flags & packets.ECE
     assert entry(maps, frame).flags & layout.SCF_ECN
-    assert synack_frame(flow_key(frame), entry(maps, frame)) == out
+    assert retransmitted(prog, maps, frame) == out
 
 
 def test_dupsyn_answers_with_the_same_synack(dp):
@@ -115,6 +133,7 @@ def test_dupsyn_takes_up_the_new_timestamp_or_drops_timestamps(dp):
     out = run(prog.xdp_fd, syn(options=tcp_options(mss=1410, wscale=5, sack=True)))[1]
     assert "ts" not in packets.parse_frame(out).options
     assert not entry(maps, syn()).flags & layout.SCF_TIMESTAMP
+    assert retransmitted(prog, maps, syn()) == out  # what the last SYN got
 
 
 def test_syncache_expand_hands_off_the_exact_options(dp):
@@ -219,12 +238,16 @@ def test_syncache_unreach(dp, client, server):
     assert entry(maps, frame).flags & layout.SCF_UNREACH
     run(prog.xdp_fd, icmp)  # a second one before the retransmissions ran out
     assert entry(maps, frame) is not None
+    again = packets.parse_frame(retransmitted(prog, maps, frame))
+    if client == CLIENT4:  # as the seed: no DF once the path said unreachable
+        assert not again.ip_header[6] & 0x40 and again.ip_csum_ok and again.tcp_csum_ok
+    assert again.seq == sa.seq
     e = entry(maps, frame)
     e.rxmits = 3  # rexmtlimit
     maps.syncache.update(key, e)
     run(prog.xdp_fd, icmp)
     assert entry(maps, frame) is None
-    assert delta(maps, before) == {"packets": 3, "passed": 3, "unreach": 1}
+    assert delta(maps, before) == {"packets": 3, "passed": 3, "unreach": 1, "retransmitted": 1}
 
 
 def test_cachelimit_then_cookies(dp):
@@ -294,10 +317,10 @@ def test_pause_engages_doubles_and_expires(dp):
     st = state(maps)
     assert (st.pauses, st.backoff) == (1, 0)
     assert 150e6 < st.pause_until_ns - t < 250e6
-    Syncache(maps, prog.drop_fd).drop([(flow_key(syn(sport=1)), entry(maps, syn(sport=1)).bucket)])
     before = maps.read_counters()
+    assert Syncache(maps, prog.timer_fd).tick() == (0, 1)  # paused: flushed
     run(prog.xdp_fd, syn(sport=3))  # room again, but paused: cookie only
-    assert delta(maps, before) == {"packets": 1, "sendcookie": 1}
+    assert delta(maps, before) == {"packets": 1, "sendcookie": 1, "flushed": 1}
     time.sleep((st.pause_until_ns - time.monotonic_ns()) / 1e9 + 0.01)
     run(prog.xdp_fd, syn(sport=4))  # resumed: cached
     assert entry(maps, syn(sport=4)) is not None
@@ -325,7 +348,7 @@ def test_timer_retransmits_with_backoff_then_expires(dp):
     frame = syn()
     run(prog.xdp_fd, frame)
     t0 = entry(maps, frame).added_ns
-    timer = Syncache(maps, prog.drop_fd)  # no interface: nothing is sent
+    timer = Syncache(maps, prog.timer_fd)  # no interface: nothing is sent
     before = maps.read_counters()
     schedule = []
     for ms in range(0, 16000, 50):
@@ -337,15 +360,58 @@ def test_timer_retransmits_with_backoff_then_expires(dp):
     assert entry(maps, frame) is None and state(maps).entries == 0
 
 
-def test_drop_program_keeps_counts_exact(dp):
+def test_timer_keeps_counts_exact(dp):
     prog, maps = dp
     frames = [syn(sport=5000 + i) for i in range(100)]
     for f in frames:
         run(prog.xdp_fd, f)
     assert state(maps).entries == 100
-    victims = [(flow_key(f), entry(maps, f).bucket) for f in frames]
-    sc = Syncache(maps, prog.drop_fd)
-    assert sc.drop(victims) == 100
-    assert sc.drop(victims[:10]) == 0  # already gone: nothing counted twice
+    for f in frames:  # as if their retransmissions had run out
+        e = entry(maps, f)
+        e.rxmits = 3
+        maps.syncache.update(flow_key(f), e)
+    timer = Syncache(maps, prog.timer_fd)
+    later = time.monotonic_ns() + 60 * 10**9
+    before = maps.read_counters()
+    assert timer.tick(later) == (0, 100)
+    assert timer.tick(later) == (0, 0)  # already gone: nothing counted twice
+    assert delta(maps, before) == {"stale": 100}
     assert state(maps).entries == 0
     assert all(maps.syncache_buckets.lookup(b).value == 0 for b in range(512))
+
+
+@pytest.mark.parametrize("syncookies,flushed", [(1, 150), (0, 0)])
+def test_a_pause_flushes_the_syncache_unless_it_is_all_there_is(dp, syncookies, flushed):
+    """FreeBSD's timer removes every entry while paused, since cookies
+    carry those connections; with syncookies=0 they carry nothing."""
+    prog, maps = dp
+    reset(prog, maps, cachelimit=150, pause_ms=60000, syncookies=syncookies)
+    for i in range(151):  # the 151st overflows: paused
+        run(prog.xdp_fd, syn(sport=6000 + i))
+    assert state(maps).pause_until_ns > time.monotonic_ns()
+    before = maps.read_counters()
+    assert Syncache(maps, prog.timer_fd).tick() == (0, flushed)
+    assert state(maps).entries == 150 - flushed
+    assert delta(maps, before) == ({"flushed": flushed} if flushed else {})
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, syn(sport=6000))[0] == libbpf.XDP_TX
+    # Paused, with cookies: no lookup, no entry; without: the entry answers.
+    assert delta(maps, before) == {"packets": 1, ("sendcookie" if syncookies else "dupsyn"): 1}
+    assert state(maps).entries == 150 - flushed
+
+
+def test_the_timer_reads_no_entry_before_one_can_be_due(dp):
+    """After a scan, entries made later are due a base interval after it
+    at the earliest: until then a tick reads the state, not the entries."""
+    prog, maps = dp
+    run(prog.xdp_fd, syn())
+    t0 = entry(maps, syn()).added_ns
+    timer = Syncache(maps, prog.timer_fd)
+    runs = []
+    real = timer._run
+    timer._run = lambda *a: runs.append(a[0]) or real(*a)
+    timer.tick(t0)
+    run(prog.xdp_fd, syn(sport=7))  # made after the scan
+    timer.tick(t0 + 500_000_000)
+    assert runs == [t0]
+    assert timer.tick(entry(maps, syn()).rxt_ns) == (1, 0) and len(runs) == 2
