@@ -119,26 +119,38 @@ class Bench:
         prepared = []
         for _name, hook, config, frames, verdict, before, ref in todo:
             todo_runs = [
-                ("synguard", runs(self.progs[hook], frames), runs(self.nulls[hook], frames), verdict)
+                ["synguard", runs(self.progs[hook], frames), runs(self.nulls[hook], frames), verdict, None]
             ]
             if ref and self.ref_fd is not None:
                 ref_frames, ref_verdict = ref
+                # A callable makes fresh frames for each batch (the kernel's
+                # cookies age out after two minutes).
+                fresh = ref_frames if callable(ref_frames) else None
+                ref_frames = fresh() if fresh else ref_frames
                 todo_runs.append(
-                    (
+                    [
                         "reference",
                         runs(self.ref_fd, ref_frames),
                         runs(self.nulls[hook], ref_frames),
                         ref_verdict,
-                    )
+                        fresh,
+                    ]
                 )
-            prepared.append((config, before, todo_runs))
+            prepared.append((hook, config, before, todo_runs))
         rows = [{} for _ in todo]
         for i in range(batches + 1):  # round 0 warms up, untimed
-            for row, (config, before, todo_runs) in zip(rows, prepared):
+            for row, (hook, config, before, todo_runs) in zip(rows, prepared):
                 self.configure(**config)
                 if before:
                     before()
-                for who, prog, base, verdict in todo_runs:
+                for run in todo_runs:
+                    who, prog, base, verdict, fresh = run
+                    if fresh and i:
+                        frames = fresh()
+                        prog, base = run[1], run[2] = (
+                            runs(self.ref_fd, frames),
+                            runs(self.nulls[hook], frames),
+                        )
                     check = prog[0].run()[0]
                     assert check == verdict, (who, check, verdict)
                     p, b = median_batch(prog[1:]), median_batch(base[1:])
@@ -172,7 +184,7 @@ def cases(b, estab):
     b.configure(syncookies_only=1)
     cookie_syns = syns(n + 1, base=20000)
     cookie_acks = b.acks_for(cookie_syns)
-    ref_acks = b.acks_for(cookie_syns, b.ref_fd) if b.ref_fd is not None else None
+    ref_acks = (lambda: b.acks_for(cookie_syns, b.ref_fd)) if b.ref_fd is not None else None
     b.configure()
     expand_syns = syns(n + 1, base=30000)
     expand_acks = b.acks_for(expand_syns)
