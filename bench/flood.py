@@ -619,26 +619,36 @@ def _stats(v):
 
 
 def live_markdown(summary, count, rounds, rexmtbase, path):
-    def cell(s):
-        return "**%.0f** (%.0f-%.0f)" % (s["median"], s["min"], s["max"])
+    def cell(s, bold=True):
+        return ("**%.0f** (%.0f-%.0f)" if bold else "%.0f (%.0f-%.0f)") % (s["median"], s["min"], s["max"])
 
     with open(path, "w") as f:
         f.write(
             "%d SYNs per flood, %d interleaved rounds; ns of CPU per SYN above the null run "
-            "(median, lowest-highest round); synguard with --rexmtbase %s\n\n" % (count, rounds, rexmtbase)
+            "(median, lowest-highest round); accounted: generator + ksoftirqd + controller, "
+            "machine: both cores' busy time; with after: plus the controller until its syncache "
+            "is empty (--rexmtbase %s)\n\n" % (count, rounds, rexmtbase)
         )
         f.write(
-            "| defence | live frames: flood | live: with the controller after | answered | "
-            "trafgen: flood | trafgen: with after | answered |\n|---|---:|---:|---:|---:|---:|---:|\n"
+            "| defence | live: accounted, flood | live: with after | live: machine, with after "
+            "| live answered | trafgen: accounted, with after "
+            "| trafgen: machine, with after | trafgen answered |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|\n"
         )
         for d, by in summary.items():
             cells = []
             for g in ("live", "trafgen"):
                 s = by.get(g)
-                if s:
-                    cells += [cell(s["ns_per_syn_flood"]), cell(s["ns_per_syn_with_after"]), s["answered"]]
-                else:
-                    cells += ["-", "-", "-"]
+                if not s:
+                    cells += ["-"] * (4 if g == "live" else 3)
+                    continue
+                if g == "live":
+                    cells.append(cell(s["accounted_ns_per_syn_flood"]))
+                cells += [
+                    cell(s["accounted_ns_per_syn_with_after"]),
+                    cell(s["ns_per_syn_with_after"], bold=False),
+                    s["answered"],
+                ]
             f.write("| %s | %s |\n" % (d, " | ".join(cells)))
 
 
