@@ -6,6 +6,9 @@ PYTHON  := $(VENV)/bin/python
 TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
+# The kernel selftest xdp_synproxy's object file, built outside the repository
+# (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
+SYNPROXY_REF ?=
 
 .PHONY: install setup demo test lint fuzz soak bench vm-image vm-test vm-lan clean
 
@@ -34,9 +37,9 @@ soak: setup         ## floods at the generator's maximum, real clients throughou
 
 bench: setup        ## per-packet cost, syncache timer, floods against the alternatives (under 10 minutes)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
-	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md
+	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md $(if $(SYNPROXY_REF),--reference $(SYNPROXY_REF))
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
-	cd bench && $(PYTHON) flood.py --out ../docs/bench
+	cd bench && $(PYTHON) flood.py --seconds 3 --out ../docs/bench
 
 vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)
 	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \

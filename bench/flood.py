@@ -28,6 +28,7 @@ usage: sudo python bench/flood.py [--seconds 5] [--rates 100000,150000,200000,ma
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,9 +36,11 @@ import tempfile
 import threading
 import time
 
+from livegen import LiveGen, template
 from synguard import netlink
 from synguard.lab import netns
 from synguard.lab.testbed import SERVER4, EchoServer, Testbed, xdp_stub
+from synguard.maps import Maps
 
 PORT = 8080
 HZ = os.sysconf("SC_CLK_TCK")
@@ -79,6 +82,39 @@ def link_stats(ns, ifname):
     r = netns.run(ns, ["ip", "-s", "-j", "link", "show", ifname], capture_output=True, text=True, check=True)
     s = json.loads(r.stdout)[0]["stats64"]
     return s["tx"]["packets"], s["rx"]["packets"]
+
+
+def ksoftirqd_pids():
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/comm" % pid) as f:
+                if f.read().startswith("ksoftirqd/"):
+                    out.append(int(pid))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def rusage_cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def link_drops(bed):
+    """Drop counters of both ends of the attacker's link ({end: (rx, tx)}):
+    a veth counts a frame its peer's full ring refused as its own tx drop."""
+    out = {}
+    for end, ns, ifname in (
+        ("attacker", bed.attacker_ns, bed.attacker_if),
+        ("server", bed.server_ns, bed.attack_if),
+    ):
+        r = netns.run(
+            ns, ["ip", "-s", "-j", "link", "show", ifname], capture_output=True, text=True, check=True
+        )
+        st = json.loads(r.stdout)[0]["stats64"]
+        out[end] = (st["rx"]["dropped"], st["tx"]["dropped"])
+    return out
 
 
 def proc_cpu(pid):
@@ -322,20 +358,335 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+# --- the headline: the same count of SYNs per defence, interleaved rounds ---
+
+# trafgen's SYN for the per-SYN comparison: the live generator's frame (Linux
+# options: MSS 1460, SACK-permitted, timestamps, NOP, wscale 7).
+TRAFGEN_LINUX = """
+{
+  %(dst_mac)s,  %(src_mac)s,  0x08, 0x00,
+  0x45, 0x00, const16(60), drnd(2), const16(0x4000), 64, 6, csumip(14, 33),
+  198, 19, drnd(2),  198, 18, 10, 2,
+  drnd(2), const16(%(port)d), drnd(4), const32(0), 0xa0, 0x02, const16(64240), csumtcp(14, 34), const16(0),
+  0x02, 0x04, 0x05, 0xb4,  0x04, 0x02, 0x08, 0x0a,  const32(1), const32(0),  0x01, 0x03, 0x03, 0x07,
+}
+"""
+LIVE_DEFENCES = ["null", "kernel-syncookies", "nft-synproxy", "synguard-default", "synguard-cookies-only"]
+
+
+def macs(bed):
+    server = netns.link_attr(bed.server_ns, bed.attack_if, "IFLA_ADDRESS")
+    attacker = netns.link_attr(bed.attacker_ns, bed.attacker_if, "IFLA_ADDRESS")
+    return server, attacker
+
+
+class Live:
+    """One flood of `count` SYNs per defence and generator, measured as
+    machine busy CPU over the flood (/proc/stat, both cores) and, for
+    synguard, the controller's CPU (/proc/PID/stat) from the flood's end
+    until its syncache is empty again (retransmissions and expiry)."""
+
+    def __init__(self, bed, count, tmp, rexmtbase, settle_timeout=90):
+        self.bed, self.count, self.tmp, self.rexmtbase = bed, count, tmp, rexmtbase
+        self.settle_timeout = settle_timeout
+        server_mac, attacker_mac = macs(bed)
+        self.gen = LiveGen(template(SERVER4, PORT, server_mac, attacker_mac))
+        self.gen.attach_sink(bed.attacker_ns, bed.attacker_if)
+        fmt = lambda mac: ", ".join("0x" + b for b in mac.split(":"))  # noqa: E731
+        self.trafgen_conf = os.path.join(tmp, "syn-linux.cfg")
+        with open(self.trafgen_conf, "w") as f:
+            f.write(TRAFGEN_LINUX % {"dst_mac": fmt(server_mac), "src_mac": fmt(attacker_mac), "port": PORT})
+        self.controller = self.maps = None
+        self.ksoftirqd = ksoftirqd_pids()
+
+    def close(self):
+        self.gen.cleanup()
+
+    def send_live(self):
+        return self.gen.send(self.bed.attacker_ns, self.bed.attacker_if, self.count, seconds=60, cpu=0)
+
+    def send_trafgen(self):
+        t0 = time.monotonic()
+        netns.run(
+            self.bed.attacker_ns,
+            ["timeout", "60", "taskset", "-c", "0", "trafgen", "--dev", self.bed.attacker_if]
+            + ["--conf", self.trafgen_conf, "-P", "1", "-n", str(self.count)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        return self.count, time.monotonic() - t0
+
+    def counters(self):
+        return self.maps.read_counters() if self.maps else {}
+
+    def settle(self):
+        """Wait until the syncache is empty (nothing for the others); the
+        seconds that took."""
+        t0 = time.monotonic()
+        if self.maps:
+            while self.maps.syncache_state.lookup(0).entries:
+                if time.monotonic() - t0 > self.settle_timeout:
+                    raise RuntimeError("the syncache did not empty in %ds" % self.settle_timeout)
+                time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def flood(self, generator):
+        ctl = (lambda: proc_cpu(self.controller.pid)) if self.controller else (lambda: 0.0)
+        # The generator's own CPU: this thread for the live frames, the
+        # child (trafgen) otherwise; the receive path runs in its context
+        # (softirqs at the end of each batch or send) or in ksoftirqd.
+        who = resource.RUSAGE_THREAD if generator == "live" else resource.RUSAGE_CHILDREN
+        if self.maps:
+            # Each flood meets the syncache as after attach: the pause that
+            # the flood before left (16 s, doubling) is cleared.
+            st = self.maps.syncache_state.lookup(0)
+            st.pause_until_ns, st.backoff = 0, 0
+            self.maps.syncache_state.update(0, st)
+        g0, k0, d0 = self.gen.counts(), self.counters(), link_drops(self.bed)
+        ctl0 = ctl()
+        soft0 = sum(proc_cpu(p) for p in self.ksoftirqd)
+        own0 = rusage_cpu(who)
+        cpu0 = busy_jiffies()
+        sent, seconds = self.send_live() if generator == "live" else self.send_trafgen()
+        cpu1 = busy_jiffies()
+        own1 = rusage_cpu(who)
+        soft1 = sum(proc_cpu(p) for p in self.ksoftirqd)
+        ctl1 = ctl()
+        settle = self.settle()
+        ctl2 = ctl()
+        time.sleep(0.1)  # the last SYN-ACKs reach the sink
+        g1, k1, d1 = self.gen.counts(), self.counters(), link_drops(self.bed)
+        retransmitted = k1.get("retransmitted", 0) - k0.get("retransmitted", 0)
+        synacks = g1["synack"] - g0["synack"]
+        return {
+            "generator": generator,
+            "sent": sent,
+            "seconds": round(seconds, 3),
+            "rate": round(sent / seconds),
+            "cpu_s": [round((b - a) / HZ, 3) for a, b in zip(cpu0, cpu1)],
+            "generator_s": round(own1 - own0, 4),
+            "ksoftirqd_s": round(soft1 - soft0, 3),
+            "controller_flood_s": round(ctl1 - ctl0, 3),
+            "controller_after_s": round(ctl2 - ctl1, 3),
+            "settle_s": round(settle, 2),
+            "synacks": synacks,
+            "retransmitted": retransmitted,
+            "answered": synacks - retransmitted,
+            "rsts": g1["rst"] - g0["rst"],
+            "link_drops": {end: [b - a for a, b in zip(d0[end], d1[end])] for end in d0},
+            "synguard": {
+                k: k1[k] - k0[k] for k in ("sendcookie", "added", "zonefail", "badcookie") if k in k1
+            },
+        }
+
+    def up(self, defence):
+        """Set the defence up; returns its tear-down. XDP_PASS on the server
+        for the kernel's defences while the live frames run: a veth takes
+        xdp_frames only on an end that runs XDP (or NAPI through GRO); they
+        then become skbs as a NIC driver's frames do."""
+        bed = self.bed
+        if defence == "synguard-default":
+            self.controller = bed.attach(
+                [PORT],
+                "--no-metrics",
+                "--ratelimit",
+                "0",
+                "--rotate-seconds",
+                "600",
+                "--rexmtbase",
+                str(self.rexmtbase),
+                iface=bed.attack_if,
+            )
+            self.maps = Maps(bed.pins(bed.attack_if))
+            return lambda: None  # synguard-cookies-only follows on the same controller
+        if defence == "synguard-cookies-only":
+            r = bed.synguard_run("set", bed.attack_if, "syncookies_only=1")
+            assert r.returncode == 0, r.stderr
+
+            def down():
+                self.maps.close()
+                self.maps = None
+                self.controller.terminate()
+                self.controller.wait(30)
+                self.controller = None
+
+            return down
+        return setup(_NoBench(bed), defence)
+
+    def pass_stub(self, defence):
+        if defence not in ("kernel-syncookies", "nft-synproxy"):
+            return lambda: None
+        stub = xdp_stub(self.bed.server_ns, self.bed.attack_if, "XDP_PASS")
+
+        def down():
+            with netns.netns(self.bed.server_ns):
+                netlink.xdp_detach(netlink.ifindex(self.bed.attack_if), "native")
+            stub.cleanup()
+
+        return down
+
+
+class _NoBench:
+    """What setup() needs of a Bench for the defences without a controller."""
+
+    def __init__(self, bed):
+        self.bed, self.controllers = bed, []
+
+
+def live_rounds(live, rounds, generators=("live", "trafgen")):
+    """rounds x (every defence x every generator), in the same order each
+    round; {defence: [row per round and generator]}."""
+    results = {d: [] for d in LIVE_DEFENCES}
+    for r in range(rounds):
+        for d in LIVE_DEFENCES:
+            down = live.up(d)
+            try:
+                for g in generators:
+                    undo = live.pass_stub(d) if g == "live" else (lambda: None)
+                    try:
+                        row = live.flood(g)
+                    finally:
+                        undo()
+                    row["round"] = r
+                    results[d].append(row)
+                    print(
+                        "round %d %-22s %-7s %7d SYNs in %5.2fs: cpu %s ctl %.2f+%.2f s "
+                        "(settle %.1fs) answered %d%s gen %.2fs ksoft %.2fs"
+                        % (
+                            r,
+                            d,
+                            g,
+                            row["sent"],
+                            row["seconds"],
+                            row["cpu_s"],
+                            row["controller_flood_s"],
+                            row["controller_after_s"],
+                            row["settle_s"],
+                            row["answered"],
+                            (" (+%d retransmitted)" % row["retransmitted"] if row["retransmitted"] else "")
+                            + (
+                                " drops %s" % row["link_drops"]
+                                if row["answered"] < row["sent"] and d != "null"
+                                else ""
+                            ),
+                            row["generator_s"],
+                            row["ksoftirqd_s"],
+                        ),
+                        flush=True,
+                    )
+            finally:
+                down()
+    return results
+
+
+def live_summary(results):
+    """Per defence and generator: ns of CPU per SYN above the null run of
+    the same round and generator, during the flood and with the
+    controller's work after it; medians and ranges over the rounds; whether
+    every SYN of every round was answered."""
+    null = {(r["round"], r["generator"]): r for r in results["null"]}
+    out = {}
+    for d, rows in results.items():
+        if d == "null":
+            continue
+        for g in sorted({r["generator"] for r in rows}):
+            mine = [r for r in rows if r["generator"] == g]
+            during = [(sum(r["cpu_s"]) - sum(null[(r["round"], g)]["cpu_s"])) / r["sent"] * 1e9 for r in mine]
+            accounted = [(_accounted(r) - _accounted(null[(r["round"], g)])) / r["sent"] * 1e9 for r in mine]
+            after = [r["controller_after_s"] / r["sent"] * 1e9 for r in mine]
+            out.setdefault(d, {})[g] = {
+                "ns_per_syn_flood": _stats(during),
+                "ns_per_syn_with_after": _stats([a + b for a, b in zip(during, after)]),
+                "accounted_ns_per_syn_flood": _stats(accounted),
+                "accounted_ns_per_syn_with_after": _stats([a + b for a, b in zip(accounted, after)]),
+                "controller_after_ns_per_syn": _stats(after),
+                "answered_all": all(r["answered"] == r["sent"] for r in mine),
+                "answered": "%d/%d" % (sum(r["answered"] for r in mine), sum(r["sent"] for r in mine)),
+                "rate": _stats([r["rate"] for r in mine]),
+            }
+    return out
+
+
+def _accounted(row):
+    """CPU seconds of the generator (with the receive path in its context),
+    ksoftirqd and the controller during a flood."""
+    return row["generator_s"] + row["ksoftirqd_s"] + row["controller_flood_s"]
+
+
+def _stats(v):
+    return {"median": round(statistics.median(v), 1), "min": round(min(v), 1), "max": round(max(v), 1)}
+
+
+def live_markdown(summary, count, rounds, rexmtbase, path):
+    def cell(s, bold=True):
+        return ("**%.0f** (%.0f-%.0f)" if bold else "%.0f (%.0f-%.0f)") % (s["median"], s["min"], s["max"])
+
+    with open(path, "w") as f:
+        f.write(
+            "%d SYNs per flood, %d interleaved rounds; ns of CPU per SYN above the null run "
+            "(median, lowest-highest round); accounted: generator + ksoftirqd + controller, "
+            "machine: both cores' busy time; with after: plus the controller until its syncache "
+            "is empty (--rexmtbase %s)\n\n" % (count, rounds, rexmtbase)
+        )
+        f.write(
+            "| defence | live: accounted, flood | live: with after | live: machine, with after "
+            "| live answered | trafgen: accounted, with after "
+            "| trafgen: machine, with after | trafgen answered |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        )
+        for d, by in summary.items():
+            cells = []
+            for g in ("live", "trafgen"):
+                s = by.get(g)
+                if not s:
+                    cells += ["-"] * (4 if g == "live" else 3)
+                    continue
+                if g == "live":
+                    cells.append(cell(s["accounted_ns_per_syn_flood"]))
+                cells += [
+                    cell(s["accounted_ns_per_syn_with_after"]),
+                    cell(s["ns_per_syn_with_after"], bold=False),
+                    s["answered"],
+                ]
+            f.write("| %s | %s |\n" % (d, " | ".join(cells)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rates", default="100000,150000,200000,max")
     ap.add_argument("--out", default="docs/bench")
+    ap.add_argument("--count", type=int, default=2_000_000, help="SYNs per flood in the interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (0: none)")
+    ap.add_argument("--generators", default="live,trafgen", help="of the rounds: live, trafgen or both")
+    ap.add_argument(
+        "--rexmtbase",
+        type=float,
+        default=0.25,
+        help="synguard's rexmtbase in the rounds (1 = its default: entries live 15 s, 3.75 s at 0.25)",
+    )
+    ap.add_argument("--no-stepped", action="store_true", help="leave out the stepped-rate trafgen floods")
     args = ap.parse_args(argv)
     rates = [r if r == "max" else int(r) for r in args.rates.split(",")]
-    results = {}
+    results, live_results, live_sum = {}, None, None
     with Testbed(attacker=True) as bed, tempfile.TemporaryDirectory() as tmp:
         srv = EchoServer(bed, PORT)
         bench = Bench(bed, args.seconds, tmp)
+        live = Live(bed, args.count, tmp, args.rexmtbase)  # its sink on the attacker's veth throughout
         idle = None
         try:
-            for d in ORDER:
+            if args.rounds:
+                t0 = time.monotonic()
+                live_results = live_rounds(live, args.rounds, args.generators.split(","))
+                live_sum = live_summary(live_results)
+                print(json.dumps(live_sum, indent=1))
+                print("rounds took %.0f s" % (time.monotonic() - t0), flush=True)
+                os.makedirs(args.out, exist_ok=True)
+                live_markdown(
+                    live_sum, args.count, args.rounds, args.rexmtbase, os.path.join(args.out, "flood_live.md")
+                )
+            for d in [] if args.no_stepped else ORDER:
                 down = setup(bench, d)
                 try:
                     if d == "synguard-native":  # the controller with nothing to do
@@ -371,8 +722,9 @@ def main(argv=None):
                         flush=True,
                     )
         finally:
+            live.close()
             srv.close()
-    summary = summarise(results)
+    summary = summarise(results) if results else None
     print(json.dumps(summary, indent=2))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "flood.json"), "w") as f:
@@ -384,11 +736,19 @@ def main(argv=None):
                 "controller_idle_cpu_per_s": idle,
                 "summary": summary,
                 "results": results,
+                "rounds": {
+                    "count": args.count,
+                    "rounds": args.rounds,
+                    "rexmtbase": args.rexmtbase,
+                    "summary": live_sum,
+                    "results": live_results,
+                },
             },
             f,
             indent=1,
         )
-    plot(results, os.path.join(args.out, "flood.png"))
+    if results:
+        plot(results, os.path.join(args.out, "flood.png"))
     return 0
 
 

@@ -9,19 +9,45 @@ baselines, so drift of the shared machine hits them all alike. Runs in a
 private network namespace with a real listener, so the socket lookups find
 what they would on a server.
 
-usage: python bench/pktcost.py [--batches 11] [--calls 10000] [--markdown FILE]
+--reference OBJ also times the kernel selftest xdp_synproxy (its object file,
+built outside this repository: docs/BENCHMARKS.md) on the same frames, in
+the same round-robin, as a column of its own. It is loaded with bpftool into
+a private bpffs directory, its maps set as its userspace tool would
+(port 8080; MSS 1460/1440, wscale 7, TTL 64), and conntrack is switched on in
+the namespace (an nftables ct rule) for its conntrack lookup to find the
+established connection.
+
+usage: python bench/pktcost.py [--batches 11] [--calls 10000] [--reference OBJ] [--markdown FILE]
 """
 
 import argparse
+import contextlib
+import ctypes as ct
+import os
+import secrets
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 
 from common import C4, LINUX_OPTS, PORT, S4, clear, configure, datapath, syns
 from synguard import libbpf, packets
+from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
 
 TC_ACT_UNSPEC = 0xFFFFFFFF  # -1: not ours, the next filter decides
+# xdp_synproxy's "values" map, key 0, as its userspace tool packs
+# --mss4 1460 --mss6 1440 --wscale 7 --ttl 64.
+REF_TCPIPOPTS = (1440 << 32) | (64 << 24) | (7 << 16) | 1460
+CONNTRACK_ON = """
+table inet sgbench_ct {
+  chain in {
+    type filter hook input priority filter; policy accept;
+    ct state established accept
+  }
+}
+"""
 
 
 def runs(prog_fd, frames):
@@ -32,11 +58,41 @@ def median_batch(runners):
     return statistics.median(r.run()[1] for r in runners)
 
 
+@contextlib.contextmanager
+def reference(obj):
+    """The kernel selftest xdp_synproxy from its object file: the XDP
+    program's fd, its maps configured. Pinned in a private bpffs directory,
+    removed afterwards."""
+    pins = "/sys/fs/bpf/sgbench-ref-%s" % secrets.token_hex(3)
+    os.makedirs(pins)
+    try:
+        subprocess.run(
+            ["bpftool", "prog", "loadall", obj, pins, "pinmaps", pins + "/maps"],
+            check=True,
+            capture_output=True,
+        )
+        fd = libbpf.obj_get(pins + "/syncookie_xdp")
+        with (
+            libbpf.PinnedMap(pins + "/maps/values", ct.c_uint32, ct.c_uint64) as values,
+            libbpf.PinnedMap(pins + "/maps/allowed_ports", ct.c_uint32, ct.c_uint16) as ports,
+        ):
+            values.update(0, ct.c_uint64(REF_TCPIPOPTS))
+            ports.update(0, ct.c_uint16(PORT))
+            ports.update(1, ct.c_uint16(0))  # the list's end
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)
+
+
 class Bench:
-    def __init__(self, dp, maps, nulls, calls):
+    def __init__(self, dp, maps, nulls, calls, ref_fd=None):
         """nulls: {hook: fd of a program that only passes} ("xdp", "tc")."""
         self.dp, self.maps, self.nulls, self.calls = dp, maps, nulls, calls
         self.progs = {"xdp": dp.xdp_fd, "tc": dp.tc_fd}
+        self.ref_fd = ref_fd
 
     def configure(self, **syncache):
         configure(self.dp, self.maps, **{"cachelimit": 65536, "bucketlimit": 65536, **syncache})
@@ -44,51 +100,91 @@ class Bench:
     def clear(self):
         clear(self.dp)
 
-    def acks_for(self, frames):
+    def acks_for(self, frames, prog_fd=None):
         out = []
         for syn in frames:
-            verdict, synack, _ = libbpf.test_run(self.dp.xdp_fd, syn)
+            verdict, synack, _ = libbpf.test_run(prog_fd or self.dp.xdp_fd, syn)
             assert verdict == libbpf.XDP_TX
             out.append(packets.ack_for(synack))
         return out
 
     def measure_all(self, todo, batches):
-        """Round-robin: each batch runs every case once (program, then the
-        pass-only baseline of the same hook on the same frames), so drift of
-        the machine is spread over all cases instead of landing on one.
-        Returns per case (median raw ns, median baseline ns, median
+        """Round-robin: each batch runs every case once (synguard's program,
+        the pass-only baseline of the same hook on the same frames, then the
+        reference and its baseline where the case has one), so drift of the
+        machine is spread over all cases instead of landing on one. Returns
+        per case {"synguard": ..., "reference": ...}, each (median raw ns,
+        median baseline ns, median per-batch difference, lowest and highest
         per-batch difference)."""
-        prepared = [
-            (config, runs(self.progs[hook], frames), runs(self.nulls[hook], frames), verdict, before)
-            for _name, hook, config, frames, verdict, before in todo
-        ]
-        rows = [[] for _ in todo]
+        prepared = []
+        for _name, hook, config, frames, verdict, before, ref in todo:
+            todo_runs = [
+                ["synguard", runs(self.progs[hook], frames), runs(self.nulls[hook], frames), verdict, None]
+            ]
+            if ref and self.ref_fd is not None:
+                ref_frames, ref_verdict = ref
+                # A callable makes fresh frames for each batch (the kernel's
+                # cookies age out after two minutes).
+                fresh = ref_frames if callable(ref_frames) else None
+                ref_frames = fresh() if fresh else ref_frames
+                todo_runs.append(
+                    [
+                        "reference",
+                        runs(self.ref_fd, ref_frames),
+                        runs(self.nulls[hook], ref_frames),
+                        ref_verdict,
+                        fresh,
+                    ]
+                )
+            prepared.append((hook, config, before, todo_runs))
+        rows = [{} for _ in todo]
         for i in range(batches + 1):  # round 0 warms up, untimed
-            for row, (config, prog, base, verdict, before) in zip(rows, prepared):
+            for row, (hook, config, before, todo_runs) in zip(rows, prepared):
                 self.configure(**config)
                 if before:
                     before()
-                check = prog[0].run()[0]
-                assert check == verdict, (check, verdict)
-                p, b = median_batch(prog[1:]), median_batch(base[1:])
-                if i:
-                    row.append((p, b))
-        return [
-            (
-                statistics.median(p for p, _ in r),
-                statistics.median(b for _, b in r),
-                statistics.median(p - b for p, b in r),
+                for run in todo_runs:
+                    who, prog, base, verdict, fresh = run
+                    if fresh and i:
+                        frames = fresh()
+                        prog, base = run[1], run[2] = (
+                            runs(self.ref_fd, frames),
+                            runs(self.nulls[hook], frames),
+                        )
+                    check = prog[0].run()[0]
+                    assert check == verdict, (who, check, verdict)
+                    p, b = median_batch(prog[1:]), median_batch(base[1:])
+                    if i:
+                        row.setdefault(who, []).append((p, b))
+        out = []
+        for r in rows:
+            out.append(
+                {
+                    who: (
+                        statistics.median(p for p, _ in v),
+                        statistics.median(b for _, b in v),
+                        statistics.median(p - b for p, b in v),
+                        min(p - b for p, b in v),
+                        max(p - b for p, b in v),
+                    )
+                    for who, v in r.items()
+                }
             )
-            for r in rows
-        ]
+        return out
 
 
 def cases(b, estab):
+    """(name, hook, synguard's settings, frames, verdict, set-up before each
+    batch, (the reference's frames, its verdict) or None)."""
     n = b.calls
+    XDP_TX, XDP_PASS, XDP_DROP = libbpf.XDP_TX, libbpf.XDP_PASS, libbpf.XDP_DROP
     syn4, syn6 = syns(1)[0], syns(1, v6=True)[0]
+    bare4 = packets.tcp_frame(C4, S4, 40002, PORT, seq=7, flags=SYN)
     distinct_syns = syns(n + 1, base=10000)
     b.configure(syncookies_only=1)
-    cookie_acks = b.acks_for(syns(n + 1, base=20000))
+    cookie_syns = syns(n + 1, base=20000)
+    cookie_acks = b.acks_for(cookie_syns)
+    ref_acks = (lambda: b.acks_for(cookie_syns, b.ref_fd)) if b.ref_fd is not None else None
     b.configure()
     expand_syns = syns(n + 1, base=30000)
     expand_acks = b.acks_for(expand_syns)
@@ -97,6 +193,7 @@ def cases(b, estab):
     )
     udp = bytearray(syn4)
     udp[23] = 17
+    udp = bytes(udp)
     other_port = packets.tcp_frame(C4, S4, 40000, 9999, seq=1, flags=SYN, options=LINUX_OPTS)
 
     def insert_entries():
@@ -108,89 +205,152 @@ def cases(b, estab):
         """The hand-offs XDP leaves for tc, one for each of these ACKs."""
         b.clear()
         for ack in cookie_acks:
-            assert libbpf.test_run(b.dp.xdp_fd, ack)[0] == libbpf.XDP_PASS
+            assert libbpf.test_run(b.dp.xdp_fd, ack)[0] == XDP_PASS
 
+    def same(frames, verdict):
+        return frames, verdict
+
+    cookies = dict(syncookies_only=1)
     return [
         (
-            "IPv4 SYN, cookies only (syncookies_only=1)",
+            "IPv4 SYN, options MSS+SACK+TS+WS (Linux layout), cookies only",
             "xdp",
-            dict(syncookies_only=1),
+            cookies,
             [syn4] * (n + 1),
-            libbpf.XDP_TX,
+            XDP_TX,
             None,
+            same([syn4] * (n + 1), XDP_TX),
         ),
         (
-            "IPv6 SYN, cookies only (syncookies_only=1)",
+            "IPv6 SYN, options MSS+SACK+TS+WS (Linux layout), cookies only",
             "xdp",
-            dict(syncookies_only=1),
+            cookies,
             [syn6] * (n + 1),
-            libbpf.XDP_TX,
+            XDP_TX,
+            None,
+            same([syn6] * (n + 1), XDP_TX),
+        ),
+        (
+            "IPv4 SYN without options, cookies only",
+            "xdp",
+            cookies,
+            [bare4] * (n + 1),
+            XDP_TX,
+            None,
+            same([bare4] * (n + 1), XDP_TX),
+        ),
+        (
+            "IPv4 SYN (Linux options), new syncache entry (default)",
+            "xdp",
+            {},
+            distinct_syns,
+            XDP_TX,
+            b.clear,
             None,
         ),
-        ("IPv4 SYN, new syncache entry (default)", "xdp", {}, distinct_syns, libbpf.XDP_TX, b.clear),
-        ("IPv4 SYN, duplicate of an entry (dupsyn)", "xdp", {}, [syn4] * (n + 1), libbpf.XDP_TX, None),
+        ("IPv4 SYN (Linux options), duplicate of an entry", "xdp", {}, [syn4] * (n + 1), XDP_TX, None, None),
         (
-            "IPv4 ACK, valid cookie, no entry -> hand-off",
+            "IPv4 ACK (TS), valid cookie, no entry -> hand-off / pass",
             "xdp",
-            dict(syncookies_only=1),
+            cookies,
             cookie_acks,
-            libbpf.XDP_PASS,
+            XDP_PASS,
             b.clear,
+            (ref_acks, XDP_PASS) if ref_acks else None,
         ),
         (
-            "IPv4 ACK, matching an entry -> hand-off (expand)",
+            "IPv4 ACK (TS), matching an entry -> hand-off (expand)",
             "xdp",
             {},
             expand_acks,
-            libbpf.XDP_PASS,
+            XDP_PASS,
             insert_entries,
+            None,
         ),
-        ("IPv4 ACK, bogus cookie (XDP_DROP)", "xdp", {}, [bogus] * (n + 1), libbpf.XDP_DROP, None),
         (
-            "IPv4 ACK of an established connection (XDP_PASS)",
+            "IPv4 ACK (TS) with a bogus cookie (XDP_DROP)",
+            "xdp",
+            {},
+            [bogus] * (n + 1),
+            XDP_DROP,
+            None,
+            same([bogus] * (n + 1), XDP_DROP),
+        ),
+        (
+            "IPv4 ACK (TS, 100 bytes) of an established connection (XDP_PASS)",
             "xdp",
             {},
             [estab] * (n + 1),
-            libbpf.XDP_PASS,
+            XDP_PASS,
             None,
+            same([estab] * (n + 1), XDP_PASS),
         ),
         (
-            "IPv4 SYN to an unprotected port (XDP_PASS)",
+            "IPv4 SYN to an unprotected port (synguard XDP_PASS, xdp_synproxy XDP_DROP)",
             "xdp",
             {},
             [other_port] * (n + 1),
-            libbpf.XDP_PASS,
+            XDP_PASS,
             None,
+            same([other_port] * (n + 1), XDP_DROP),
         ),
-        ("non-TCP frame (UDP) (XDP_PASS)", "xdp", {}, [bytes(udp)] * (n + 1), libbpf.XDP_PASS, None),
+        (
+            "non-TCP frame (UDP) (XDP_PASS)",
+            "xdp",
+            {},
+            [udp] * (n + 1),
+            XDP_PASS,
+            None,
+            same([udp] * (n + 1), XDP_PASS),
+        ),
         # tc sees every frame XDP passed. Under BPF_PROG_TEST_RUN the kfunc
         # refuses (no real tc ingress), so the hand-off ends as aborted: the
         # figure is the lookup and take of the hand-off plus the listener
         # lookup, without the request socket itself.
-        ("tc: data segment of an established connection", "tc", {}, [estab] * (n + 1), TC_ACT_UNSPEC, None),
-        ("tc: segment to an unprotected port", "tc", {}, [other_port] * (n + 1), TC_ACT_UNSPEC, None),
+        (
+            "tc: data segment of an established connection",
+            "tc",
+            {},
+            [estab] * (n + 1),
+            TC_ACT_UNSPEC,
+            None,
+            None,
+        ),
+        ("tc: segment to an unprotected port", "tc", {}, [other_port] * (n + 1), TC_ACT_UNSPEC, None, None),
         (
             "tc: an ACK XDP handed off (entry found and taken)",
             "tc",
-            dict(syncookies_only=1),
+            cookies,
             cookie_acks,
             TC_ACT_UNSPEC,
             leave_handoffs,
+            None,
         ),
     ]
+
+
+def fmt(r):
+    return "%.0f (%.0f-%.0f)" % (r[2], r[3], r[4]) if r else "-"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=11)
     ap.add_argument("--calls", type=int, default=10000)
+    ap.add_argument("--reference", metavar="OBJ", help="xdp_synproxy_kern.bpf.o to time beside synguard")
     ap.add_argument("--markdown", help="write the results table to this file")
     args = ap.parse_args(argv)
 
     rows = []
-    with datapath() as (dp, maps, _ns):
+    with datapath() as (dp, maps, ns), contextlib.ExitStack() as stack:
         from bcc import BPF
 
+        ref_fd = None
+        if args.reference:
+            support.load_conntrack()
+            # Conntrack tracks a namespace's flows only once a rule uses it.
+            netns.run(ns, ["nft", "-f", "-"], input=CONNTRACK_ON, text=True, check=True)
+            ref_fd = stack.enter_context(reference(args.reference))
         null = BPF(
             text=b"int null(struct xdp_md *ctx) { return XDP_PASS; }\n"
             b"int tcnull(struct __sk_buff *skb) { return -1; }"
@@ -211,20 +371,30 @@ def main(argv=None):
             options=packets.tcp_options(ts=(1, 2)),
             payload=b"x" * 100,
         )
-        b = Bench(dp, maps, nulls, args.calls)
+        b = Bench(dp, maps, nulls, args.calls, ref_fd)
         b.configure()
         todo = cases(b, estab)
-        for (name, *_), (t_prog, t_base, net) in zip(todo, b.measure_all(todo, args.batches)):
-            rows.append((name, t_prog, t_base, net))
-            print("%-52s %6.0f ns  (raw %5.0f, pass-only %3.0f)" % (name, net, t_prog, t_base), flush=True)
+        for (name, *_), res in zip(todo, b.measure_all(todo, args.batches)):
+            sg, ref = res["synguard"], res.get("reference")
+            rows.append((name, sg, ref))
+            print(
+                "%-66s %16s ns  (raw %5.0f, pass-only %3.0f)   xdp_synproxy %s"
+                % (name, fmt(sg), sg[0], sg[1], fmt(ref)),
+                flush=True,
+            )
         est.close()
         null.cleanup()
 
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("| frame | ns per packet | raw | pass-only baseline |\n|---|---:|---:|---:|\n")
-            for name, t_prog, t_base, net in rows:
-                f.write("| %s | **%.0f** | %.0f | %.0f |\n" % (name, net, t_prog, t_base))
+            f.write(
+                "ns per packet above the pass-only program: median of %d batches of %d calls "
+                "(lowest-highest batch)\n\n" % (args.batches, args.calls)
+            )
+            f.write("| frame | synguard | xdp_synproxy | synguard raw | pass-only baseline |\n")
+            f.write("|---|---:|---:|---:|---:|\n")
+            for name, sg, ref in rows:
+                f.write("| %s | **%s** | %s | %.0f | %.0f |\n" % (name, fmt(sg), fmt(ref), sg[0], sg[1]))
     return 0
 
 
