@@ -35,10 +35,11 @@ fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
 soak: setup         ## floods at the generator's maximum, real clients throughout (3 minutes)
 	$(PYTHON) tests/soak.py --seconds 180
 
-bench: setup        ## per-packet cost, syncache timer, floods against the alternatives (under 10 minutes)
+bench: setup        ## per-packet cost, syncache timer, controller footprint, floods against the alternatives (under 10 minutes)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md $(if $(SYNPROXY_REF),--reference $(SYNPROXY_REF))
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
+	cd bench && $(PYTHON) footprint.py --markdown ../docs/bench/footprint.md
 	cd bench && $(PYTHON) flood.py --seconds 3 --out ../docs/bench
 
 vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)

@@ -14,6 +14,7 @@ instead when it was built from the same sources.
 """
 
 import errno
+import importlib.util
 import os
 import shutil
 import signal
@@ -50,7 +51,7 @@ class Request:
 class Attached:
     """A data path on the interface, and the controller's hold on it."""
 
-    dp: object  # datapath.Datapath, or datapath.Adopted
+    dp: object  # datapath.Pinned
     maps: object
     state: RunState
     lock: ControllerLock
@@ -93,10 +94,10 @@ def check_interface(ifname):
 def check_kernel():
     if os.geteuid() != 0:
         raise AttachError("attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW)")
-    try:
-        import bcc  # noqa: F401  (checked before anything is touched)
-    except ImportError:
-        raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)") from None
+    # Found, not imported: importing it maps LLVM, which only the short-lived
+    # build process may (datapath.build).
+    if importlib.util.find_spec("bcc") is None:
+        raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)")
     try:
         has_kfunc = kfunc.btf_func_id(datapath.KFUNC) is not None
     except kfunc.KfuncError as e:
@@ -206,7 +207,7 @@ def adopt(req, on, lock, fw):
     sent stay valid), its syncache and its counters; apply this attach's
     ports and settings."""
     state = on.state
-    dp = datapath.Adopted(state.pins)
+    dp = datapath.Pinned(state.pins)
     try:
         maps = dp.open_maps()
     except BaseException:
@@ -282,7 +283,7 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         # With the conntrack code wherever it can load, so that a firewall
         # that appears later can be met without a restart (daemon.py).
         state.conntrack_built = not firewall.cannot_insert()
-        dp = datapath.Datapath(staging, layout.syncache_map_size(cachelimit), state.conntrack_built)
+        dp = datapath.build(staging, layout.syncache_map_size(cachelimit), state.conntrack_built)
         maps = dp.open_maps()
         mtu = netlink.link_attrs(on.ifindex)["mtu"]
         cfg = kernelconf.derive(mtu, req.settings)
@@ -290,7 +291,6 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         maps.config.update(0, cfg)
         maps.set_ports(req.ports)
         rotator(maps.secrets).install_initial()
-        dp.pin_programs()
 
         # 2. The host: sysctls the hand-off needs, set back on detach.
         undo.push(host.restore_sysctls, state.sysctls)

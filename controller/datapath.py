@@ -1,7 +1,9 @@
 """The data path's programs: compiled with bcc, loaded, pinned.
 
 The hooks' files are compiled as one bcc module (common.c first): one clang
-run, and the maps are made once. Compiled apart, the second module would
+run, and the maps are made once. attach builds it in a short-lived process
+of its own (build()), so that the controller, which runs for months, never
+maps LLVM: bcc's compile left it holding about 200 MB. Compiled apart, the second module would
 re-open the first one's pinned maps, which bcc does by map id and that
 needs CAP_SYS_ADMIN. The programs are pinned beside the maps, so that
 another process can tell whether what is attached is ours (by program id,
@@ -11,6 +13,8 @@ without compiling. Nothing is attached here (attach.py does that).
 
 import hashlib
 import os
+import subprocess
+import sys
 
 from . import kfunc, layout, libbpf
 from .maps import Maps
@@ -102,16 +106,57 @@ class Datapath:
         self.bpf.cleanup()
 
 
-class Adopted:
-    """A data path left attached by a controller that is gone: the pinned
-    maps and the pinned timer program, nothing compiled."""
+class Pinned:
+    """A data path from its pins: the programs (as built() left them, or
+    left attached by a controller that is gone) and their maps, nothing
+    compiled."""
 
     def __init__(self, pins):
         self.pins = pins
-        self.timer_fd = libbpf.obj_get(os.path.join(pins, PROG_PINS[TIMER_PROG]))
+        fds = []
+        try:
+            for name in PROG_PINS:
+                fds.append(libbpf.obj_get(os.path.join(pins, PROG_PINS[name])))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.xdp_fd, self.tc_fd, self.timer_fd = fds
+        self.ids = {XDP_PROG: libbpf.prog_id(self.xdp_fd), TC_PROG: libbpf.prog_id(self.tc_fd)}
 
     def open_maps(self):
         return Maps(self.pins)
 
     def close(self):
-        os.close(self.timer_fd)
+        for fd in (self.xdp_fd, self.tc_fd, self.timer_fd):
+            os.close(fd)
+
+
+def build(pins, syncache_max, conntrack):
+    """Compile, load and pin the data path under pins in a child process
+    (its compiler messages go to our stderr); returns it as Pinned."""
+    r = subprocess.run(
+        [sys.executable, "-m", "synguard.datapath", pins, str(syncache_max), "1" if conntrack else "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise LoadError(r.stdout.strip() or "building the data path failed (exit %d)" % r.returncode)
+    return Pinned(pins)
+
+
+def _build_main(argv):
+    """The child's side of build(): the reason on stdout if it fails."""
+    pins, syncache_max, conntrack = argv
+    try:
+        dp = Datapath(pins, int(syncache_max), conntrack == "1")
+    except LoadError as e:
+        print(e)
+        return 1
+    dp.pin_programs()
+    dp.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_build_main(sys.argv[1:]))
