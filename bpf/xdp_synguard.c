@@ -255,6 +255,22 @@ static __always_inline int keeps_entries(const struct sg_config *cfg)
 	return cfg->syncookies_only == 0 || cfg->syncookies == 0;
 }
 
+/* The SYN path's clock. CLOCK_MONOTONIC_COARSE, up to a tick (1-10 ms)
+ * behind, costs a fraction of a precise read (which is ~20 ns, a tenth of
+ * a SYN, here) and is enough without entries: our TSval counts ~1 ms units,
+ * and a burst allowance of at least SG_COARSE_TAU_NS moves by a tick's
+ * worth at most. Entries keep the precise clock (the controller times
+ * their retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
+#define SG_COARSE_TAU_NS (64 * SG_MS)
+
+static __always_inline u64 syn_clock(const struct sg_config *cfg)
+{
+	if (keeps_entries(cfg) ||
+	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
+		return bpf_ktime_get_ns();
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
  * the source prefix within its SYN-ACK budget. Leaves the options in
  * c->s->o and the flow in c->flow and c->key. */
@@ -273,7 +289,7 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 		count(SG_C_signed, c->p.ipv6);
 		return XDP_PASS;
 	}
-	c->now = bpf_ktime_get_ns();
+	c->now = syn_clock(c->cfg);
 	if (!synack_allowed(c)) {
 		count(SG_C_ratelimited, c->p.ipv6);
 		return XDP_DROP;
