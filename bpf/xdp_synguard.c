@@ -15,8 +15,8 @@
  *   RST  syncache_chkrst: an in-window RST removes the entry.
  * ICMP/ICMPv6 unreachable quoting our SYN-ACK: syncache_unreach.
  * MPTCP listeners, and anything else, pass untouched.
- * Retransmissions and expiry are the controller's (controller/syncache.py),
- * which removes entries through synguard_syncache_drop below.
+ * Retransmissions and expiry are the syncache timer's (syncache_timer.c,
+ * run by controller/syncache.py).
  * See cookie.h for the cookie, maps.h for the maps and counters.
  */
 #include <uapi/linux/bpf.h>
@@ -114,6 +114,8 @@ static __always_inline int handed_off_recently(struct sg_ctx *c)
 {
 	struct sg_handoff *h = handoffs.lookup(&c->key);
 
+	/* The ACK path's clock read: a bogus pure ACK never gets here. */
+	c->now = bpf_ktime_get_ns();
 	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS;
 }
 
@@ -245,6 +247,22 @@ static __always_inline int syncache_in_use(const struct sg_ctx *c)
 	return st && c->now >= st->pause_until_ns;
 }
 
+/* The SYN path's clock. CLOCK_MONOTONIC_COARSE, up to a tick (1-10 ms)
+ * behind, costs a fraction of a precise read (which is ~20 ns, a tenth of
+ * a SYN, here) and is enough without entries: our TSval counts ~1 ms units,
+ * and a burst allowance of at least SG_COARSE_TAU_NS moves by a tick's
+ * worth at most. Entries keep the precise clock (the controller times
+ * their retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
+#define SG_COARSE_TAU_NS (64 * SG_MS)
+
+static __always_inline u64 syn_clock(const struct sg_config *cfg)
+{
+	if (keeps_entries(cfg) ||
+	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
+		return bpf_ktime_get_ns();
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
  * the source prefix within its SYN-ACK budget. Leaves the options in
  * c->s->o and the flow in c->flow and c->key. */
@@ -263,7 +281,7 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 		count(SG_C_signed, c->p.ipv6);
 		return XDP_PASS;
 	}
-	c->now = bpf_ktime_get_ns();
+	c->now = syn_clock(c->cfg);
 	if (!synack_allowed(c)) {
 		count(SG_C_ratelimited, c->p.ipv6);
 		return XDP_DROP;
@@ -504,7 +522,6 @@ static __always_inline int ack_validate(struct sg_ctx *c)
 		return r;
 	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq) - 1, &c->flow);
 	tuple_key(&c->flow, &c->key);
-	c->now = bpf_ktime_get_ns();
 	return SG_CONTINUE;
 }
 
@@ -516,10 +533,17 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 					   struct sg_negotiated *n)
 {
 	struct sg_tcpopts *o = &c->s->o;
-	struct sg_syncache_entry *e = syncache.lookup(&c->key);
-	struct sg_syncache_entry ent;
-	u32 has_ts;
+	struct sg_syncache_state *st;
+	struct sg_syncache_entry *e, ent;
+	u32 zero = 0, has_ts;
 
+	/* entries goes up before an insert and down after a delete, so it is
+	 * 0 only while the map holds none: an ACK is then spared hashing its
+	 * 48-byte key (about 15% of a bogus ACK's cost). */
+	st = syncache_state.lookup(&zero);
+	if (st && !st->entries)
+		return 0;
+	e = syncache.lookup(&c->key);
 	if (!e)
 		return 0;
 	ent = *e;
@@ -636,8 +660,10 @@ static __always_inline int handle_ack(struct sg_ctx *c)
 
 	if (r != SG_CONTINUE)
 		return r;
-	if (syncache_expand(c, &n))
+	if (syncache_expand(c, &n)) {
+		c->now = bpf_ktime_get_ns();
 		return hand_off(c, &n, SG_C_expanded);
+	}
 	r = cookie_check(c, &n);
 	if (r != SG_CONTINUE)
 		return r;
