@@ -266,6 +266,12 @@ def cmd_detach(args):
     if os.geteuid() != 0:
         raise UsageError("detaching needs root")
     state = RunState.load(args.iface)
+    if (
+        not state
+        and not os.path.isdir(pin_dir(args.iface))
+        and not os.path.exists("/sys/class/net/" + args.iface)
+    ):
+        raise UsageError("no interface %s here, and nothing of synguard's for it" % args.iface)
     done = []
     if state and state.controller_alive() and state.pid != os.getpid():
         # The controller takes its own things down and sets sysctls back.
@@ -329,6 +335,11 @@ def main(argv=None):
                     "nsenter --net=/run/netns/NAME" % e.strerror
                 ) from None
         return COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # `synguard list eth0 | head -1`: the reader is gone, which is fine.
+        # Point stdout at /dev/null so that the flush at exit cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, attach.AttachError) as e:
         print("synguard: error: %s" % e, file=sys.stderr)
         return 2

@@ -115,6 +115,43 @@ def test_detach_with_nothing_attached():
     assert r.returncode == 0 and r.stdout.strip() == "synguard: lo: nothing attached"
 
 
+@pytest.mark.root
+def test_detach_of_an_interface_that_is_not_there_is_an_error():
+    r = synguard("detach", "sgnothere0")
+    assert r.returncode == 2
+    assert one_error_line(r) == "no interface sgnothere0 here, and nothing of synguard's for it"
+
+
+@pytest.mark.root  # list joins the host's mount namespace first
+def test_a_reader_that_goes_away_is_not_an_error():
+    """`synguard ... | head -1`: the closed pipe ends the command quietly."""
+    code = (
+        "import sys; from synguard import cli\n"
+        "def many(args):\n"
+        "    for i in range(100000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "cli.COMMANDS['list'] = many\n"
+        "sys.exit(cli.main(['list', 'lo']))\n"
+    )
+    r = subprocess.run(
+        '%s -c "$CODE" | head -1' % sys.executable,
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CODE": code},
+        executable="/bin/bash",
+    )
+    assert r.stdout == "line 0\n" and r.stderr == ""
+    r = subprocess.run(
+        'set -o pipefail; %s -c "$CODE" | head -1 >/dev/null' % sys.executable,
+        shell=True,
+        env={**os.environ, "CODE": code},
+        executable="/bin/bash",
+    )
+    assert r.returncode == 0
+
+
 def attach_options(*argv):
     from synguard import cli, options
 
