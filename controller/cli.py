@@ -36,7 +36,7 @@ import time
 
 from . import __version__, attach, datapath, fleet, host, layout
 from .maps import Maps
-from .options import UsageError, attach_options
+from .options import UsageError, attach_options, format_ports
 from .runstate import RunState, pin_dir, valid_ifname
 from .settings import SETTINGS, current, parse_assignments
 
@@ -168,8 +168,8 @@ def print_status(st):
             st["interface"],
             "protected" if st["protected"] else "NOT protected",
             st["mode"],
-            ",".join(map(str, st["ports"])),
-            " (MPTCP listeners, left to the kernel: %s)" % ",".join(map(str, st["mptcp_ports"]))
+            format_ports(st["ports"]),
+            " (MPTCP listeners, left to the kernel: %s)" % format_ports(st["mptcp_ports"])
             if st["mptcp_ports"]
             else "",
         )

@@ -14,6 +14,7 @@ import threading
 from . import attach, firewall, layout, netlink
 from .keys import FleetRotator, KeyRotator
 from .listeners import mptcp_ports
+from .options import format_ports
 from .syncache import Syncache
 
 log = logging.getLogger("synguard")
@@ -88,7 +89,7 @@ def run(opts):
             "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
             % (
                 opts.iface,
-                ",".join(map(str, opts.ports)),
+                format_ports(opts.ports),
                 a.state.mode,
                 opts.rotate_seconds,
                 "metrics on http://%s/metrics" % opts.metrics_addr if opts.metrics_addr else "no metrics",

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from . import layout
+from .options import format_ports
 from .status import snapshot
 
 
@@ -94,7 +95,7 @@ class SynguardCollector:
             m.add_metric([ifname], value)
             yield m
         info = InfoMetricFamily("synguard_attach", "How synguard is attached.", labels=["interface"])
-        info.add_metric([ifname], {"mode": snap["mode"], "ports": ",".join(map(str, snap["ports"]))})
+        info.add_metric([ifname], {"mode": snap["mode"], "ports": format_ports(snap["ports"])})
         yield info
 
 

@@ -27,10 +27,23 @@ def parse_ports(text):
             first, last = int(lo), int(hi) if sep else int(lo)
         except ValueError:
             raise UsageError("invalid port %r" % part) from None
+        if first > last:
+            raise UsageError("port range %r is reversed (write %d-%d)" % (part, last, first))
         if not (1 <= first <= last <= 65535):
             raise UsageError("port %r is outside 1..65535" % part)
         ports.update(range(first, last + 1))
     return sorted(ports)
+
+
+def format_ports(ports):
+    """[80, 443, 8000, ..., 8010] -> '80,443,8000-8010' (parse_ports' inverse)."""
+    runs = []
+    for p in sorted(ports):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(str(a) if a == b else "%d-%d" % (a, b) for a, b in runs)
 
 
 @dataclass

@@ -31,9 +31,9 @@ def one_error_line(r):
     "ports,message",
     [
         ("0", "port '0' is outside 1..65535"),
+        ("8010-8000", "port range '8010-8000' is reversed (write 8000-8010)"),
         ("65536", "port '65536' is outside 1..65535"),
         ("80,http", "invalid port 'http'"),
-        ("90-80", "port '90-80' is outside 1..65535"),
         ("", "invalid port ''"),
     ],
 )
@@ -150,6 +150,21 @@ def test_a_reader_that_goes_away_is_not_an_error():
         executable="/bin/bash",
     )
     assert r.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "ports,shown",
+    [
+        ([80], "80"),
+        ([80, 443], "80,443"),
+        (list(range(8000, 8101)), "8000-8100"),
+        ([1, 2, 4, 5, 6], "1-2,4-6"),
+    ],
+)
+def test_ports_are_shown_as_ranges(ports, shown):
+    from synguard.options import format_ports, parse_ports
+
+    assert format_ports(ports) == shown and parse_ports(shown) == ports
 
 
 def attach_options(*argv):
