@@ -47,7 +47,9 @@ def snapshot(maps, state, now_ns=None):
     now_ns = now_ns or time.monotonic_ns()
     secrets = maps.secrets.lookup(0)
     cfg = maps.config.lookup(0)
-    ports = maps.ports()
+    # The run state holds the ports attach wrote; reading them back from the
+    # 65536-slot listeners map takes 13 ms, too much for every scrape.
+    ports = state.ports if state else maps.ports()
     plain, families = maps.read_counters_by_family()
     return {
         "interface": state.ifname if state else None,
