@@ -4,12 +4,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
-from synguard import configfile
+from synguard import configfile, metrics
 from synguard.attach import Attached
 from synguard.metrics import SynguardCollector
 from synguard.runstate import RunState
@@ -174,3 +177,49 @@ def test_daemonset_entrypoint_picks_the_default_routes_interface():
     finally:
         netns.remove(ns)
         netns.remove(peer)
+
+
+def get(url):
+    """(status, content type, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def test_only_metrics_answers_with_metrics_the_index_links_to_it():
+    with socket.socket() as s:  # a free port (serve refuses port 0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, _collector = metrics.serve("127.0.0.1:%d" % port)
+    try:
+        base = "http://127.0.0.1:%d" % port
+        code, ctype, body = get(base + "/metrics")
+        assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
+        lines = body.splitlines()
+        build = [ln for ln in lines if ln.startswith("synguard_build_info{")]
+        assert build == [
+            'synguard_build_info{cookies="synguard",kernel="%s",version="%s"} 1.0'
+            % (os.uname().release, metrics.version())
+        ]
+        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+            assert any(ln.startswith(name + " ") for ln in lines), name
+        # Not attached yet: nothing of the data path's.
+        assert not any(ln.startswith("synguard_") and "build_info" not in ln for ln in lines)
+        code, ctype, body = get(base + "/")
+        assert code == 200 and ctype.startswith("text/html") and '<a href="/metrics">' in body
+        for path in ("/metrics/", "/favicon.ico", "/index.html", "/metricsx", "/x/metrics"):
+            code, _, body = get(base + path)
+            assert code == 404 and "synguard_" not in body, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_version_is_the_installed_one():
+    import tomllib
+    from importlib import metadata
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        assert metrics.version() == metadata.version("synguard") == tomllib.load(f)["project"]["version"]
