@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 
-from . import attach, firewall, layout, netlink
+from . import attach, firewall, journal, layout, netlink
 from .keys import FleetRotator, KeyRotator
 from .listeners import mptcp_ports
 from .options import format_ports
@@ -45,6 +45,7 @@ def _packet_socket(ifname):
 def run(opts):
     """Attach with AttachOptions opts, protect until told to stop, detach.
     Returns the exit code."""
+    journal.setup()  # under systemd: <3> errors, <4> warnings for journalctl -p
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -223,3 +223,34 @@ def test_version_is_the_installed_one():
 
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         assert metrics.version() == metadata.version("synguard") == tomllib.load(f)["project"]["version"]
+
+
+LOG_SOME = (
+    "import logging; from synguard import journal; journal.setup(); log = logging.getLogger('synguard'); "
+    "log.info('attached'); log.warning('port 80 has an MPTCP listener'); log.error('two\\nlines'); "
+    "log.debug('not shown')"
+)
+
+
+def journal_run(code, journal_is_stderr, tmp_path):
+    """Run python -c code with stderr on a file and JOURNAL_STREAM naming
+    that file (as systemd does) or another one; (returncode, stderr)."""
+    err, other = tmp_path / "stderr", tmp_path / "other"
+    other.write_text("")
+    with open(err, "w") as f:
+        st = os.fstat(f.fileno()) if journal_is_stderr else os.stat(other)
+        env = {**os.environ, "JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+        r = subprocess.run([sys.executable, "-c", code], stderr=f, env=env, timeout=60)
+    return r.returncode, err.read_text()
+
+
+def test_log_lines_carry_journald_priorities_when_stderr_is_the_journal(tmp_path):
+    assert journal_run(LOG_SOME, True, tmp_path) == (
+        0,
+        "<6>synguard: attached\n<4>synguard: port 80 has an MPTCP listener\n<3>synguard: two\n<3>lines\n",
+    )
+    # JOURNAL_STREAM inherited by a process whose stderr went elsewhere: no prefixes.
+    assert journal_run(LOG_SOME, False, tmp_path) == (
+        0,
+        "synguard: attached\nsynguard: port 80 has an MPTCP listener\nsynguard: two\nlines\n",
+    )
