@@ -6,6 +6,7 @@ attach; then, every tick, the syncache timer, key rotation on time, the
 watch on the listeners and on our programs; at the end a clean detach.
 """
 
+import errno
 import logging
 import signal
 import socket
@@ -42,6 +43,17 @@ def _packet_socket(ifname):
     return sock
 
 
+def metrics_refusal(opts, e):
+    """The line for a metrics address that cannot be bound."""
+    line = "cannot serve metrics on %s: %s" % (opts.metrics_addr, e.strerror or e)
+    if e.errno == errno.EADDRINUSE:
+        line += (
+            " (another synguard's? each interface needs a port of its own: --metrics-addr, or "
+            "metrics_addr in its config file)"
+        )
+    return line
+
+
 def run(opts):
     """Attach with AttachOptions opts, protect until told to stop, detach.
     Returns the exit code."""
@@ -57,9 +69,7 @@ def run(opts):
         try:
             server, collector = serve(opts.metrics_addr)
         except OSError as e:
-            raise attach.AttachError(
-                "cannot serve metrics on %s: %s" % (opts.metrics_addr, e.strerror)
-            ) from e
+            raise attach.AttachError(metrics_refusal(opts, e)) from e
     sock = a = None
     try:
         attach.check_interface(opts.iface)

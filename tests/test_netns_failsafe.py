@@ -103,7 +103,11 @@ def test_refusals_come_before_anything_is_touched(foreign):
     taken.listen(1)
     try:
         r = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--force")
-        assert r.returncode == 2 and "cannot serve metrics on 127.0.0.1:9717" in r.stderr
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+        assert (
+            "cannot serve metrics on 127.0.0.1:9717: Address already in use (another synguard's? " in r.stderr
+        )
+        assert "each interface needs a port of its own: --metrics-addr, or metrics_addr in" in r.stderr
     finally:
         taken.close()
     assert interface(bed) == before
