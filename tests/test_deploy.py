@@ -52,6 +52,10 @@ def test_systemd_unit_verifies(tmp_path):
     unit.write_text(text)
     r = run("systemd-analyze", "verify", "--man=no", str(unit))
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    # ... and it would say so: a value systemd ignores is reported.
+    unit.write_text(text.replace("RestartPreventExitStatus=2", "RestartPreventExitStatus=two"))
+    r = run("systemd-analyze", "verify", "--man=no", str(unit))
+    assert "Failed to parse value" in r.stderr, r.stdout + r.stderr
 
 
 def unit_capabilities():
@@ -59,12 +63,64 @@ def unit_capabilities():
     return sorted(line.split("=", 1)[1].split())
 
 
+def unit_directives(path=UNIT):
+    """{section: {key: [value, ...]}} of a unit file, as systemd reads it
+    (keys may repeat; comments and blank lines skipped)."""
+    sections, current = {}, None
+    for line in open(path):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and current is not None, line
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
 def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
-    text = open(UNIT).read()
-    assert "ExecStart=/usr/local/bin/synguard attach %i --config /etc/synguard/%i.toml" in text
-    assert "Restart=on-failure" in text
-    assert "\nExecStopPost=" not in text  # a restart after a crash adopts the data path
+    svc = unit_directives()["Service"]
+    assert svc["ExecStart"] == ["/usr/local/bin/synguard attach %I --config /etc/synguard/%I.toml"]
+    assert svc["Restart"] == ["on-failure"]
+    assert "ExecStopPost" not in svc  # a restart after a crash adopts the data path
     assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
+
+
+def test_unit_fails_without_config_never_restarts_on_bad_input_and_waits_for_the_device():
+    d = unit_directives()
+    unit, svc = d["Unit"], d["Service"]
+    # A missing config fails the start (Assert), instead of skipping it (Condition).
+    assert unit["AssertPathExists"] == ["/etc/synguard/%I.toml"]
+    assert not any(k.startswith("Condition") for k in unit)
+    assert svc["ExecStart"][0].endswith("--config " + unit["AssertPathExists"][0])
+    # Exit code 2 (bad input, refused attach) is not restarted.
+    assert svc["RestartPreventExitStatus"] == ["2"]
+    # Bound to the interface's device: started when it appears, stopped when it goes.
+    device = "sys-subsystem-net-devices-%i.device"
+    assert unit["BindsTo"] == [device]
+    assert device in " ".join(unit["After"]).split()
+    assert " ".join(d["Install"]["WantedBy"]).split() == ["multi-user.target", device]
+
+
+def test_bad_input_exits_with_the_code_the_unit_does_not_restart(tmp_path):
+    conf = tmp_path / "eth9.toml"
+    conf.write_text('ports = [80]\nmode = "fast"\n')
+    r = run(sys.executable, "-m", "synguard.cli", "attach", "eth9", "--config", str(conf))
+    assert [str(r.returncode)] == unit_directives()["Service"]["RestartPreventExitStatus"]
+    assert r.stderr == "synguard: error: mode must be auto, native or generic, not 'fast'\n"
+
+
+def test_docs_describe_the_unit_as_it_is():
+    """The unit has no ExecStopPost (a restart adopts): the docs must not say otherwise."""
+    assert "ExecStopPost" not in unit_directives()["Service"]
+    for doc in ("README.md", os.path.join("docs", "DEPLOYING.md")):
+        text = " ".join(open(os.path.join(ROOT, doc)).read().split())
+        assert "runs `synguard detach` after stopping" not in text, doc
+    deploying = " ".join(open(os.path.join(ROOT, "docs", "DEPLOYING.md")).read().split())
+    for directive in ("AssertPathExists=", "RestartPreventExitStatus=2", "BindsTo=", "no ExecStopPost"):
+        assert directive in deploying, directive
 
 
 def test_daemonset():
