@@ -310,3 +310,75 @@ def test_log_lines_carry_journald_priorities_when_stderr_is_the_journal(tmp_path
         0,
         "synguard: attached\nsynguard: port 80 has an MPTCP listener\nsynguard: two\nlines\n",
     )
+
+
+def dockerignore_excludes(patterns, path):
+    """Whether Docker leaves path out of the build context: the last
+    pattern that matches the path or one of its parent directories wins
+    (moby/patternmatcher: * stays within a name, ** spans directories)."""
+
+    def regex(p):
+        out, i = "", 0
+        while i < len(p):
+            if p.startswith("**/", i):
+                out, i = out + "(.*/)?", i + 3
+            elif p.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif p[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif p[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(p[i]), i + 1
+        return re.compile(out + "$")
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for line in patterns:
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").lstrip("/"))
+        if any(regex(pattern).match(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
+    """COPY . takes the repository's root (the Dockerfile's build context):
+    .dockerignore keeps .git, venvs, build output and caches out, and what
+    is left builds the package."""
+    assert (
+        "docker build -f deploy/kubernetes/Dockerfile -t synguard:0.1.0 ."
+        in open(os.path.join(DEPLOY, "kubernetes", "Dockerfile")).read()
+    )
+    lines = open(os.path.join(ROOT, ".dockerignore")).read().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    for junk in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "build/lib/synguard/cli.py",
+        "synguard.egg-info/PKG-INFO",
+        "controller/__pycache__/cli.cpython-311.pyc",
+        "vagrant/.vagrant/machines/default/box.img",
+        ".pytest_cache/v/cache/lastfailed",
+        "tests/test_deploy.py",
+    ):
+        assert dockerignore_excludes(patterns, junk), junk
+    tracked = run("git", "ls-files", cwd=ROOT).stdout.split()
+    context = [f for f in tracked if not dockerignore_excludes(patterns, f)]
+    needed = ("controller/", "bpf/", "deploy/", "pyproject.toml", "README.md")
+    assert all(f.startswith(needed) for f in context)
+    assert {f for f in tracked if f.startswith(needed)} == set(context)
+    # What is left is enough for install.sh's pip install.
+    src = tmp_path / "src"
+    for f in context:
+        os.makedirs(src / os.path.dirname(f), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, f), src / f)
+    r = run(
+        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        "-w", str(tmp_path / "wheel"), str(src),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = os.listdir(tmp_path / "wheel")
+    listing = run(sys.executable, "-m", "zipfile", "-l", str(tmp_path / "wheel" / wheel)).stdout
+    assert "synguard/cli.py" in listing and "synguard/bpf/" in listing
