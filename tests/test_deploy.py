@@ -143,6 +143,12 @@ def test_daemonset():
     assert "metrics_addr" not in docs["ConfigMap"]["data"]["synguard.toml"]
     # ready only while protected
     assert c["readinessProbe"]["exec"]["command"][-1] == "status"
+    # Memory: twice the measured steady cgroup usage (64 MiB) requested,
+    # twice the peak while attach compiles (225 MiB) as the limit.
+    mem = {k: v["memory"] for k, v in c["resources"].items()}
+    mib = {k: int(v.removesuffix("Mi")) for k, v in mem.items() if v.endswith("Mi")}
+    assert mib.keys() == {"requests", "limits"}, mem
+    assert mib["requests"] >= 2 * 64 and mib["limits"] >= 2 * 225, mem
     fleet = volumes["fleet-key"]["secret"]
     assert fleet["optional"] is True and fleet["defaultMode"] == 0o400
     assert mounts["fleet-key"] == "/etc/synguard/fleet"
