@@ -173,7 +173,10 @@ def attach(req, rotator):
         # A data path that cannot make the conntrack entries the rule set
         # now needs is replaced, not adopted.
         if on.ours and adoptable(on) and (not fw.insert or on.state.conntrack_built):
-            return adopt(req, on, lock, fw)
+            try:
+                return adopt(req, on, lock, fw)
+            except host.SysctlRefused as e:
+                raise AttachError(e.strerror) from None
         check_place(req, on)
         mode = pick_mode(req, on)
         return _attach_new(req, on, mode, fw, rotator, lock)

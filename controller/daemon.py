@@ -6,12 +6,13 @@ attach; then, every tick, the syncache timer, key rotation on time, the
 watch on the listeners and on our programs; at the end a clean detach.
 """
 
+import errno
 import logging
 import signal
 import socket
 import threading
 
-from . import attach, firewall, layout, netlink
+from . import attach, firewall, journal, layout, netlink
 from .keys import FleetRotator, KeyRotator
 from .listeners import mptcp_ports
 from .options import format_ports
@@ -42,9 +43,21 @@ def _packet_socket(ifname):
     return sock
 
 
+def metrics_refusal(opts, e):
+    """The line for a metrics address that cannot be bound."""
+    line = "cannot serve metrics on %s: %s" % (opts.metrics_addr, e.strerror or e)
+    if e.errno == errno.EADDRINUSE:
+        line += (
+            " (another synguard's? each interface needs a port of its own: --metrics-addr, or "
+            "metrics_addr in its config file)"
+        )
+    return line
+
+
 def run(opts):
     """Attach with AttachOptions opts, protect until told to stop, detach.
     Returns the exit code."""
+    journal.setup()  # under systemd: <3> errors, <4> warnings for journalctl -p
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -56,9 +69,7 @@ def run(opts):
         try:
             server, collector = serve(opts.metrics_addr)
         except OSError as e:
-            raise attach.AttachError(
-                "cannot serve metrics on %s: %s" % (opts.metrics_addr, e.strerror)
-            ) from e
+            raise attach.AttachError(metrics_refusal(opts, e)) from e
     sock = a = None
     try:
         attach.check_interface(opts.iface)

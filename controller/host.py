@@ -8,6 +8,7 @@ Everything here acts in the calling thread's network namespace
 """
 
 import ctypes
+import errno
 import os
 
 BPF_FS_MAGIC = 0xCAFE4A11
@@ -35,15 +36,31 @@ def write_sysctl(name, value):
         f.write(value)
 
 
+class SysctlRefused(OSError):
+    """A sysctl attach needs cannot be written here (a container's
+    read-only /proc/sys): strerror is the whole line, saying what to do."""
+
+
 def set_sysctl(name, value, changed):
     """Set sysctl name to value while attached, recording in `changed`
     ({name: value before}, the run state's) what detach sets back. A no-op
-    when it already has that value."""
+    when it already has that value. SysctlRefused if /proc/sys is read-only
+    or not ours to write (containers)."""
     before = read_sysctl(name)
     if before is None or before == [value]:
         return False
+    try:
+        write_sysctl(name, value)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise SysctlRefused(
+            e.errno,
+            "cannot set %s=%s (%s: a container's /proc/sys?): set it on the host first "
+            "(sysctl -w %s=%s, and in /etc/sysctl.d to keep it), or run synguard privileged"
+            % (name, value, os.strerror(e.errno), name, value),
+        ) from None
     changed.setdefault(name, " ".join(before))
-    write_sysctl(name, value)
     return True
 
 

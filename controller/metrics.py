@@ -5,13 +5,26 @@ no polling thread and nothing to drift: a scrape shows what `synguard status`
 shows at that moment. Names follow the Prometheus conventions: synguard_
 prefix, counters end in _total, seconds as the unit of time, an `interface`
 label and a `family` label (inet, inet6) on the counters that have one.
-Nothing is labelled per client address.
+Nothing is labelled per client address. Beside them, from the moment the
+endpoint is bound: synguard_build_info and the standard process_* series
+(the controller's CPU, memory, file descriptors).
+
+Only /metrics answers with metrics; / is a page that links to it, anything
+else is 404 (prometheus_client alone answers every path with the metrics).
 """
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+import html
+import os
+import socket
+import threading
+from importlib import metadata
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from . import layout
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from . import __version__, layout
 from .options import format_ports
 from .status import snapshot
 
@@ -99,6 +112,58 @@ class SynguardCollector:
         yield info
 
 
+def version():
+    """The installed distribution's version, else the package's own."""
+    try:
+        return metadata.version("synguard")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+class BuildInfoCollector:
+    """synguard_build_info{version, cookies, kernel} 1. cookies says whose
+    SYN cookies answer: "synguard" (ours, at XDP); a mode that hands them
+    to the kernel's own cookies would say "kernel"."""
+
+    def __init__(self, cookies="synguard"):
+        self.labels = {"version": version(), "cookies": cookies, "kernel": os.uname().release}
+
+    def collect(self):
+        info = InfoMetricFamily("synguard_build", "The controller's version, cookies and kernel.")
+        info.add_metric([], self.labels)
+        yield info
+
+
+INDEX = (
+    "<!DOCTYPE html>\n<html><head><title>synguard</title></head><body>\n"
+    '<h1>synguard %s</h1>\n<p><a href="/metrics">/metrics</a></p>\n</body></html>\n'
+)
+
+
+def make_app(registry):
+    """The WSGI app: /metrics (prometheus_client's, which also honours
+    name[] and gzip), / a page linking to it, 404 for anything else."""
+    metrics_app = make_wsgi_app(registry)
+    index = (INDEX % html.escape(version())).encode()
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [index]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"404 Not Found: metrics are at /metrics\n"]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no line per scrape
+        pass
+
+
 def parse_addr(text):
     """'HOST:PORT' or '[V6]:PORT' -> (host, port). ValueError if malformed."""
     host, sep, port = text.rpartition(":")
@@ -109,13 +174,24 @@ def parse_addr(text):
     return host, int(port)
 
 
+def make_registry():
+    """(registry, collector): our series, build_info and process_*."""
+    registry = CollectorRegistry()
+    collector = SynguardCollector()
+    registry.register(collector)
+    registry.register(BuildInfoCollector())
+    ProcessCollector(registry=registry)
+    return registry, collector
+
+
 def serve(addr):
     """Bind /metrics on addr and serve it from a daemon thread: (server,
     collector); the caller sets collector.attached once it has a data path.
     OSError if the address is taken or not ours."""
     host, port = parse_addr(addr)
-    registry = CollectorRegistry()
-    collector = SynguardCollector()
-    registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    registry, collector = make_registry()
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(host, port, make_app(registry), server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server, collector

@@ -4,12 +4,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
-from synguard import configfile
+from synguard import configfile, metrics
 from synguard.attach import Attached
 from synguard.metrics import SynguardCollector
 from synguard.runstate import RunState
@@ -49,6 +52,10 @@ def test_systemd_unit_verifies(tmp_path):
     unit.write_text(text)
     r = run("systemd-analyze", "verify", "--man=no", str(unit))
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    # ... and it would say so: a value systemd ignores is reported.
+    unit.write_text(text.replace("RestartPreventExitStatus=2", "RestartPreventExitStatus=two"))
+    r = run("systemd-analyze", "verify", "--man=no", str(unit))
+    assert "Failed to parse value" in r.stderr, r.stdout + r.stderr
 
 
 def unit_capabilities():
@@ -56,12 +63,64 @@ def unit_capabilities():
     return sorted(line.split("=", 1)[1].split())
 
 
+def unit_directives(path=UNIT):
+    """{section: {key: [value, ...]}} of a unit file, as systemd reads it
+    (keys may repeat; comments and blank lines skipped)."""
+    sections, current = {}, None
+    for line in open(path):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and current is not None, line
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
 def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
-    text = open(UNIT).read()
-    assert "ExecStart=/usr/local/bin/synguard attach %i --config /etc/synguard/%i.toml" in text
-    assert "Restart=on-failure" in text
-    assert "\nExecStopPost=" not in text  # a restart after a crash adopts the data path
+    svc = unit_directives()["Service"]
+    assert svc["ExecStart"] == ["/usr/local/bin/synguard attach %I --config /etc/synguard/%I.toml"]
+    assert svc["Restart"] == ["on-failure"]
+    assert "ExecStopPost" not in svc  # a restart after a crash adopts the data path
     assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
+
+
+def test_unit_fails_without_config_never_restarts_on_bad_input_and_waits_for_the_device():
+    d = unit_directives()
+    unit, svc = d["Unit"], d["Service"]
+    # A missing config fails the start (Assert), instead of skipping it (Condition).
+    assert unit["AssertPathExists"] == ["/etc/synguard/%I.toml"]
+    assert not any(k.startswith("Condition") for k in unit)
+    assert svc["ExecStart"][0].endswith("--config " + unit["AssertPathExists"][0])
+    # Exit code 2 (bad input, refused attach) is not restarted.
+    assert svc["RestartPreventExitStatus"] == ["2"]
+    # Bound to the interface's device: started when it appears, stopped when it goes.
+    device = "sys-subsystem-net-devices-%i.device"
+    assert unit["BindsTo"] == [device]
+    assert device in " ".join(unit["After"]).split()
+    assert " ".join(d["Install"]["WantedBy"]).split() == ["multi-user.target", device]
+
+
+def test_bad_input_exits_with_the_code_the_unit_does_not_restart(tmp_path):
+    conf = tmp_path / "eth9.toml"
+    conf.write_text('ports = [80]\nmode = "fast"\n')
+    r = run(sys.executable, "-m", "synguard.cli", "attach", "eth9", "--config", str(conf))
+    assert [str(r.returncode)] == unit_directives()["Service"]["RestartPreventExitStatus"]
+    assert r.stderr == "synguard: error: mode must be auto, native or generic, not 'fast'\n"
+
+
+def test_docs_describe_the_unit_as_it_is():
+    """The unit has no ExecStopPost (a restart adopts): the docs must not say otherwise."""
+    assert "ExecStopPost" not in unit_directives()["Service"]
+    for doc in ("README.md", os.path.join("docs", "DEPLOYING.md")):
+        text = " ".join(open(os.path.join(ROOT, doc)).read().split())
+        assert "runs `synguard detach` after stopping" not in text, doc
+    deploying = " ".join(open(os.path.join(ROOT, "docs", "DEPLOYING.md")).read().split())
+    for directive in ("AssertPathExists=", "RestartPreventExitStatus=2", "BindsTo=", "no ExecStopPost"):
+        assert directive in deploying, directive
 
 
 def test_daemonset():
@@ -84,6 +143,12 @@ def test_daemonset():
     assert "metrics_addr" not in docs["ConfigMap"]["data"]["synguard.toml"]
     # ready only while protected
     assert c["readinessProbe"]["exec"]["command"][-1] == "status"
+    # Memory: twice the measured steady cgroup usage (64 MiB) requested,
+    # twice the peak while attach compiles (225 MiB) as the limit.
+    mem = {k: v["memory"] for k, v in c["resources"].items()}
+    mib = {k: int(v.removesuffix("Mi")) for k, v in mem.items() if v.endswith("Mi")}
+    assert mib.keys() == {"requests", "limits"}, mem
+    assert mib["requests"] >= 2 * 64 and mib["limits"] >= 2 * 225, mem
     fleet = volumes["fleet-key"]["secret"]
     assert fleet["optional"] is True and fleet["defaultMode"] == 0o400
     assert mounts["fleet-key"] == "/etc/synguard/fleet"
@@ -174,3 +239,152 @@ def test_daemonset_entrypoint_picks_the_default_routes_interface():
     finally:
         netns.remove(ns)
         netns.remove(peer)
+
+
+def get(url):
+    """(status, content type, body) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def test_only_metrics_answers_with_metrics_the_index_links_to_it():
+    with socket.socket() as s:  # a free port (serve refuses port 0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, _collector = metrics.serve("127.0.0.1:%d" % port)
+    try:
+        base = "http://127.0.0.1:%d" % port
+        code, ctype, body = get(base + "/metrics")
+        assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
+        lines = body.splitlines()
+        build = [ln for ln in lines if ln.startswith("synguard_build_info{")]
+        assert build == [
+            'synguard_build_info{cookies="synguard",kernel="%s",version="%s"} 1.0'
+            % (os.uname().release, metrics.version())
+        ]
+        for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+            assert any(ln.startswith(name + " ") for ln in lines), name
+        # Not attached yet: nothing of the data path's.
+        assert not any(ln.startswith("synguard_") and "build_info" not in ln for ln in lines)
+        code, ctype, body = get(base + "/")
+        assert code == 200 and ctype.startswith("text/html") and '<a href="/metrics">' in body
+        for path in ("/metrics/", "/favicon.ico", "/index.html", "/metricsx", "/x/metrics"):
+            code, _, body = get(base + path)
+            assert code == 404 and "synguard_" not in body, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_version_is_the_installed_one():
+    import tomllib
+    from importlib import metadata
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        assert metrics.version() == metadata.version("synguard") == tomllib.load(f)["project"]["version"]
+
+
+LOG_SOME = (
+    "import logging; from synguard import journal; journal.setup(); log = logging.getLogger('synguard'); "
+    "log.info('attached'); log.warning('port 80 has an MPTCP listener'); log.error('two\\nlines'); "
+    "log.debug('not shown')"
+)
+
+
+def journal_run(code, journal_is_stderr, tmp_path):
+    """Run python -c code with stderr on a file and JOURNAL_STREAM naming
+    that file (as systemd does) or another one; (returncode, stderr)."""
+    err, other = tmp_path / "stderr", tmp_path / "other"
+    other.write_text("")
+    with open(err, "w") as f:
+        st = os.fstat(f.fileno()) if journal_is_stderr else os.stat(other)
+        env = {**os.environ, "JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+        r = subprocess.run([sys.executable, "-c", code], stderr=f, env=env, timeout=60)
+    return r.returncode, err.read_text()
+
+
+def test_log_lines_carry_journald_priorities_when_stderr_is_the_journal(tmp_path):
+    assert journal_run(LOG_SOME, True, tmp_path) == (
+        0,
+        "<6>synguard: attached\n<4>synguard: port 80 has an MPTCP listener\n<3>synguard: two\n<3>lines\n",
+    )
+    # JOURNAL_STREAM inherited by a process whose stderr went elsewhere: no prefixes.
+    assert journal_run(LOG_SOME, False, tmp_path) == (
+        0,
+        "synguard: attached\nsynguard: port 80 has an MPTCP listener\nsynguard: two\nlines\n",
+    )
+
+
+def dockerignore_excludes(patterns, path):
+    """Whether Docker leaves path out of the build context: the last
+    pattern that matches the path or one of its parent directories wins
+    (moby/patternmatcher: * stays within a name, ** spans directories)."""
+
+    def regex(p):
+        out, i = "", 0
+        while i < len(p):
+            if p.startswith("**/", i):
+                out, i = out + "(.*/)?", i + 3
+            elif p.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif p[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif p[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(p[i]), i + 1
+        return re.compile(out + "$")
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for line in patterns:
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").lstrip("/"))
+        if any(regex(pattern).match(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
+    """COPY . takes the repository's root (the Dockerfile's build context):
+    .dockerignore keeps .git, venvs, build output and caches out, and what
+    is left builds the package."""
+    assert (
+        "docker build -f deploy/kubernetes/Dockerfile -t synguard:0.1.0 ."
+        in open(os.path.join(DEPLOY, "kubernetes", "Dockerfile")).read()
+    )
+    lines = open(os.path.join(ROOT, ".dockerignore")).read().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    for junk in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "build/lib/synguard/cli.py",
+        "synguard.egg-info/PKG-INFO",
+        "controller/__pycache__/cli.cpython-311.pyc",
+        "vagrant/.vagrant/machines/default/box.img",
+        ".pytest_cache/v/cache/lastfailed",
+        "tests/test_deploy.py",
+    ):
+        assert dockerignore_excludes(patterns, junk), junk
+    tracked = run("git", "ls-files", cwd=ROOT).stdout.split()
+    context = [f for f in tracked if not dockerignore_excludes(patterns, f)]
+    needed = ("controller/", "bpf/", "deploy/", "pyproject.toml", "README.md")
+    assert all(f.startswith(needed) for f in context)
+    assert {f for f in tracked if f.startswith(needed)} == set(context)
+    # What is left is enough for install.sh's pip install.
+    src = tmp_path / "src"
+    for f in context:
+        os.makedirs(src / os.path.dirname(f), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, f), src / f)
+    r = run(
+        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        "-w", str(tmp_path / "wheel"), str(src),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = os.listdir(tmp_path / "wheel")
+    listing = run(sys.executable, "-m", "zipfile", "-l", str(tmp_path / "wheel" / wheel)).stdout
+    assert "synguard/cli.py" in listing and "synguard/bpf/" in listing

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -103,7 +104,11 @@ def test_refusals_come_before_anything_is_touched(foreign):
     taken.listen(1)
     try:
         r = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--force")
-        assert r.returncode == 2 and "cannot serve metrics on 127.0.0.1:9717" in r.stderr
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+        assert (
+            "cannot serve metrics on 127.0.0.1:9717: Address already in use (another synguard's? " in r.stderr
+        )
+        assert "each interface needs a port of its own: --metrics-addr, or metrics_addr in" in r.stderr
     finally:
         taken.close()
     assert interface(bed) == before
@@ -131,6 +136,34 @@ def test_refusals_come_before_anything_is_touched(foreign):
         assert interface(bed) == before
     finally:
         other_tc.cleanup()
+
+
+def test_a_read_only_proc_sys_is_one_clear_line_and_nothing_attached(foreign):
+    """In a container /proc/sys is read-only: attach needs
+    tcp_syncookies=1 (the fixture set 0), cannot set it, says so in one line
+    naming the sysctl and what to do, exits 2 and leaves all as it was."""
+    bed = foreign
+    before = interface(bed)
+    assert before["sysctls"]["net.ipv4.tcp_syncookies"] == ["0"]
+    argv = [sys.executable, "-m", "synguard.cli", "attach", bed.server_if, "--ports", str(PORT)]
+    # A private mount namespace with /proc/sys bound read-only, as in a container.
+    script = 'mount --bind -o ro /proc/sys /proc/sys && exec "$@"'
+    r = netns.run(
+        bed.server_ns,
+        ["unshare", "--mount", "sh", "-c", script, "sh", *argv, "--force", "--no-metrics"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (r.returncode, r.stderr) == (
+        2,
+        "synguard: error: attach failed, %s left as it was: cannot set net.ipv4.tcp_syncookies=1 "
+        "(Read-only file system: a container's /proc/sys?): set it on the host first "
+        "(sysctl -w net.ipv4.tcp_syncookies=1, and in /etc/sysctl.d to keep it), or run synguard "
+        "privileged\n" % bed.server_if,
+    )
+    assert "protecting" not in r.stdout
+    assert interface(bed) == before
 
 
 def test_force_replaces_and_detach_leaves_no_trace_but_the_foreign_program_is_gone(foreign):

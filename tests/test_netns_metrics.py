@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -68,6 +69,19 @@ def test_promtool_check_metrics_is_clean(bed):
     samples = parse_metrics(body)
     assert any(n == "synguard_completed_total" and ("family", '"inet6"') in labels for n, labels in samples)
     assert not any("198.18" in str(labels) or "2001:db8" in str(labels) for _, labels in samples)
+
+
+def test_the_controller_exports_build_info_and_its_process_and_only_on_metrics(bed):
+    samples = parse_metrics(http_get(bed, "http://%s/metrics" % METRICS))
+    ((labels, value),) = [(dict(lb), v) for (n, lb), v in samples.items() if n == "synguard_build_info"]
+    assert value == 1 and labels["cookies"] == '"synguard"'
+    assert labels["kernel"] == '"%s"' % os.uname().release
+    rss = by_name(samples, "process_resident_memory_bytes")
+    assert 10e6 < rss < 500e6, rss  # the controller's own, not a placeholder
+    assert '<a href="/metrics">' in http_get(bed, "http://%s/" % METRICS)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        http_get(bed, "http://%s/status" % METRICS)
+    assert e.value.code == 404
 
 
 def test_metrics_equal_status_at_the_same_moment(bed):
