@@ -34,7 +34,7 @@ import os
 import sys
 import time
 
-from . import __version__, attach, datapath, fleet, host, layout
+from . import __version__, attach, datapath, fleet, host, journal, layout
 from .maps import Maps
 from .options import UsageError, attach_options, format_ports
 from .runstate import RunState, pin_dir, valid_ifname
@@ -322,7 +322,7 @@ COMMANDS = {
 
 
 def main(argv=None):
-    logging.basicConfig(format="synguard: %(message)s", level=logging.INFO)
+    journal.setup()  # "synguard: ...", with <N> priorities when stderr is the journal
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("attach", "status", "list", "set", "detach"):
@@ -341,10 +341,10 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (UsageError, attach.AttachError) as e:
-        print("synguard: error: %s" % e, file=sys.stderr)
+        print(journal.error_line(e), file=sys.stderr)
         return 2
     except OSError as e:
-        print("synguard: error: %s" % (e.strerror or e), file=sys.stderr)
+        print(journal.error_line(e.strerror or e), file=sys.stderr)
         return 1
 
 

@@ -306,6 +306,18 @@ def journal_run(code, journal_is_stderr, tmp_path):
     return r.returncode, err.read_text()
 
 
+def test_a_failed_command_under_systemd_is_one_line_at_priority_err(tmp_path):
+    """Bad input: one line on stderr, <3> in front under systemd (so that
+    journalctl -p err shows it), exit code 2 (RestartPreventExitStatus)."""
+    conf = tmp_path / "eth9.toml"
+    conf.write_text('ports = [80]\nmode = "fast"\n')
+    code = "import sys; from synguard.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = code.replace("sys.argv[1:]", repr(["attach", "eth9", "--config", str(conf)]))
+    line = "synguard: error: mode must be auto, native or generic, not 'fast'\n"
+    assert journal_run(code, True, tmp_path) == (2, "<3>" + line)
+    assert journal_run(code, False, tmp_path) == (2, line)
+
+
 def test_log_lines_carry_journald_priorities_when_stderr_is_the_journal(tmp_path):
     assert journal_run(LOG_SOME, True, tmp_path) == (
         0,
