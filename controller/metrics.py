@@ -110,12 +110,14 @@ def parse_addr(text):
 
 
 def serve(addr):
-    """Bind /metrics on addr and serve it from a daemon thread: (server,
-    collector); the caller sets collector.attached once it has a data path.
-    OSError if the address is taken or not ours."""
+    """Bind /metrics on addr and serve it from a daemon thread: (server or
+    None, collector); the caller sets collector.attached once it has a data
+    path. OSError if the address is taken or not ours."""
     host, port = parse_addr(addr)
     registry = CollectorRegistry()
     collector = SynguardCollector()
     registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server, collector
+    started = start_http_server(port, addr=host, registry=registry)
+    # prometheus-client 0.16 (Debian 12's) returns nothing: its server then
+    # lives as long as the process.
+    return (started[0] if started else None), collector
