@@ -3,20 +3,27 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt
+TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 # The kernel selftest xdp_synproxy's object file, built outside the repository
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup demo test lint fuzz soak bench vm-image vm-test vm-lan clean
+.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-test vm-lan clean
 
 install:            ## the set-up alone; synguard ends up on PATH
 	deploy/install.sh --venv /opt/synguard/venv --link --systemd
 
 setup:
 	deploy/install.sh --venv $(VENV) --dev --extra-apt "$(TEST_APT)"
+
+deb: setup          ## dist/synguard_VERSION-1_all.deb for Debian's python3 (dpkg-deb), checked by lintian
+	dpkg -s lintian >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lintian; }
+	rm -f dist/synguard_*.deb
+	PYTHON=$(PYTHON) packaging/build-deb.sh
+	lintian --fail-on error dist/synguard_*_all.deb
 
 demo: setup         ## namespace test bed, real clients, a bounded flood, counters
 	$(PYTHON) -m synguard.lab.demo
@@ -54,4 +61,4 @@ vm-lan: vm-image    ## three guests on a LAN, the e2e suite across them over SSH
 	vagrant/qemu/lan.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -185,9 +185,9 @@ def make_registry():
 
 
 def serve(addr):
-    """Bind /metrics on addr and serve it from a daemon thread: (server,
-    collector); the caller sets collector.attached once it has a data path.
-    OSError if the address is taken or not ours."""
+    """Bind /metrics on addr and serve it from a daemon thread: (server or
+    None, collector); the caller sets collector.attached once it has a data
+    path. OSError if the address is taken or not ours."""
     host, port = parse_addr(addr)
     registry, collector = make_registry()
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]

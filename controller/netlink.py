@@ -110,7 +110,17 @@ def xdp_query(index):
     return 0, None
 
 
+def _xdp_flags_u32():
+    """pyroute2 0.7.2 (Debian 12's python3-pyroute2) sends IFLA_XDP_FLAGS as
+    16 bits, big-endian, which the kernel refuses (ERANGE); 0.9 sends the
+    __u32 of if_link.h. Give the older one the kernel's type."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    ifinfmsg.xdp.xdp_flags.fields = [("value", "I")]
+
+
 def _xdp_set(index, fd, flags, expected_fd=None, what="attach XDP"):
+    _xdp_flags_u32()
     attrs = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
     if expected_fd is not None:
         attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
