@@ -9,6 +9,8 @@ usage:
   synguard list IFACE [--json]
   synguard set IFACE SETTING=VALUE [...]
   synguard detach IFACE
+  synguard rotate IFACE          # a new cookie key now
+  synguard top IFACE [INTERVAL [COUNT]]
   synguard keygen FILE
   synguard ebpf                  # print the C that attach compiles, and its cflags
 
@@ -18,6 +20,7 @@ examples:
   sudo synguard list eth0                        # half-open connections (SYN_RECEIVED)
   sudo synguard set eth0 cachelimit=50000 rexmtlimit=2
   sudo synguard detach eth0                      # also after a crash of attach
+  sudo synguard top eth0 1 10                    # rates under attack, 10 lines
   curl -s 127.0.0.1:9717/metrics
 
 IFACE is the interface's name in the network namespace synguard runs in;
@@ -28,24 +31,100 @@ reason on stderr); 2 bad input.
 """
 
 import argparse
+import glob
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 
-from . import __version__, attach, datapath, fleet, host, journal, layout
+from . import __version__, attach, datapath, fleet, host, journal, layout, netlink
 from .maps import Maps
-from .options import UsageError, attach_options, format_ports
-from .runstate import RunState, pin_dir, valid_ifname
-from .settings import SETTINGS, current, parse_assignments
+from .options import DEFAULT_METRICS, UsageError, attach_options, format_ports
+from .runstate import RUN_DIR, RunState, controller_lock_held, pin_dir, valid_ifname
+from .settings import SETTINGS, check_consistent, current, num, parse_assignments, show
 
 log = logging.getLogger("synguard")
+
+
+class Failure(Exception):
+    """A runtime failure the user can do something about: one line, exit 1."""
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, the way every other error reads
         raise UsageError(message)
+
+
+IFACE_HELP = "the interface, by its name in this network namespace (eth0, bond0.100)"
+JSON_HELP = "print everything as JSON (the text form leaves some of it out)"
+
+SUBCOMMANDS = {
+    # name: (one line, examples)
+    "attach": (
+        "protect the TCP listeners on IFACE's ports until SIGINT/SIGTERM (foreground)",
+        """  sudo synguard attach eth0 --ports 80,443
+  sudo synguard attach eth0 --config /etc/synguard/eth0.toml
+  sudo synguard attach eth0 --ports 443 --mode generic --metrics-addr :9717
+  sudo synguard attach eth0 --ports 443 --fleet-key /etc/synguard/fleet.key
+  sudo synguard attach eth0 --ports 443 --cachelimit 50000 --ratelimit 200""",
+    ),
+    "status": (
+        "whether IFACE is protected (the exit code), counters, syncache, key age, mode",
+        """  sudo synguard status eth0
+  sudo synguard status eth0 --json | jq .counters.badcookie
+  sudo synguard status eth0 >/dev/null || echo not protected""",
+    ),
+    "list": (
+        "the half-open connections in IFACE's syncache (SYN_RECEIVED), oldest first",
+        """  sudo synguard list eth0
+  sudo synguard list eth0 | head -20
+  sudo synguard list eth0 --json | jq -r '.[].remote'""",
+    ),
+    "set": (
+        "change settings of a running protection (until its controller stops)",
+        """  sudo synguard set eth0 cachelimit=50000 rexmtlimit=2
+  sudo synguard set eth0 ratelimit=0             # no reflection limit
+  sudo synguard set eth0 syncookies_only=1""",
+    ),
+    "detach": (
+        "remove everything synguard attached to IFACE (stopping its controller first)",
+        """  sudo synguard detach eth0
+  sudo nsenter --net=/run/netns/web synguard detach eth0""",
+    ),
+    "rotate": (
+        "rotate IFACE's cookie key now (the running controller does it)",
+        """  sudo synguard rotate eth0""",
+    ),
+    "top": (
+        "per-second rates of what matters under attack, read from IFACE's maps",
+        """  sudo synguard top eth0                         # a refreshing screen; Ctrl-C ends it
+  sudo synguard top eth0 1 10                    # 10 lines, one a second, as vmstat
+  sudo synguard top eth0 5 | ts                  # not a terminal: lines until stopped""",
+    ),
+    "keygen": (
+        "write a new fleet master key file (mode 0600; never overwrites)",
+        """  sudo synguard keygen /etc/synguard/fleet.key
+  sudo install -m 0600 /etc/synguard/fleet.key /mnt/other-host/etc/synguard/""",
+    ),
+    "ebpf": (
+        "print the C that attach compiles, with its cflags",
+        """  synguard ebpf | less""",
+    ),
+}
+
+
+def bare_usage():
+    """What a bare `synguard` prints: every command on a line."""
+    usage = __doc__.split("\n\n")[1]
+    width = max(map(len, SUBCOMMANDS))
+    lines = "".join("  %-*s  %s\n" % (width, name, line) for name, (line, _) in SUBCOMMANDS.items())
+    return (
+        "%s\n\ncommands:\n%s\n"
+        "synguard COMMAND --help describes one command; synguard --help all of them.\n" % (usage, lines)
+    )
 
 
 def build_parser():
@@ -60,24 +139,51 @@ def build_parser():
         epilog=__doc__.split("\n\n", 1)[1] + "\n" + settings_help,
     )
     p.add_argument("--version", action="version", version="synguard " + __version__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
 
-    a = sub.add_parser("attach", help="protect listeners on an interface (foreground)")
-    a.add_argument("iface")
-    a.add_argument("--config", metavar="FILE", help="TOML file with any of these options (flags win)")
-    a.add_argument("--ports", help="ports to protect: 80,443,8000-8010 (required here or in --config)")
+    def command(name, epilog_extra=""):
+        line, examples = SUBCOMMANDS[name]
+        return sub.add_parser(
+            name,
+            help=line,
+            description=line[0].upper() + line[1:] + ".",
+            epilog="examples:\n" + examples + "\n" + epilog_extra,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def iface(parser):
+        parser.add_argument("iface", metavar="IFACE", help=IFACE_HELP)
+
+    a = command("attach", "\n" + settings_help)
+    iface(a)
+    a.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with any of these options (flags win; deploy/synguard.example.toml)",
+    )
+    a.add_argument(
+        "--ports",
+        metavar="PORTS",
+        help="ports to protect: 80,443,8000-8010 (required here or in --config)",
+    )
     a.add_argument(
         "--mode",
         choices=("auto", "native", "generic"),
-        help="XDP mode: native (driver), generic (skb), auto (default): native where the driver has it",
+        help="XDP mode: native (driver), generic (skb); default auto: native where the driver has it",
     )
     a.add_argument(
         "--rotate-seconds",
         type=float,
-        help="cookie key rotation period (default 16, the seed's SYNCOOKIE_LIFETIME)",
+        metavar="SECONDS",
+        help="cookie key rotation period, 1..3600 (default 16, the seed's SYNCOOKIE_LIFETIME)",
     )
     m = a.add_mutually_exclusive_group()
-    m.add_argument("--metrics-addr", help="Prometheus /metrics on HOST:PORT (default 127.0.0.1:9717)")
+    m.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="Prometheus /metrics on HOST:PORT, [V6]:PORT, or :PORT for every address "
+        "(default %s)" % DEFAULT_METRICS,
+    )
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
     a.add_argument(
@@ -91,30 +197,47 @@ def build_parser():
         "--fleet-key",
         metavar="FILE",
         help="derive the keys from this fleet's master key (root only, 0600): hosts behind one "
-        "address validate each other's cookies",
+        "address validate each other's cookies (default: a random key per host)",
     )
     for name, s in SETTINGS.items():
-        a.add_argument("--" + name.replace("_", "-"), dest="set_" + name, metavar="VALUE", help=s.help)
+        default = s.show(layout.SETTING_DEFAULTS[s.field])
+        a.add_argument(
+            "--" + name.replace("_", "-"),
+            dest="set_" + name,
+            metavar="VALUE",
+            help="%s (%s..%s, default %s)" % (s.help, num(s.lo), num(s.hi), num(default)),
+        )
 
-    s = sub.add_parser("status", help="protected or not (exit code), counters, syncache, key age, mode")
-    s.add_argument("iface")
-    s.add_argument("--json", action="store_true")
+    for name in ("status", "list"):
+        c = command(name)
+        iface(c)
+        c.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    li = sub.add_parser("list", help="half-open connections in the syncache")
-    li.add_argument("iface")
-    li.add_argument("--json", action="store_true")
+    st = command("set", "\n" + settings_help)
+    iface(st)
+    st.add_argument(
+        "assignments", nargs="+", metavar="SETTING=VALUE", help="one or more settings (listed below)"
+    )
 
-    st = sub.add_parser("set", help="change settings while attached")
-    st.add_argument("iface")
-    st.add_argument("assignments", nargs="+", metavar="SETTING=VALUE")
+    iface(command("detach"))
+    iface(command("rotate"))
 
-    d = sub.add_parser("detach", help="remove everything synguard attached to IFACE")
-    d.add_argument("iface")
+    t = command("top")
+    iface(t)
+    t.add_argument(
+        "interval", nargs="?", default="1", metavar="INTERVAL", help="seconds between lines (default 1)"
+    )
+    t.add_argument(
+        "count",
+        nargs="?",
+        metavar="COUNT",
+        help="lines to print, then exit (default: until Ctrl-C; a refreshing screen on a terminal)",
+    )
 
-    k = sub.add_parser("keygen", help="write a new fleet master key file (0600)")
-    k.add_argument("file")
+    k = command("keygen")
+    k.add_argument("file", metavar="FILE", help="the key file to create (it must not exist)")
 
-    sub.add_parser("ebpf", help="print the C that attach compiles, with its cflags")
+    command("ebpf")
     return p
 
 
@@ -189,7 +312,7 @@ def print_status(st):
             else "active",
         )
     )
-    print("settings: " + " ".join("%s=%g" % kv for kv in st["settings"].items()))
+    print("settings: " + show(st["settings"]))
     if st["sysctls_changed"]:
         print(
             "changed while attached: " + " ".join("%s (was %s)" % kv for kv in st["sysctls_changed"].items())
@@ -214,28 +337,55 @@ def cmd_list(args):
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(
-        "%-6s %-46s %-46s %-12s %7s %5s  %s"
-        % ("Proto", "Local Address", "Foreign Address", "State", "Age", "Rxmt", "Options")
-    )
-    for r in rows:
-        opts = "mss %d" % r["mss"]
-        if r["wscale"] is not None:
-            opts += " wscale %d" % r["wscale"]
-        opts += "".join(" " + o for o in ("sack", "timestamps", "ecn", "unreach") if r[o])
-        print(
-            "%-6s %-46s %-46s %-12s %6.1fs %5d  %s"
-            % (
-                "tcp6" if r["family"] == "inet6" else "tcp4",
-                r["local"],
-                r["remote"],
-                r["state"],
-                r["age_seconds"],
-                r["retransmits"],
-                opts,
-            )
-        )
+    for line in list_lines(rows):
+        print(line)
     return 0
+
+
+LIST_WIDTH = 100
+
+
+def list_lines(rows, width=LIST_WIDTH):
+    """The text table of `list`: columns as wide as their widest value, as
+    ss has them, so that rows fit 100 columns; a row with long IPv6
+    addresses has its options on a line of their own, indented. Every entry
+    is SYN_RECEIVED (the help says so). --json has every field."""
+
+    def options(r):
+        opts = ["mss:%d" % r["mss"]]
+        if r["wscale"] is not None:
+            opts.append("ws:%d" % r["wscale"])
+        opts += [short for o, short in LIST_OPTIONS if r[o]]
+        return " ".join(opts)
+
+    table = [
+        (
+            "tcp6" if r["family"] == "inet6" else "tcp4",
+            r["local"],
+            r["remote"],
+            "%.1fs" % r["age_seconds"],
+            str(r["retransmits"]),
+            options(r),
+        )
+        for r in rows
+    ]
+    head = ("Net", "Local Address:Port", "Peer Address:Port", "Age", "Rx", "Options")
+    # Columns as wide as the rows that fit on their own need: a longer one
+    # (IPv6 addresses) does not widen everyone else's.
+    fits = [t for t in table if len(" ".join(t)) <= width]
+    widths = [max([len(h)] + [len(t[i]) for t in fits]) for i, h in enumerate(head)]
+    align = ("<", "<", "<", ">", ">", "<")
+    for t in [head] + table:
+        cells = [format(v, a + str(w)) for v, a, w in zip(t[:-1], align, widths)]
+        line = " ".join(cells + [t[-1]]).rstrip()
+        if len(line) <= width:
+            yield line
+        else:
+            yield " ".join(cells).rstrip()
+            yield "    " + t[-1]
+
+
+LIST_OPTIONS = (("sack", "sack"), ("timestamps", "ts"), ("ecn", "ecn"), ("unreach", "unreach"))
 
 
 def cmd_set(args):
@@ -254,42 +404,285 @@ def cmd_set(args):
                 "attach --cachelimit)" % size
             )
         cfg = maps.config.lookup(0)
+        try:
+            check_consistent(
+                {**{f: getattr(cfg, f) for f in (s.field for s in SETTINGS.values())}, **changes}
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         for field, value in changes.items():
             setattr(cfg, field, value)
         maps.config.update(0, cfg.derive())
-        print("synguard: %s: %s" % (args.iface, " ".join("%s=%g" % kv for kv in current(cfg).items())))
+        print("synguard: %s: %s" % (args.iface, show(current(cfg))))
+    print(
+        "synguard: this lasts until the controller stops (attach starts from its flags and --config): "
+        "put it in the config file's [settings] to keep it",
+        file=sys.stderr,
+    )
     return 0
+
+
+def attached_things(ifname, state):
+    """What of synguard's is on ifname now, as detach names it."""
+    things = []
+    idx = netlink.ifindex(ifname)
+    if idx and state and state.ifindex == idx:
+        xdp_id, _ = netlink.xdp_query(idx)
+        if xdp_id and xdp_id == state.xdp_prog_id:
+            things.append("XDP program %d" % xdp_id)
+        tc_id = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
+        if tc_id and tc_id == state.tc_prog_id:
+            things.append("tc filter %d" % tc_id)
+    if os.path.isdir(pin_dir(ifname)):
+        things.append("the pins")
+    if RunState.load(ifname):
+        things.append("the run state")
+    return things
+
+
+def wait_exited(pid, timeout=10.0):
+    """The controller drops its lock before it has finished detaching: wait
+    until the process is gone (or a zombie), so that what it removed can be
+    told and nothing is removed twice at once. True if it went."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def protected_elsewhere(ifname):
+    """[(netns inode, pid)] of running controllers of an interface of this
+    name in other network namespaces."""
+    found = []
+    for path in glob.glob(os.path.join(RUN_DIR, "*", glob.escape(ifname) + ".json")):
+        nsid = os.path.basename(os.path.dirname(path))
+        if nsid == str(host.netns_id()) or not controller_lock_held(path):
+            continue
+        try:
+            with open(path) as f:
+                found.append((nsid, json.load(f).get("pid")))
+        except (OSError, ValueError, AttributeError):
+            found.append((nsid, None))
+    return found
+
+
+def elsewhere_hint(ifname):
+    hints = [
+        "a controller (pid %s) protects %s in network namespace %s: run detach there "
+        "(nsenter --net=/proc/%s/ns/net synguard detach %s)" % (pid, ifname, nsid, pid, ifname)
+        for nsid, pid in protected_elsewhere(ifname)
+    ]
+    return "; ".join(hints)
 
 
 def cmd_detach(args):
     checked_iface(args.iface)
     if os.geteuid() != 0:
-        raise UsageError("detaching needs root")
+        raise UsageError("detaching needs root (CAP_BPF, CAP_NET_ADMIN)")
     state = RunState.load(args.iface)
-    if (
-        not state
-        and not os.path.isdir(pin_dir(args.iface))
-        and not os.path.exists("/sys/class/net/" + args.iface)
-    ):
-        raise UsageError("no interface %s here, and nothing of synguard's for it" % args.iface)
+    # netlink, not /sys/class/net: after join_host_mounts /sys may be the
+    # host namespace's sysfs, which does not list this namespace's interfaces.
+    if not state and not os.path.isdir(pin_dir(args.iface)) and not netlink.ifindex(args.iface):
+        hint = elsewhere_hint(args.iface)
+        raise UsageError(
+            "no interface %s here, and nothing of synguard's for it%s"
+            % (args.iface, "; " + hint if hint else "")
+        )
     done = []
     if state and state.controller_alive() and state.pid != os.getpid():
-        # The controller takes its own things down and sets sysctls back.
-        if attach.stop_controller(state):
-            done.append("stopped the controller (pid %d), which detached" % state.pid)
+        # The controller takes its own things down and sets sysctls back:
+        # what it removed is what was there before and is gone after.
+        before = attached_things(args.iface, state)
+        if attach.stop_controller(state) and wait_exited(state.pid):
+            gone = [t for t in before if t not in attached_things(args.iface, state)]
+            restored = [
+                "%s=%s" % (name, value)
+                for name, value in state.sysctls.items()
+                if host.read_sysctl(name) == value.split()
+            ]
+            said = "stopped the controller (pid %d), which removed %s" % (
+                state.pid,
+                ", ".join(gone) or "nothing",
+            )
+            if restored:
+                said += " and set back " + ", ".join(restored)
+            done.append(said)
         else:
             done.append("the controller (pid %d) did not stop" % state.pid)
     left = attach.detach(args.iface)
     if left:
         done.append(left)
-    print("synguard: %s: %s" % (args.iface, "; ".join(done) if done else "nothing attached"))
+    if not done:
+        hint = elsewhere_hint(args.iface)
+        done.append("nothing attached" + ("; " + hint if hint else ""))
+    print("synguard: %s: %s" % (args.iface, "; ".join(done)))
     return 0
+
+
+def controller_of(iface, command):
+    """The run state of iface's running controller, in this PID namespace."""
+    checked_iface(iface)
+    if os.geteuid() != 0:
+        raise UsageError("%s needs root (CAP_BPF, CAP_NET_ADMIN)" % command)
+    state = RunState.load(iface)
+    if state is None or not os.path.isdir(pin_dir(iface)):
+        raise UsageError("%s is not protected" % iface)
+    if not state.controller_alive():
+        raise Failure(
+            "no controller runs for %s (keys rotate only while one does): start attach, which adopts "
+            "the data path" % iface
+        )
+    if state.phase != "protecting":
+        raise Failure("attach on %s is still under way" % iface)
+    if not state.same_pid_ns():
+        raise UsageError(
+            "the controller of %s runs in another PID namespace (a container?): run this there" % iface
+        )
+    return state
+
+
+def catches(pid, signum):
+    """Whether process pid has a handler for signum (/proc/PID/status SigCgt):
+    a controller from before `synguard rotate` would die of SIGUSR1."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def cmd_rotate(args):
+    """The controller is the one writer of the secrets map: it rotates on
+    SIGUSR1 in its own loop, exactly as on time (the idle slot, then the
+    flip), so two rotations never interleave. This waits until the map says
+    it happened."""
+    state = controller_of(args.iface, "rotate")
+    with Maps(state.pins) as maps:
+        s = maps.secrets.lookup(0)
+        if s.fleet:
+            raise UsageError(
+                "%s is in fleet mode: its keys come from the fleet's master key (change it with "
+                "next_key in the key file), not from here" % args.iface
+            )
+        if not catches(state.pid, signal.SIGUSR1):
+            raise Failure(
+                "the controller of %s (pid %d) predates synguard rotate: restart it" % (args.iface, state.pid)
+            )
+        before = s.rotations
+        os.kill(state.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            s = maps.secrets.lookup(0)
+            if s.rotations != before:
+                print(
+                    "synguard: %s: new cookie key (rotation %d, from pid %d); cookies minted with the one "
+                    "before stay valid for one more period (%ss)"
+                    % (args.iface, s.rotations, state.pid, num(state.rotate_seconds))
+                )
+                return 0
+            time.sleep(0.02)
+    raise Failure("the controller of %s (pid %d) did not rotate within 5 s" % (args.iface, state.pid))
+
+
+TOP_COLUMNS = (
+    # header, counters summed, what it is
+    ("answered/s", ("sendcookie", "dupsyn"), "SYNs answered (cookie SYN-ACKs and syncache resends)"),
+    ("ratelimited/s", ("ratelimited",), "SYNs dropped by the reflection limit"),
+    ("handoffs/s", ("completed",), "handshakes handed to the kernel"),
+    ("badacks/s", ("badcookie",), "ACKs with a bogus cookie, dropped"),
+)
+
+
+def top_args(args):
+    try:
+        interval = float(args.interval)
+    except ValueError:
+        interval = None
+    if interval is None or not 0.1 <= interval <= 3600:
+        raise UsageError("INTERVAL must be seconds within 0.1..3600, not %r" % args.interval)
+    count = None
+    if args.count is not None:
+        if not args.count.isdigit() or int(args.count) < 1:
+            raise UsageError("COUNT must be a whole number of lines, at least 1, not %r" % args.count)
+        count = int(args.count)
+    return interval, count
+
+
+def top_sample(maps):
+    from .syncache import status
+
+    return time.monotonic(), maps.read_counters(), status(maps), maps.config.lookup(0).cachelimit
+
+
+def top_rates(a, b):
+    """[per-second rates of TOP_COLUMNS], entries, limit, paused between samples a and b."""
+    dt = max(b[0] - a[0], 1e-9)
+    rates = [sum(b[1][n] - a[1][n] for n in names) / dt for _, names, _ in TOP_COLUMNS]
+    return rates, b[2]["entries"], b[3], b[2]["paused"]
+
+
+def cmd_top(args):
+    interval, count = top_args(args)
+    maps = open_maps(args.iface)
+    if maps is None:
+        raise UsageError("%s is not protected" % args.iface)
+    screen = count is None and sys.stdout.isatty()
+    heads = [h for h, _, _ in TOP_COLUMNS] + ["entries", "paused"]
+    widths = [max(len(h), 9) for h in heads]
+    try:
+        with maps:
+            last = top_sample(maps)
+            if not screen:
+                print(" ".join("%*s" % (w, h) for w, h in zip(widths, heads)), flush=True)
+            n = 0
+            while count is None or n < count:
+                time.sleep(max(0.0, last[0] + interval - time.monotonic()))
+                now = top_sample(maps)
+                rates, entries, limit, paused = top_rates(last, now)
+                last = now
+                n += 1
+                if screen:
+                    top_screen(args.iface, interval, rates, entries, limit, paused)
+                    continue
+                values = ["%.0f" % r for r in rates] + [str(entries), "yes" if paused else "no"]
+                print(" ".join("%*s" % (w, v) for w, v in zip(widths, values)), flush=True)
+    except KeyboardInterrupt:
+        if screen:
+            print()
+    return 0
+
+
+def top_screen(iface, interval, rates, entries, limit, paused):
+    cols = shutil.get_terminal_size().columns
+    lines = [
+        "synguard top %s, every %ss (Ctrl-C ends)  %s" % (iface, num(interval), time.strftime("%H:%M:%S")),
+        "",
+    ]
+    for (head, names, what), rate in zip(TOP_COLUMNS, rates):
+        lines.append("%12.0f/s  %s (%s)" % (rate, what, " + ".join(names)))
+    lines.append("%12d    syncache entries (limit %d)" % (entries, limit))
+    lines.append("%12s    syncache paused (cookies only)" % ("yes" if paused else "no"))
+    sys.stdout.write("\x1b[H\x1b[J" + "\n".join(line[:cols] for line in lines) + "\n")
+    sys.stdout.flush()
 
 
 def cmd_keygen(args):
     """A new master key in a file only root can read; never overwrites."""
     try:
         fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            "%s already exists%s: keygen never overwrites" % (args.file, _what_is(args.file))
+        ) from None
     except OSError as e:
         raise UsageError("cannot create %s: %s" % (args.file, e.strerror)) from None
     with os.fdopen(fd, "w") as f:
@@ -299,6 +692,21 @@ def cmd_keygen(args):
         % args.file
     )
     return 0
+
+
+def _what_is(path):
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISLNK(mode):
+        return " (a symlink%s)" % ("" if os.path.exists(path) else ", dangling")
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return " (%s)" % name
+    return ""
 
 
 def cmd_ebpf(args):
@@ -316,6 +724,8 @@ COMMANDS = {
     "list": cmd_list,
     "set": cmd_set,
     "detach": cmd_detach,
+    "rotate": cmd_rotate,
+    "top": cmd_top,
     "keygen": cmd_keygen,
     "ebpf": cmd_ebpf,
 }
@@ -323,9 +733,14 @@ COMMANDS = {
 
 def main(argv=None):
     journal.setup()  # "synguard: ...", with <N> priorities when stderr is the journal
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        sys.stderr.write(bare_usage())
+        return 2
+    command = argv[0]
     try:
         args = build_parser().parse_args(argv)
-        if args.command in ("attach", "status", "list", "set", "detach"):
+        if args.command in ("attach", "status", "list", "set", "detach", "rotate", "top"):
             try:
                 host.join_host_mounts()
             except OSError as e:
@@ -343,8 +758,24 @@ def main(argv=None):
     except (UsageError, attach.AttachError) as e:
         print(journal.error_line(e), file=sys.stderr)
         return 2
+    except Failure as e:
+        print(journal.error_line(e), file=sys.stderr)
+        return 1
+    except PermissionError:
+        # EPERM/EACCES from bpf(2), netlink or a pin: not worth a path
+        print(journal.error_line("%s needs root (CAP_BPF, CAP_NET_ADMIN)" % command), file=sys.stderr)
+        return 2
     except OSError as e:
         print(journal.error_line(e.strerror or e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        # Never a traceback on the terminal; SYNGUARD_DEBUG=1 shows it.
+        if os.environ.get("SYNGUARD_DEBUG"):
+            raise
+        why = "internal error (%s: %s); SYNGUARD_DEBUG=1 shows where" % (type(e).__name__, e)
+        print(journal.error_line(why), file=sys.stderr)
         return 1
 
 

@@ -19,6 +19,7 @@ and values out of range are errors (ValueError with the file and the key).
 
 import tomllib
 
+from .files import FileError, read_text
 from .settings import SETTINGS
 
 ATTACH_KEYS = {
@@ -36,10 +37,10 @@ ATTACH_KEYS = {
 def load(path):
     """{key: value} for attach, with the settings table as 'settings': {name: text}."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ValueError("cannot read %s: %s" % (path, e.strerror)) from None
+        text, _ = read_text(path, "config file")
+        data = tomllib.loads(text)
+    except FileError as e:
+        raise ValueError(str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError("%s is not valid TOML: %s" % (path, e)) from None
 
@@ -55,6 +56,10 @@ def load(path):
                     )
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ValueError("%s: settings.%s must be a number" % (path, name))
+                try:
+                    SETTINGS[name].parse(str(v))
+                except ValueError as e:
+                    raise ValueError("%s: settings.%s" % (path, e)) from None
             out["settings"] = {name: str(v) for name, v in value.items()}
             continue
         if key not in ATTACH_KEYS:

@@ -61,6 +61,11 @@ def run(opts):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # `synguard rotate IFACE`: a new key now, written by this process's loop
+    # like every other rotation (one writer of the secrets map). Installed
+    # first: the run state that names our pid exists only after this.
+    rotate_now = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: rotate_now.set())
 
     server = collector = None
     if opts.metrics_addr:
@@ -107,7 +112,7 @@ def run(opts):
             ),
             flush=True,
         )
-        status = loop(stop, a, rotator(a.maps.secrets), sock, FirewallWatch(a, opts))
+        status = loop(stop, a, rotator(a.maps.secrets), sock, FirewallWatch(a, opts), rotate_now)
     finally:
         if server:
             server.shutdown()
@@ -155,18 +160,29 @@ class FirewallWatch:
         self.a.state.save()
 
 
-def loop(stop, a, keys, sock, fw):
+def loop(stop, a, keys, sock, fw, rotate_now=None):
     """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
     first retransmission delay, at most 250 ms); at each key rotation a check
-    that our XDP program is still the one attached, and of the firewall."""
+    that our XDP program is still the one attached, and of the firewall.
+    rotate_now (set on SIGUSR1) asks for a rotation at the next tick."""
     cache = Syncache(a.maps, a.dp.timer_fd, sock=sock)
+    rotate_now = rotate_now or threading.Event()
     while True:
         tick = min(0.25, a.maps.config.lookup(0).rexmt_ms / 4000)
         if stop.wait(max(0.0, min(tick, keys.due_in()))):
             return 0
         cache.tick()
-        if keys.due_in() <= 0:
-            keys.rotate()
+        asked = rotate_now.is_set()
+        if asked:
+            rotate_now.clear()
+            if hasattr(keys, "rotate_now"):
+                keys.rotate_now()
+                log.info("cookie key rotated on request (SIGUSR1)")
+            else:
+                log.warning("SIGUSR1: fleet keys come from the master key; not rotated")
+        if keys.due_in() <= 0 or asked:
+            if not asked:
+                keys.rotate()
             prog_id, _ = netlink.xdp_query(a.state.ifindex)
             if prog_id != a.state.xdp_prog_id:
                 log.error("the XDP program on %s was replaced or removed by someone else", a.state.ifname)

@@ -35,6 +35,7 @@ import struct
 import tomllib
 
 from . import layout
+from .files import FileError, read_text
 
 KEY_BYTES = 32
 SALT = b"synguard fleet"
@@ -77,27 +78,21 @@ class MasterKeys:
 def load(path):
     """The master keys from path; FleetKeyError says why not. Refuses a file
     that anyone but root could read or write."""
+    # Kubernetes mounts secrets as symlinks into a ..data directory:
+    # read_text follows them, then judges the file itself.
     try:
-        # Kubernetes mounts secrets as symlinks into a ..data directory:
-        # follow them, then judge the file itself.
-        fd = os.open(os.path.realpath(path), os.O_RDONLY)
-    except OSError as e:
-        raise FleetKeyError("cannot read fleet key %s: %s" % (path, e.strerror)) from None
+        text, st = read_text(path, "fleet key", max_bytes=64 * 1024)
+    except FileError as e:
+        raise FleetKeyError(str(e)) from None
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        raise FleetKeyError(
+            "fleet key %s must be owned by root and mode 0600 (it is %04o, uid %d)"
+            % (path, stat.S_IMODE(st.st_mode), st.st_uid)
+        )
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FleetKeyError("fleet key %s is not a regular file" % path)
-        if st.st_uid != 0 or st.st_mode & 0o077:
-            raise FleetKeyError(
-                "fleet key %s must be owned by root and mode 0600 (it is %04o, uid %d)"
-                % (path, stat.S_IMODE(st.st_mode), st.st_uid)
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         raise FleetKeyError("fleet key %s is not valid TOML" % path) from None
-    finally:
-        os.close(fd)
     unknown = set(data) - {"key", "next_key", "next_from"}
     if unknown:
         raise FleetKeyError("fleet key %s: unknown key %s" % (path, ", ".join(sorted(unknown))))

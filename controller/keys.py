@@ -57,6 +57,12 @@ class KeyRotator:
         self.map.update(0, s)
         self._next += self.period
 
+    def rotate_now(self):
+        """Rotate off schedule (`synguard rotate`); the new key then lives a
+        full period, as one rotated on time does."""
+        self.rotate()
+        self._next = time.monotonic() + self.period
+
 
 class FleetRotator:
     """Keys derived from the fleet's master key, one per wall-clock epoch of

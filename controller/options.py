@@ -4,9 +4,9 @@ UsageError with one line that names it."""
 
 from dataclasses import dataclass
 
-from . import configfile, firewall, fleet
+from . import configfile, firewall, fleet, layout
 from .attach import Request
-from .settings import SETTINGS, parse_assignments
+from .settings import SETTINGS, check_consistent, parse_assignments
 
 
 class UsageError(Exception):
@@ -71,48 +71,69 @@ class AttachOptions:
         )
 
 
+def metrics_address(text):
+    """--metrics-addr as given -> HOST:PORT to bind. ':9717' (no host, as Go
+    exporters take it) is every address, IPv4 and IPv6: [::]:9717."""
+    if text.startswith(":"):
+        text = "[::]" + text
+    from .metrics import parse_addr
+
+    parse_addr(text)  # ValueError if malformed
+    return text
+
+
 def attach_options(args):
-    """AttachOptions from parsed attach arguments (and their --config)."""
+    """AttachOptions from parsed attach arguments (and their --config).
+    A bad value from the config file is named with the file."""
     try:
         conf = configfile.load(args.config) if args.config else {}
     except ValueError as e:
         raise UsageError(str(e)) from None
 
     def pick(name, default):
+        """(value, how an error names it)"""
         value = getattr(args, name)
-        return value if value is not None else conf.get(name, default)
+        if value is not None:
+            return value, "--" + name.replace("_", "-")
+        if name in conf:
+            return conf[name], "%s: %s" % (args.config, name)
+        return default, name
 
-    ports_text = pick("ports", None)
+    ports_text, origin = pick("ports", None)
     if ports_text is None:
         raise UsageError("the following arguments are required: --ports (or ports in --config)")
-    mode = pick("mode", "auto")
+    try:
+        ports = parse_ports(ports_text)
+    except UsageError as e:
+        raise UsageError(str(e) if origin == "--ports" else "%s: %s" % (args.config, e)) from None
+    mode, origin = pick("mode", "auto")
     if mode not in MODES:
-        raise UsageError("mode must be auto, native or generic, not %r" % mode)
-    rotate_seconds = float(pick("rotate_seconds", 16.0))
+        raise UsageError("%s must be auto, native or generic, not %r" % (_named(origin), mode))
+    rotate_seconds, origin = pick("rotate_seconds", 16.0)
+    rotate_seconds = float(rotate_seconds)
     if not 1 <= rotate_seconds <= 3600:
-        raise UsageError("--rotate-seconds must be within 1..3600")
+        raise UsageError("%s must be within 1..3600" % origin)
     if args.no_metrics or (args.metrics_addr is None and conf.get("metrics") is False):
         metrics_addr = ""
     else:
-        metrics_addr = pick("metrics_addr", DEFAULT_METRICS)
-        from .metrics import parse_addr
-
+        text, origin = pick("metrics_addr", DEFAULT_METRICS)
         try:
-            parse_addr(metrics_addr)
+            metrics_addr = metrics_address(text)
         except ValueError as e:
-            raise UsageError("--metrics-addr: %s" % e) from None
+            raise UsageError("%s: %s" % (origin, e)) from None
     settings = dict(conf.get("settings", {}))
     for name in SETTINGS:
         if getattr(args, "set_" + name) is not None:
             settings[name] = getattr(args, "set_" + name)
     try:
         parsed = parse_assignments("%s=%s" % kv for kv in settings.items())
+        check_consistent({**layout.SETTING_DEFAULTS, **parsed})
     except ValueError as e:
         raise UsageError(str(e)) from None
-    conntrack = pick("conntrack", "auto")
+    conntrack, origin = pick("conntrack", "auto")
     if conntrack not in firewall.OPTIONS:
-        raise UsageError("conntrack must be %s, not %r" % (", ".join(firewall.OPTIONS), conntrack))
-    fleet_key = pick("fleet_key", "") or ""
+        raise UsageError("%s must be %s, not %r" % (_named(origin), ", ".join(firewall.OPTIONS), conntrack))
+    fleet_key = pick("fleet_key", "")[0] or ""
     if fleet_key:
         try:
             fleet.load(fleet_key)
@@ -120,7 +141,7 @@ def attach_options(args):
             raise UsageError(str(e)) from None
     return AttachOptions(
         args.iface,
-        parse_ports(ports_text),
+        ports,
         mode,
         rotate_seconds,
         metrics_addr,
@@ -129,3 +150,8 @@ def attach_options(args):
         fleet_key,
         conntrack,
     )
+
+
+def _named(origin):
+    # "mode must be ..." as before for a flag; "FILE: mode must be ..." from a file
+    return origin[2:] if origin.startswith("--") else origin

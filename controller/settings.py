@@ -10,6 +10,15 @@ from dataclasses import dataclass
 from . import layout
 
 
+def num(x):
+    """A number as people write it: 4194304, 0.25, never 4.1943e+06."""
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    if isinstance(x, int):
+        return str(x)
+    return ("%.6f" % x).rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # as in `synguard set` and the seed's sysctl
@@ -28,7 +37,9 @@ class Setting:
                 "%s: %r is not a %s" % (self.name, text, "number" if self.seconds else "whole number")
             ) from None
         if not self.lo <= value <= self.hi:
-            raise ValueError("%s must be within %g..%g, not %s" % (self.name, self.lo, self.hi, text))
+            raise ValueError(
+                "%s must be within %s..%s, not %s" % (self.name, num(self.lo), num(self.hi), text)
+            )
         return round(value * self.scale)
 
     def show(self, raw):
@@ -106,6 +117,21 @@ def parse_assignments(items):
         s = SETTINGS[name]
         out[s.field] = s.parse(value)
     return out
+
+
+def check_consistent(fields):
+    """ValueError if the settings (sg_config field: raw value, all of them)
+    contradict each other."""
+    if fields.get("syncookies_only") and not fields.get("syncookies"):
+        raise ValueError(
+            "syncookies_only=1 needs syncookies=1 (with syncookies=0 there would be neither "
+            "cookies nor syncache entries)"
+        )
+
+
+def show(values):
+    """{name: value} -> 'name=value ...' (status, set)."""
+    return " ".join("%s=%s" % (name, num(v)) for name, v in values.items())
 
 
 def current(cfg):

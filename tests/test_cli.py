@@ -265,4 +265,334 @@ def test_bad_config_files(tmp_path, content, message):
 def test_unreadable_config_file(tmp_path):
     r = synguard("attach", "lo", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2
-    assert one_error_line(r) == "cannot read %s: No such file or directory" % (tmp_path / "missing.toml")
+    assert one_error_line(r) == "cannot read config file %s: No such file or directory" % (
+        tmp_path / "missing.toml"
+    )
+
+
+# --- usage and help -----------------------------------------------------------
+
+
+def subcommands():
+    from synguard import cli
+
+    p = cli.build_parser()
+    (sub,) = [a for a in p._actions if isinstance(a, type(p._subparsers._group_actions[0]))]
+    return sub.choices
+
+
+def test_bare_synguard_lists_every_command():
+    r = synguard()
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("usage:")
+    names = set(subcommands())
+    assert {"attach", "keygen", "rotate", "top"} <= names
+    for name in names:
+        assert "\n  synguard %s" % name in r.stderr  # in the usage block
+        assert "\n  %s " % name in r.stderr  # and in the list with its line
+
+
+@pytest.mark.parametrize(
+    "name", ["attach", "status", "list", "set", "detach", "rotate", "top", "keygen", "ebpf"]
+)
+def test_every_command_has_help_with_examples(name):
+    assert name in subcommands()
+    r = synguard(name, "--help")
+    assert r.returncode == 0 and r.stderr == ""
+    usage, description, *rest = r.stdout.split("\n\n")
+    assert usage.startswith("usage: synguard %s" % name)
+    assert "\n" not in description.strip() and description.endswith(".")
+    examples = r.stdout.split("\nexamples:\n", 1)[1]
+    assert examples.startswith("  synguard %s" % name) or examples.startswith("  sudo synguard %s" % name)
+    if name not in ("keygen", "ebpf"):
+        assert "IFACE       " in r.stdout or "IFACE  " in r.stdout
+        assert "the interface, by its name in this network namespace" in " ".join(r.stdout.split())
+
+
+def test_help_shows_the_defaults():
+    text = " ".join(synguard("attach", "--help").stdout.split())
+    for default in (
+        "default auto",
+        "default 16",
+        "(default 127.0.0.1:9717)",
+        "auto (default)",
+        "default 15360",  # cachelimit
+        "1..4194304",
+        "default 1)",  # rexmtbase
+    ):
+        assert default in text, default
+    assert "e+0" not in text
+    for name in ("status", "list"):
+        text = " ".join(synguard(name, "--help").stdout.split())
+        assert "--json print everything as JSON" in text
+    assert "seconds between lines (default 1)" in " ".join(synguard("top", "--help").stdout.split())
+
+
+# --- bad input: files ------------------------------------------------------------
+
+
+def bad_file(tmp_path, kind):
+    """A path of each kind the file-taking options must refuse."""
+    path = tmp_path / kind
+    if kind == "binary":
+        path.write_bytes(b"\xaf\x07" + os.urandom(30))  # what head -c 32 /dev/urandom gives
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody writes: a blocking open would hang
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(100 << 20)  # sparse: 100 MB to read, none on disk
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "gone")
+    if kind != "dangling":
+        os.chmod(path, 0o600)  # a fleet key's mode: the refusal is for what it is
+    return path
+
+
+BAD_FILES = {
+    "binary": "is not a text file (byte 0xaf at offset 0 is not UTF-8)",
+    "empty": "is empty",
+    "directory": "is a directory",
+    "fifo": "is not a regular file (a FIFO)",
+    "huge": "is too large (104857600 bytes; at most",
+    "dangling": "is a symlink to %s, which does not exist",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+@pytest.mark.parametrize("option,what", [("--config", "config file"), ("--fleet-key", "fleet key")])
+def test_bad_files_are_refused(tmp_path, option, what, kind):
+    path = bad_file(tmp_path, kind)
+    r = synguard("attach", "lo", "--ports", "80", "--no-metrics", option, str(path))
+    assert r.returncode == 2, r.stderr
+    expected = BAD_FILES[kind] % (tmp_path / "gone") if kind == "dangling" else BAD_FILES[kind]
+    assert one_error_line(r).startswith("%s %s %s" % (what, path, expected))
+    assert "Traceback" not in r.stderr
+    assert not os.path.exists(os.path.join(layout.PIN_ROOT, "lo"))
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("option,what", [("--config", "config file"), ("--fleet-key", "fleet key")])
+def test_unreadable_files_are_named(tmp_path, option, what):
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "secret"
+    path.write_text('ports = [80]\nkey = "00"\n')
+    os.chmod(path, 0o600)
+    r = synguard("attach", "lo", "--ports", "80", option, str(path), user=65534)
+    assert r.returncode == 2
+    assert one_error_line(r) == "cannot read %s %s: Permission denied" % (what, path)
+
+
+def test_a_binary_fleet_key_in_a_config_file(tmp_path):
+    key = bad_file(tmp_path, "binary")
+    conf = tmp_path / "c.toml"
+    conf.write_text('ports = [80]\nfleet_key = "%s"\n' % key)
+    r = synguard("attach", "lo", "--no-metrics", "--config", str(conf))
+    assert r.returncode == 2 and one_error_line(r).startswith("fleet key %s is not a text file" % key)
+
+
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("directory", "already exists (a directory): keygen never overwrites"),
+        ("fifo", "already exists (a FIFO): keygen never overwrites"),
+        ("dangling", "already exists (a symlink, dangling): keygen never overwrites"),
+        ("empty", "already exists: keygen never overwrites"),
+    ],
+)
+def test_keygen_never_overwrites(tmp_path, kind, message):
+    path = bad_file(tmp_path, kind)
+    r = synguard("keygen", str(path))
+    assert r.returncode == 2 and one_error_line(r) == "%s %s" % (path, message)
+
+
+def test_keygen_into_a_missing_directory(tmp_path):
+    r = synguard("keygen", str(tmp_path / "no" / "key"))
+    assert r.returncode == 2
+    assert one_error_line(r) == "cannot create %s: No such file or directory" % (tmp_path / "no" / "key")
+
+
+@pytest.mark.root
+def test_keygen_output_is_a_fleet_key(tmp_path):
+    from synguard import fleet
+
+    path = tmp_path / "fleet.key"
+    assert synguard("keygen", str(path)).returncode == 0
+    assert len(fleet.load(str(path)).key) == fleet.KEY_BYTES
+
+
+# --- bad input: values -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--cachelimit", "0"], "cachelimit must be within 1..4194304, not 0"),
+        (["--ratelimit", "20000000"], "ratelimit must be within 0..10000000, not 20000000"),
+        (["--rexmtbase", "0"], "rexmtbase must be within 0.01..60, not 0"),
+        (
+            ["--syncookies", "0", "--syncookies-only", "1"],
+            "syncookies_only=1 needs syncookies=1 (with syncookies=0 there would be neither cookies "
+            "nor syncache entries)",
+        ),
+        (["--metrics-addr", ":http"], "--metrics-addr: expected HOST:PORT, got '[::]:http'"),
+    ],
+)
+def test_bad_values(args, message):
+    r = synguard("attach", "lo", "--ports", "80", *args)
+    assert r.returncode == 2 and one_error_line(r) == message
+
+
+def test_no_scientific_notation_anywhere():
+    from synguard.settings import SETTINGS, num
+
+    assert num(4194304.0) == "4194304" and num(0.01) == "0.01" and num(1e7) == "10000000"
+    for s in SETTINGS.values():
+        try:
+            s.parse(str(s.hi * 10 + 1))
+        except ValueError as e:
+            assert "e+" not in str(e), e
+
+
+def test_errors_from_a_config_file_name_it(tmp_path):
+    conf = tmp_path / "eth0.toml"
+    for content, message in (
+        ("ports = [80]\n[settings]\nsyncookies = 0\nsyncookies_only = 1\n", "syncookies_only=1 needs"),
+        ('ports = [80]\nmode = "turbo"\n', "%s: mode must be auto" % conf),
+        ('ports = [80]\nconntrack = "x"\n', "%s: conntrack must be" % conf),
+        ('ports = "9-1"\n', "%s: port range '9-1' is reversed" % conf),
+        ("ports = [80]\nrotate_seconds = 0\n", "%s: rotate_seconds must be within 1..3600" % conf),
+        ('ports = [80]\nmetrics_addr = "x"\n', "%s: metrics_addr: expected HOST:PORT" % conf),
+        (
+            "ports = [80]\n[settings]\ncachelimit = 0\n",
+            "%s: settings.cachelimit must be within 1..4194304" % conf,
+        ),
+    ):
+        conf.write_text(content)
+        r = synguard("attach", "lo", "--config", str(conf))
+        assert r.returncode == 2 and one_error_line(r).startswith(message), (content, r.stderr)
+
+
+@pytest.mark.parametrize(
+    "given,bound", [(":9717", "[::]:9717"), ("0.0.0.0:1", "0.0.0.0:1"), ("[::1]:9", "[::1]:9")]
+)
+def test_metrics_addr_without_a_host_is_every_address(given, bound):
+    assert attach_options("--ports", "80", "--metrics-addr", given).metrics_addr == bound
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["top", "lo", "0"], "INTERVAL must be seconds within 0.1..3600, not '0'"),
+        (["top", "lo", "x"], "INTERVAL must be seconds within 0.1..3600, not 'x'"),
+        (["top", "lo", "1", "0"], "COUNT must be a whole number of lines, at least 1, not '0'"),
+        (["top", "lo", "1", "2.5"], "COUNT must be a whole number of lines, at least 1, not '2.5'"),
+        (["top", "bad/name"], "invalid interface name 'bad/name'"),
+        (["rotate", "bad/name"], "invalid interface name 'bad/name'"),
+    ],
+)
+def test_bad_top_and_rotate_arguments(args, message):
+    r = synguard(*args)
+    assert r.returncode == 2 and one_error_line(r) == message
+
+
+@pytest.mark.root
+def test_top_and_rotate_of_an_unprotected_interface():
+    for command in ("top", "rotate"):
+        r = synguard(command, "lo")
+        assert r.returncode == 2 and one_error_line(r) == "lo is not protected"
+
+
+def test_rotate_needs_root():
+    r = synguard("rotate", "lo", user=65534)
+    assert r.returncode == 2 and one_error_line(r) == "rotate needs root (CAP_BPF, CAP_NET_ADMIN)"
+
+
+@pytest.mark.root  # status joins the host's mount namespace first
+def test_a_permission_error_says_root_is_needed():
+    code = (
+        "import sys; from synguard import cli\n"
+        "def denied(args):\n"
+        "    raise PermissionError(13, 'Permission denied', '/sys/fs/bpf/synguard/1/eth0/secrets')\n"
+        "cli.COMMANDS['status'] = denied\n"
+        "sys.exit(cli.main(['status', 'lo']))\n"
+    )
+    r = synguard(code=code)
+    assert r.returncode == 2 and one_error_line(r) == "status needs root (CAP_BPF, CAP_NET_ADMIN)"
+
+
+def test_never_a_traceback():
+    code = (
+        "import sys; from synguard import cli\n"
+        "def broken(args):\n"
+        "    return {}['missing']\n"
+        "cli.COMMANDS['ebpf'] = broken\n"
+        "sys.exit(cli.main(['ebpf']))\n"
+    )
+    r = synguard(code=code)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert one_error_line(r) == "internal error (KeyError: 'missing'); SYNGUARD_DEBUG=1 shows where"
+    r = synguard(code=code, env={"SYNGUARD_DEBUG": "1"})
+    assert "Traceback" in r.stderr
+
+
+# --- list ---------------------------------------------------------------------------
+
+
+def entry(family, local, remote, **kw):
+    return {
+        "family": family,
+        "local": local,
+        "remote": remote,
+        "age_seconds": 12.345,
+        "retransmits": 3,
+        "mss": 1460,
+        "wscale": 7,
+        "sack": True,
+        "timestamps": True,
+        "ecn": True,
+        "unreach": False,
+        **kw,
+    }
+
+
+def test_list_rows_fit_100_columns():
+    from synguard.cli import list_lines
+
+    rows = [
+        entry("inet", "255.255.255.255:65535", "255.255.255.255:65535", unreach=True),
+        entry("inet6", "[2001:db8::2]:8080", "[2001:db8:5:ffff:ffff:ffff:ffff:ffff]:65535", unreach=True),
+        entry("inet6", "[2001:db8::2]:443", "[2001:db8::1]:50000", wscale=None),
+    ]
+    lines = list(list_lines(rows))
+    assert all(len(line) <= 100 for line in lines), [len(line) for line in lines]
+    assert lines[0].split() == [
+        "Net",
+        "Local",
+        "Address:Port",
+        "Peer",
+        "Address:Port",
+        "Age",
+        "Rx",
+        "Options",
+    ]
+    assert lines[1].split() == [
+        "tcp4",
+        "255.255.255.255:65535",
+        "255.255.255.255:65535",
+        "12.3s",
+        "3",
+        "mss:1460",
+        "ws:7",
+        "sack",
+        "ts",
+        "ecn",
+        "unreach",
+    ]
+    # the long IPv6 row: its options on a line of their own
+    assert lines[2].split()[2] == "[2001:db8:5:ffff:ffff:ffff:ffff:ffff]:65535"
+    assert lines[3] == "    mss:1460 ws:7 sack ts ecn unreach"
+    assert lines[4].split()[-4:] == ["mss:1460", "sack", "ts", "ecn"]

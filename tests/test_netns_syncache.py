@@ -242,10 +242,10 @@ def test_set_refuses_bad_values_and_leaves_the_settings(bed):
         ("syncookies=2", "syncookies must be within 0..1, not 2"),
         ("rexmtbase=fast", "rexmtbase: 'fast' is not a number"),
         ("nosuch=1", "unknown setting 'nosuch'"),
-        ("ratelimit=-1", "ratelimit must be within 0..1e+07, not -1"),
+        ("ratelimit=-1", "ratelimit must be within 0..10000000, not -1"),
         ("prefix4=33", "prefix4 must be within 0..32, not 33"),
         ("prefix6=129", "prefix6 must be within 0..128, not 129"),
-        ("ratelimit_burst=0", "ratelimit_burst must be within 1..1e+07, not 0"),
+        ("ratelimit_burst=0", "ratelimit_burst must be within 1..10000000, not 0"),
         ("cachelimit", "expected KEY=VALUE, got 'cachelimit'"),
     ):
         r = bed.synguard_run("set", bed.server_if, "bucketlimit=7", bad)

@@ -1,0 +1,181 @@
+"""The CLI against a running controller in the namespace test bed: rotate,
+top, set, list, detach, and what a user without root is told."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from synguard.lab import netns
+from synguard.lab.testbed import SERVER4, EchoServer, Testbed, spoofed_syns
+from synguard.maps import Maps
+
+pytestmark = pytest.mark.netns
+PORT = 8080
+
+
+@pytest.fixture(scope="module")
+def protected():
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        proc = bed.attach([PORT], "--no-metrics", "--rotate-seconds", "600", "--rexmtbase", "30")
+        try:
+            yield bed, proc
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0
+            srv.close()
+
+
+def as_nobody(bed, *args):
+    def enter():
+        fd = os.open(netns.ns_path(bed.server_ns), os.O_RDONLY)
+        netns._setns(fd)
+        os.close(fd)
+        os.setgid(65534)
+        os.setuid(65534)
+
+    return subprocess.run(
+        [sys.executable, "-m", "synguard.cli", *args],
+        preexec_fn=enter,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def secrets(bed):
+    with Maps(bed.pins()) as maps:
+        s = maps.secrets.lookup(0)
+        return s.rotations, s.active, [(k.k0, k.k1) for k in s.keys]
+
+
+def test_rotate_now(protected):
+    bed, proc = protected
+    rotations, active, keys = secrets(bed)
+    r = bed.synguard_run("rotate", bed.server_if)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(
+        "synguard: %s: new cookie key (rotation %d, from pid %d)" % (bed.server_if, rotations + 1, proc.pid)
+    )
+    after = secrets(bed)
+    assert after[0] == rotations + 1 and after[1] == active ^ 1
+    assert after[2][active] == keys[active]  # the key before stays for one more period
+    assert after[2][active ^ 1] != keys[active ^ 1]
+    assert bed.connect(SERVER4, PORT)["echo_ok"]
+
+
+def test_top_prints_count_lines(protected):
+    bed, _ = protected
+    done = threading.Event()
+
+    def clients():
+        while not done.is_set():
+            bed.connect(SERVER4, PORT)
+
+    t = threading.Thread(target=clients)
+    t.start()
+    try:
+        r = bed.synguard_run("top", bed.server_if, "0.5", "4")
+    finally:
+        done.set()
+        t.join()
+    assert r.returncode == 0 and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5
+    assert lines[0].split() == ["answered/s", "ratelimited/s", "handoffs/s", "badacks/s", "entries", "paused"]
+    rows = [line.split() for line in lines[1:]]
+    assert all(len(row) == 6 and row[5] in ("yes", "no") for row in rows)
+    assert any(int(row[0]) > 0 and int(row[2]) > 0 for row in rows)  # real clients: SYNs answered, handed off
+
+
+def test_list_fits_100_columns(protected):
+    bed, _ = protected
+    bed.flood(spoofed_syns(200, PORT, seed=31), 5)  # half-open entries (rexmtbase 30 keeps them)
+    r = bed.synguard_run("list", bed.server_if)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert len(lines) > 100 and all(len(line) <= 100 for line in lines)
+    assert lines[1].startswith("tcp4 %s:%d " % (SERVER4, PORT))
+
+
+def test_set_says_how_long_it_lasts(protected):
+    bed, _ = protected
+    r = bed.synguard_run("set", bed.server_if, "ratelimit=10000000")
+    assert r.returncode == 0
+    assert "ratelimit=10000000" in r.stdout and "e+" not in r.stdout
+    assert r.stderr.startswith("synguard: this lasts until the controller stops")
+    r = bed.synguard_run("set", bed.server_if, "syncookies=0", "syncookies_only=1")
+    assert r.returncode == 2 and r.stderr.startswith("synguard: error: syncookies_only=1 needs syncookies=1")
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["list"], ["set", "rexmtlimit=2"], ["rotate"], ["top", "1", "1"]]
+)
+def test_without_root(protected, command):
+    bed, _ = protected
+    r = as_nobody(bed, command[0], bed.server_if, *command[1:])
+    assert r.returncode == 2
+    assert r.stderr == "synguard: error: %s needs root (CAP_BPF, CAP_NET_ADMIN)\n" % command[0]
+
+
+def test_detach_says_what_it_did(tmp_path):
+    with Testbed() as bed:
+        key = tmp_path / "fleet.key"
+        assert bed.synguard_run("keygen", str(key)).returncode == 0
+        proc = bed.attach([PORT], "--no-metrics", "--fleet-key", str(key))
+        r = bed.synguard_run("rotate", bed.server_if)
+        assert r.returncode == 2
+        assert r.stderr.startswith("synguard: error: %s is in fleet mode: its keys come from" % bed.server_if)
+        state = bed.synguard_run("status", bed.server_if, "--json")
+        assert state.returncode == 0
+        r = bed.synguard_run("detach", bed.server_if)
+        assert r.returncode == 0 and proc.wait(30) == 0
+        said = r.stdout.strip()
+        prefix = "synguard: %s: stopped the controller (pid %d), which removed XDP program " % (
+            bed.server_if,
+            proc.pid,
+        )
+        assert said.startswith(prefix) and said.endswith(", the pins, the run state"), (said, state.stdout)
+        assert ", tc filter " in said
+        # Again, the way many run it: from ip netns exec, whose /sys is not
+        # this namespace's once synguard has joined the host's mounts.
+        r = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                bed.server_ns,
+                sys.executable,
+                "-m",
+                "synguard.cli",
+                "detach",
+                bed.server_if,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (r.returncode, r.stdout, r.stderr) == (
+            0,
+            "synguard: %s: nothing attached\n" % bed.server_if,
+            "",
+        )
+
+
+def test_detach_in_the_wrong_namespace_says_where(protected):
+    bed, proc = protected
+    r = subprocess.run(
+        [sys.executable, "-m", "synguard.cli", "detach", bed.server_if],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith(
+        "a controller (pid %d) protects %s in network namespace %d: run detach there "
+        "(nsenter --net=/proc/%d/ns/net synguard detach %s)"
+        % (proc.pid, bed.server_if, netns.ns_id(bed.server_ns), proc.pid, bed.server_if)
+    )
+    assert proc.poll() is None
