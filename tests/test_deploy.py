@@ -109,7 +109,7 @@ def test_bad_input_exits_with_the_code_the_unit_does_not_restart(tmp_path):
     conf.write_text('ports = [80]\nmode = "fast"\n')
     r = run(sys.executable, "-m", "synguard.cli", "attach", "eth9", "--config", str(conf))
     assert [str(r.returncode)] == unit_directives()["Service"]["RestartPreventExitStatus"]
-    assert r.stderr == "synguard: error: mode must be auto, native or generic, not 'fast'\n"
+    assert r.stderr == "synguard: error: %s: mode must be auto, native or generic, not 'fast'\n" % conf
 
 
 def test_docs_describe_the_unit_as_it_is():
@@ -313,7 +313,7 @@ def test_a_failed_command_under_systemd_is_one_line_at_priority_err(tmp_path):
     conf.write_text('ports = [80]\nmode = "fast"\n')
     code = "import sys; from synguard.cli import main; sys.exit(main(sys.argv[1:]))"
     code = code.replace("sys.argv[1:]", repr(["attach", "eth9", "--config", str(conf)]))
-    line = "synguard: error: mode must be auto, native or generic, not 'fast'\n"
+    line = "synguard: error: %s: mode must be auto, native or generic, not 'fast'\n" % conf
     assert journal_run(code, True, tmp_path) == (2, "<3>" + line)
     assert journal_run(code, False, tmp_path) == (2, line)
 
