@@ -155,8 +155,10 @@ static __always_inline void syncache_pause(struct sg_syncache_state *st,
 	u64 delta;
 	u32 backoff = st->backoff;
 
-	if (!cfg->pause_ms || now < st->pause_until_ns)
-		return; /* pausetime 0: never pause */
+	/* pausetime 0: never pause. Nor with syncookies=0: the entries are
+	 * all there is, and a pause would drop every SYN while it lasts. */
+	if (!cfg->pause_ms || !cfg->syncookies || now < st->pause_until_ns)
+		return;
 	delta = ((u64)cfg->pause_ms * SG_MS) << (backoff & 7);
 	if (st->pause_until_ns && now - st->pause_until_ns < delta) {
 		if (backoff < SG_PAUSE_MAX_BACKOFF) {
@@ -183,7 +185,7 @@ static __always_inline int syncache_insert(struct sg_flow *key,
 
 	if (!st || !b)
 		return -1;
-	if (now < st->pause_until_ns)
+	if (cfg->syncookies && now < st->pause_until_ns)
 		return -1; /* paused: cookies only */
 	if (st->entries >= cfg->cachelimit)
 		overflow = SG_C_zonefail;
