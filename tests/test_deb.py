@@ -93,7 +93,7 @@ def test_contents(deb):
         "python3-pyroute2",
     ]
     unit = run(["sh", "-c", "dpkg-deb --fsys-tarfile %s | tar -xO .%s" % (deb, UNIT)]).stdout
-    assert "ExecStart=/usr/bin/synguard attach %i --config /etc/synguard/%i.toml\n" in unit
+    assert "ExecStart=/usr/bin/synguard attach %I --config /etc/synguard/%I.toml\n" in unit
     control = run(["dpkg-deb", "-e", str(deb), str(deb.parent / "DEBIAN")])
     assert control.returncode == 0
     assert (deb.parent / "DEBIAN" / "conffiles").read_text() == EXAMPLE + "\n"
