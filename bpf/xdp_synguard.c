@@ -184,9 +184,7 @@ static __always_inline int syncache_insert(struct sg_flow *key,
 	u32 overflow;
 
 	if (!st || !b)
-		return -1;
-	if (cfg->syncookies && now < st->pause_until_ns)
-		return -1; /* paused: cookies only */
+		return -1; /* (a pause was decided before: syncache_in_use) */
 	if (st->entries >= cfg->cachelimit)
 		overflow = SG_C_zonefail;
 	else if (*b >= cfg->bucketlimit)
@@ -295,15 +293,16 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 
 /* A SYN for an entry: the same SYN-ACK again (same ISS), the retransmit
  * counter reset and, as the seed does, the client's timestamp taken up (or
- * timestamps dropped if this SYN has none). 1 if there was an entry. */
-static __always_inline int syn_dupsyn(struct sg_ctx *c, struct sg_synack *sa)
+ * timestamps dropped if this SYN has none). The entry, or NULL. */
+static __always_inline struct sg_syncache_entry *syn_dupsyn(
+	struct sg_ctx *c, struct sg_synack *sa)
 {
 	struct sg_syncache_entry *e;
 	const struct sg_tcpopts *o = &c->s->o;
 
 	e = syncache.lookup(&c->key);
 	if (!e)
-		return 0;
+		return NULL;
 	if ((e->flags & SG_SCF_TIMESTAMP) && (o->flags & SG_HAS_TS))
 		e->ts_recent = bpf_ntohl(o->tsval);
 	else
@@ -323,7 +322,7 @@ static __always_inline int syn_dupsyn(struct sg_ctx *c, struct sg_synack *sa)
 	sa->ecn = !!(e->flags & SG_SCF_ECN);
 	sa->tsval = e->ts;
 	sa->tsecr = e->ts_recent;
-	return 1;
+	return e;
 }
 
 /* ECN setup as the kernel's tcp_ecn_create_request: ECE and CWR in the SYN,
@@ -419,16 +418,6 @@ static __always_inline int syncache_keep_frame(struct sg_ctx *c,
 	return 0;
 }
 
-/* A dupsyn's SYN-ACK echoes the new timestamp: retransmit that one. */
-static __always_inline void syncache_update_frame(struct sg_ctx *c,
-						  const struct sg_synack *sa)
-{
-	struct sg_syncache_entry *e = syncache.lookup(&c->key);
-
-	if (e)
-		syncache_keep_frame(c, sa, e);
-}
-
 /* The entry for what we just sent. 0 when it is in. */
 static __always_inline int syncache_add(struct sg_ctx *c,
 					const struct sg_synack *sa)
@@ -475,6 +464,7 @@ static __always_inline int syn_respond(struct sg_ctx *c,
 
 static __always_inline int handle_syn(struct sg_ctx *c)
 {
+	struct sg_syncache_entry *dup = NULL;
 	struct sg_synack sa = {};
 	u32 counter = SG_C_sendcookie;
 	int r = syn_validate(c), cache;
@@ -482,7 +472,9 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	if (r != SG_CONTINUE)
 		return r;
 	cache = syncache_in_use(c);
-	if (cache && syn_dupsyn(c, &sa)) {
+	if (cache)
+		dup = syn_dupsyn(c, &sa);
+	if (dup) {
 		counter = SG_C_dupsyn;
 	} else {
 		syn_negotiate(c, &sa);
@@ -491,8 +483,8 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	r = syn_respond(c, &sa);
 	if (r != SG_CONTINUE)
 		return r;
-	if (counter == SG_C_dupsyn)
-		syncache_update_frame(c, &sa);
+	if (dup) /* its SYN-ACK echoes the new timestamp: retransmit that one */
+		syncache_keep_frame(c, &sa, dup);
 	else if (cache && syncache_add(c, &sa) && !c->cfg->syncookies) {
 		/* No entry and no cookies: the seed sends nothing. */
 		count(SG_C_dropped, c->p.ipv6);

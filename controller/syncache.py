@@ -76,7 +76,7 @@ class Syncache:
         self._next_scan = 0  # before it no entry can be due (monotonic ns)
         self._req = layout.TimerRequest()
         self._key_size = ctypes.sizeof(layout.Flow)
-        self._run_ = libbpf.TestRun(
+        self._test_run = libbpf.TestRun(
             timer_fd, bytes(self._req), in_size=ctypes.sizeof(self._req) + layout.TIMER_BATCH * self._key_size
         )
 
@@ -112,7 +112,7 @@ class Syncache:
             self._next_scan = earliest
             for v6, n in sent.items():
                 self.maps.add_counters(v6, retransmitted=n)
-        self._log_pause(now_ns)
+        self._log_pause(st, now_ns)
         return sent[False] + sent[True], removed
 
     def _run(self, now_ns, keys):
@@ -121,9 +121,9 @@ class Syncache:
         req = self._req
         req.now_ns = now_ns
         req.keys = len(keys) // self._key_size
-        self._run_.feed(req, keys)
-        self._run_.run()
-        return layout.TimerRequest.from_buffer_copy(self._run_.output()[: ctypes.sizeof(req)])
+        self._test_run.feed(req, keys)
+        self._test_run.run()
+        return layout.TimerRequest.from_buffer_copy(self._test_run.output()[: ctypes.sizeof(req)])
 
     def _send(self, count, sent):
         """Send the first count SYN-ACKs of the rexmt map as they are;
@@ -140,9 +140,9 @@ class Syncache:
                     continue
             sent[bool(f.ipv6)] += 1
 
-    def _log_pause(self, now_ns):
-        """One log line per transition of the pause (the seed logs it too)."""
-        st = self.state()
+    def _log_pause(self, st, now_ns):
+        """One log line per transition of the pause (the seed logs it too);
+        st: the syncache's state as the tick read it."""
         paused = st.pause_until_ns > now_ns
         if paused and not self._paused:
             log.warning(
