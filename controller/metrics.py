@@ -167,8 +167,10 @@ class _QuietHandler(WSGIRequestHandler):
 def parse_addr(text):
     """'HOST:PORT' or '[V6]:PORT' -> (host, port). ValueError if malformed."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise ValueError("expected HOST:PORT, got %r" % text)
+    if not 0 < int(port) < 65536:
+        raise ValueError("port %s is outside 1..65535" % port)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)

@@ -439,6 +439,7 @@ def test_keygen_output_is_a_fleet_key(tmp_path):
             "nor syncache entries)",
         ),
         (["--metrics-addr", ":http"], "--metrics-addr: expected HOST:PORT, got '[::]:http'"),
+        (["--metrics-addr", ":99999"], "--metrics-addr: port 99999 is outside 1..65535"),
     ],
 )
 def test_bad_values(args, message):
