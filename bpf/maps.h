@@ -44,6 +44,7 @@
 	X(unsupported) /* SYN the driver could not resize into our SYN-ACK; passed */ \
 	X(signed)      /* SYN with TCP-MD5 or TCP-AO (XDP cannot sign); passed */ \
 	X(mptcp)       /* SYN/ACK/RST to an MPTCP listener (the hand-off refuses it); passed */ \
+	X(nocookie)    /* kernel cookies: SYN the kernel would mint none for (accept queue full); passed */ \
 	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
 	X(added)       /* syncache entry made for a SYN */                     \
 	X(bucketoverflow) /* SYN not cached: its bucket was at bucketlimit */  \

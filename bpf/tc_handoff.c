@@ -5,6 +5,9 @@
  * XDP left the request socket's attributes in the handoffs map (maps.h)
  * under the ACK's 4-tuple, with the client's ISN; a segment that has no
  * pending entry with its seq is not ours and passes untouched.
+ *
+ * Built with SG_KERNEL_COOKIES the kernel's own cookie check makes the
+ * socket: tc only makes the conntrack entry (when a firewall needs it).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -12,7 +15,9 @@
 #include "parse.h"
 #include "flow.h"
 
-#ifdef SG_MOCK_REQSK
+#ifdef SG_KERNEL_COOKIES
+/* No request socket: the kernel's cookie check makes the socket. */
+#elif defined(SG_MOCK_REQSK)
 /* Tests only (tests/test_tc.py): BPF_PROG_TEST_RUN is no tc ingress, where
  * the kfunc refuses everything; this one answers -skb->mark (0: made). */
 #define bpf_sk_assign_tcp_reqsk(skb, sk, attrs, sz) (-(int)(skb)->mark)
@@ -97,6 +102,20 @@ static __always_inline void conntrack_entry(struct __sk_buff *skb,
 }
 #endif
 
+/* The connection's conntrack entry, where the data path was built with the
+ * code for it and the firewall needs it (config). */
+static __always_inline void conntrack_if_needed(struct __sk_buff *skb,
+						const struct sg_pkt *p)
+{
+#ifdef SG_CONNTRACK
+	u32 zero = 0;
+	struct sg_config *cfg = config.lookup(&zero);
+
+	if (cfg && (cfg->flags & SG_CF_CONNTRACK))
+		conntrack_entry(skb, p);
+#endif
+}
+
 /* The pending hand-off of this segment, taken (cleared) so that it makes
  * one request socket only; NULL if there is none. */
 static __always_inline struct sg_handoff *take_handoff(const struct sg_pkt *p)
@@ -121,29 +140,22 @@ static __always_inline struct sg_handoff *take_handoff(const struct sg_pkt *p)
 	return h;
 }
 
-int synguard_tc(struct __sk_buff *skb)
+#ifndef SG_KERNEL_COOKIES
+/* The request socket from the hand-off's attributes, assigned to skb:
+ * the listener's accept() then returns the connection. */
+static __always_inline int make_reqsk(struct __sk_buff *skb,
+				      const struct sg_pkt *p,
+				      const struct sg_handoff *h)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct sg_tcp_req_attrs attrs;
-	struct sg_config *cfg;
-	struct sg_handoff *h;
-	struct bpf_sock *sk;
-	u32 zero = 0;
 	struct bpf_tcp_sock *tp;
-	struct sg_pkt p = {};
+	struct bpf_sock *sk;
 	int ret;
 
-	/* Not ours: TC_ACT_UNSPEC, so that filters after ours still classify it. */
-	if (parse_pkt(data, data_end, &p) != SG_PARSE_TCP)
-		return TC_ACT_UNSPEC;
-	h = take_handoff(&p);
-	if (!h)
-		return TC_ACT_UNSPEC;
 	/* A copy: XDP may write the entry again meanwhile (another ACK). */
 	__builtin_memcpy(&attrs, &h->attrs, sizeof(attrs));
 
-	sk = lookup_sock(skb, &p);
+	sk = lookup_sock(skb, p);
 	if (!sk)
 		goto abort;
 	if (sk->state != SG_TCP_LISTEN) {
@@ -151,7 +163,7 @@ int synguard_tc(struct __sk_buff *skb)
 		 * meantime (see handed_off_recently in xdp_synguard.c): it
 		 * takes this one. */
 		bpf_sk_release(sk);
-		count(SG_C_raced, p.ipv6);
+		count(SG_C_raced, p->ipv6);
 		return TC_ACT_UNSPEC;
 	}
 	/* The kfunc wants a struct sock with BTF; a tcp_sock starts with one. */
@@ -164,14 +176,32 @@ int synguard_tc(struct __sk_buff *skb)
 	bpf_sk_release(sk);
 	if (ret)
 		goto abort;
-	count(SG_C_completed, p.ipv6);
-#ifdef SG_CONNTRACK
-	cfg = config.lookup(&zero);
-	if (cfg && (cfg->flags & SG_CF_CONNTRACK))
-		conntrack_entry(skb, &p);
-#endif
+	count(SG_C_completed, p->ipv6);
+	conntrack_if_needed(skb, p);
 	return TC_ACT_OK;
 abort:
-	count(SG_C_aborted, p.ipv6);
+	count(SG_C_aborted, p->ipv6);
 	return TC_ACT_UNSPEC;
+}
+#endif
+
+int synguard_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct sg_handoff *h;
+	struct sg_pkt p = {};
+
+	/* Not ours: TC_ACT_UNSPEC, so that filters after ours still classify it. */
+	if (parse_pkt(data, data_end, &p) != SG_PARSE_TCP)
+		return TC_ACT_UNSPEC;
+	h = take_handoff(&p);
+	if (!h)
+		return TC_ACT_UNSPEC;
+#ifdef SG_KERNEL_COOKIES
+	conntrack_if_needed(skb, &p);
+	return TC_ACT_UNSPEC;
+#else
+	return make_reqsk(skb, &p, h);
+#endif
 }

@@ -15,6 +15,11 @@
  *   RST  syncache_chkrst: an in-window RST removes the entry.
  * ICMP/ICMPv6 unreachable quoting our SYN-ACK: syncache_unreach.
  * MPTCP listeners, and anything else, pass untouched.
+ * Built with SG_KERNEL_COOKIES (cookies = kernel, kcookie.h) the kernel
+ * mints the cookies and makes the sockets: the SYN-ACK carries its cookie,
+ * a valid ACK goes up to its own cookie check, there is no hand-off to tc
+ * (which only makes conntrack entries then), and MPTCP listeners are
+ * answered too (the kernel's cookie path takes them).
  * Retransmissions and expiry are the syncache timer's (syncache_timer.c,
  * run by controller/syncache.py).
  * See cookie.h for the cookie, maps.h for the maps and counters.
@@ -26,6 +31,9 @@
 #include "flow.h"
 #include "ratelimit.h"
 #include "synack.h"
+#ifdef SG_KERNEL_COOKIES
+#include "kcookie.h"
+#endif
 
 #define SG_PAUSE_MAX_BACKOFF 6	  /* FreeBSD's TCP_SYNCACHE_MAX_BACKOFF */
 #define SG_CONTINUE	     (-1) /* a step's "go on": every verdict is >= 0 */
@@ -79,8 +87,10 @@ static __always_inline int sock_state(struct sg_ctx *c)
 	if (!sk)
 		return -1;
 	state = sk->state;
+#ifndef SG_KERNEL_COOKIES
 	if (state == SG_TCP_LISTEN && bpf_skc_to_mptcp_sock(sk))
 		state = SG_MPTCP_LISTEN;
+#endif
 	bpf_sk_release(sk);
 	return state;
 }
@@ -361,6 +371,11 @@ static __always_inline void syn_negotiate(struct sg_ctx *c,
 	sa->ws_on = (offered & SG_HAS_WSCALE) >> 1;
 	sa->sack = (offered & SG_HAS_SACK) >> 2;
 	sa->ts = (offered & SG_HAS_TS) >> 3;
+#ifdef SG_KERNEL_COOKIES
+	/* Without a timestamp to carry them the kernel decodes neither. */
+	sa->ws_on &= sa->ts;
+	sa->sack &= sa->ts;
+#endif
 	sa->ecn = syn_ecn(c, sa->ts);
 	sa->wscale = cfg->wscale;
 	our_mss = ipv6 ? cfg->mss6 : cfg->mss4;
@@ -372,11 +387,37 @@ static __always_inline void syn_negotiate(struct sg_ctx *c,
 	sa->tsecr = bpf_ntohl(o->tsval);
 }
 
+#ifdef SG_KERNEL_COOKIES
+/* The ISS from the kernel and the TSval that tells it the options
+ * (kcookie.h). 0, or -1 when the kernel declines. The listener is looked up
+ * again: held from listener_only on, every early return of the steps in
+ * between would have to release it. */
+static __always_inline int syn_prepare_cookie(struct sg_ctx *c,
+					      struct sg_synack *sa)
+{
+	struct bpf_sock *sk = lookup_sock(c->xdp, &c->p);
+	s64 cookie;
+
+	if (!sk)
+		return -1;
+	cookie = kc_gen_cookie(c->xdp, &c->p, sk);
+	bpf_sk_release(sk);
+	if (cookie < 0)
+		return -1;
+	sa->iss = (u32)cookie;
+	sa->flowlabel = 0;
+	/* c->now may be the coarse clock: behind the kernel's, never ahead */
+	if (sa->ts)
+		sa->tsval = kc_tsval(c->now, sa->ws_on, c->s->o.wscale,
+				     sa->sack, sa->ecn);
+	return 0;
+}
+#else
 /* The ISS: the cookie over the flow and what was negotiated (cookie.h);
  * the IPv6 flow label and our TSval from the hash's other bits. The TSval's
- * low bit says whether ECN was set up. */
-static __always_inline void syn_prepare_cookie(struct sg_ctx *c,
-					       struct sg_synack *sa)
+ * low bit says whether ECN was set up. Always 0. */
+static __always_inline int syn_prepare_cookie(struct sg_ctx *c,
+					      struct sg_synack *sa)
 {
 	const struct sg_tcpopts *o = &c->s->o;
 	u32 mss_idx, ws_idx, meta, slot = c->sec->active & 1;
@@ -392,7 +433,9 @@ static __always_inline void syn_prepare_cookie(struct sg_ctx *c,
 	if (sa->ts) /* ~1 ms clock with a keyed per-connection offset */
 		sa->tsval = (((u32)(h >> 32) + (u32)(c->now >> 20)) & ~1U) |
 			    sa->ecn;
+	return 0;
 }
+#endif
 
 /* Keep the SYN-ACK the frame now holds in e, for the retransmissions. */
 static __always_inline int syncache_keep_frame(struct sg_ctx *c,
@@ -478,7 +521,11 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 		counter = SG_C_dupsyn;
 	} else {
 		syn_negotiate(c, &sa);
-		syn_prepare_cookie(c, &sa);
+		if (syn_prepare_cookie(c, &sa)) {
+			/* the kernel answers it, or drops it */
+			count(SG_C_nocookie, c->p.ipv6);
+			return XDP_PASS;
+		}
 	}
 	r = syn_respond(c, &sa);
 	if (r != SG_CONTINUE)
@@ -563,30 +610,79 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 	return 1;
 }
 
+#ifdef SG_KERNEL_COOKIES
+/* The kernel's check of the cookie in ack - 1 (kcookie.h); the listener is
+ * looked up again, as for the SYN. */
+static __always_inline int cookie_valid(struct sg_ctx *c)
+{
+	struct bpf_sock *sk = lookup_sock(c->xdp, &c->p);
+	long r;
+
+	if (!sk)
+		return 0;
+	r = kc_check_cookie(c->xdp, &c->p, sk);
+	bpf_sk_release(sk);
+	return r == 0;
+}
+
+/* The kernel decodes the options itself, from the cookie and the TSecr. */
+static __always_inline void cookie_negotiated(struct sg_ctx *c,
+					      struct sg_negotiated *n)
+{
+}
+#else
 /* The cookie in ack - 1, checked against the key its slot bit names: the
  * current one or the previous one (a key older than that has been
  * overwritten, so its cookies fail). In fleet mode the other parity may
  * also be the next epoch's key (a host whose clock runs ahead minted it): a
- * second hash, for those only. SG_CONTINUE with n filled, or the verdict. */
+ * second hash, for those only. */
+static __always_inline int cookie_valid(struct sg_ctx *c)
+{
+	const struct sg_secrets *sec = c->sec;
+	u32 cookie = bpf_ntohl(c->p.tcp->ack_seq) - 1;
+	u8 meta = cookie & 0xff;
+	u64 h;
+
+	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &c->flow, meta);
+	if (cookie >> 8 != (u32)(h & 0xffffff) && sec->fleet &&
+	    SG_META_SLOT(meta) != (sec->active & 1))
+		h = sg_cookie_hash(&sec->ahead, &c->flow, meta);
+	return cookie >> 8 == (u32)(h & 0xffffff);
+}
+
+/* What a valid cookie and the ACK's options say was negotiated. */
+static __always_inline void cookie_negotiated(struct sg_ctx *c,
+					      struct sg_negotiated *n)
+{
+	struct sg_tcpopts *o = &c->s->o;
+	u8 meta = (bpf_ntohl(c->p.tcp->ack_seq) - 1) & 0xff;
+	u8 ws_idx = SG_META_WS(meta);
+
+	/* Timestamps were negotiated iff the ACK carries them (we echo the
+	 * option whenever the client offers it and the sysctl allows). */
+	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	n->mss = sg_mss_value(SG_META_MSS(meta), c->p.ipv6);
+	n->sack = SG_META_SACK(meta);
+	n->ts = !!(o->flags & c->cfg->flags & SG_HAS_TS);
+	n->ecn = n->ts && (bpf_ntohl(o->tsecr) & 1) &&
+		 (c->cfg->flags & SG_CF_ECN);
+	n->wscale_ok = ws_idx != 0;
+	n->snd_wscale = sg_wscale_value(ws_idx);
+	n->rcv_wscale = c->cfg->wscale;
+}
+#endif
+
+/* An ACK without an entry: its cookie decides. SG_CONTINUE with n filled,
+ * or the verdict. */
 static __always_inline int cookie_check(struct sg_ctx *c,
 					struct sg_negotiated *n)
 {
-	const struct sg_secrets *sec = c->sec;
-	struct sg_tcpopts *o = &c->s->o;
-	u32 cookie = bpf_ntohl(c->p.tcp->ack_seq) - 1;
-	u8 meta = cookie & 0xff, ws_idx;
-	u64 h;
-
 	if (!c->cfg->syncookies) {
 		/* no entry and no cookies: rejected */
 		count(SG_C_badcookie, c->p.ipv6);
 		return XDP_DROP;
 	}
-	h = sg_cookie_hash(&sec->keys[SG_META_SLOT(meta)], &c->flow, meta);
-	if (cookie >> 8 != (u32)(h & 0xffffff) && sec->fleet &&
-	    SG_META_SLOT(meta) != (sec->active & 1))
-		h = sg_cookie_hash(&sec->ahead, &c->flow, meta);
-	if (cookie >> 8 != (u32)(h & 0xffffff)) {
+	if (!cookie_valid(c)) {
 		/* Only segments with data or FIN can trail a hand-off; a bogus
 		 * pure ACK costs no map lookup. */
 		if ((c->p.l4_len > c->p.tcp->doff * 4 || c->p.tcp->fin) &&
@@ -601,23 +697,13 @@ static __always_inline int cookie_check(struct sg_ctx *c,
 		count(SG_C_coalesced, c->p.ipv6);
 		return XDP_PASS;
 	}
-	/* Timestamps were negotiated iff the ACK carries them (we echo the
-	 * option whenever the client offers it and the sysctl allows). */
-	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
-	ws_idx = SG_META_WS(meta);
-	n->mss = sg_mss_value(SG_META_MSS(meta), c->p.ipv6);
-	n->sack = SG_META_SACK(meta);
-	n->ts = !!(o->flags & c->cfg->flags & SG_HAS_TS);
-	n->ecn = n->ts && (bpf_ntohl(o->tsecr) & 1) &&
-		 (c->cfg->flags & SG_CF_ECN);
-	n->wscale_ok = ws_idx != 0;
-	n->snd_wscale = sg_wscale_value(ws_idx);
-	n->rcv_wscale = c->cfg->wscale;
+	cookie_negotiated(c, n);
 	return SG_CONTINUE;
 }
 
 /* Leave the request socket's attributes for tc (tc_handoff.c) in the
- * handoffs map, and pass the ACK on. */
+ * handoffs map, and pass the ACK on. (Kernel cookies: tc only makes the
+ * conntrack entry, and the kernel the socket.) */
 static __always_inline int hand_off(struct sg_ctx *c,
 				    const struct sg_negotiated *n, u32 counter)
 {

@@ -21,7 +21,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import datapath, firewall, host, kernelconf, kfunc, layout, libbpf, netlink
+from . import datapath, firewall, host, kernelconf, layout, libbpf, netlink
 from .datapath import TC_PROG, XDP_PROG
 from .runstate import ControllerLock, RunState, pid_ns, pin_dir, remove_state, staging_dir, valid_ifname
 
@@ -45,6 +45,7 @@ class Request:
     metrics_addr: str = ""
     settings: dict = field(default_factory=dict)  # sg_config field: value
     conntrack: str = "auto"  # firewall.OPTIONS
+    cookies: str = "auto"  # datapath.COOKIE_MODES; attach resolves auto
 
 
 @dataclass
@@ -91,7 +92,9 @@ def check_interface(ifname):
     return idx
 
 
-def check_kernel():
+def check_kernel(cookies="auto"):
+    """Refuse a kernel or a process that cannot attach; returns the cookie
+    mode it gets ('synguard' or 'kernel') for cookies (COOKIE_MODES)."""
     if os.geteuid() != 0:
         raise AttachError("attaching needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW)")
     # Found, not imported: importing it maps LLVM, which only the short-lived
@@ -99,13 +102,9 @@ def check_kernel():
     if importlib.util.find_spec("bcc") is None:
         raise AttachError("bcc is missing: install python3-bpfcc (deploy/install.sh)")
     try:
-        has_kfunc = kfunc.btf_func_id(datapath.KFUNC) is not None
-    except kfunc.KfuncError as e:
+        return datapath.cookie_mode(cookies)
+    except datapath.ModeError as e:
         raise AttachError(str(e)) from None
-    if not has_kfunc:
-        raise AttachError(
-            "kernel %s lacks %s: synguard needs Linux >= 6.9 with BTF" % (os.uname().release, datapath.KFUNC)
-        )
 
 
 def inspect(ifname, idx):
@@ -157,7 +156,7 @@ def attach(req, rotator):
     """Load, pin and attach; or adopt what a controller that died left
     attached. rotator(secrets map) is the key source. Returns Attached."""
     idx = check_interface(req.ifname)
-    check_kernel()
+    req.cookies = check_kernel(req.cookies)
     try:
         lock = ControllerLock(req.ifname)
     except FileExistsError:
@@ -172,7 +171,12 @@ def attach(req, rotator):
         fw = check_firewall(req)
         # A data path that cannot make the conntrack entries the rule set
         # now needs is replaced, not adopted.
-        if on.ours and adoptable(on) and (not fw.insert or on.state.conntrack_built):
+        if (
+            on.ours
+            and adoptable(on)
+            and on.state.cookies == req.cookies
+            and (not fw.insert or on.state.conntrack_built)
+        ):
             try:
                 return adopt(req, on, lock, fw)
             except host.SysctlRefused as e:
@@ -229,7 +233,7 @@ def adopt(req, on, lock, fw):
         cfg.flags = fw.config_flags(cfg.flags)
         maps.config.update(0, cfg)
         maps.set_ports(req.ports)
-        notes = fw.apply(state.sysctls)
+        notes = mode_sysctls(req.cookies, state.sysctls) + fw.apply(state.sysctls)
     except BaseException:
         maps.close()
         dp.close()
@@ -274,6 +278,7 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         req.rotate_seconds,
         metrics_addr=req.metrics_addr,
         source_hash=datapath.source_hash(),
+        cookies=req.cookies,
     )
     undo = _Undo()
     held = []  # fds of programs we may have to put back
@@ -286,7 +291,7 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         # With the conntrack code wherever it can load, so that a firewall
         # that appears later can be met without a restart (daemon.py).
         state.conntrack_built = not firewall.cannot_insert()
-        dp = datapath.build(staging, layout.syncache_map_size(cachelimit), state.conntrack_built)
+        dp = datapath.build(staging, layout.syncache_map_size(cachelimit), state.conntrack_built, req.cookies)
         maps = dp.open_maps()
         mtu = netlink.link_attrs(on.ifindex)["mtu"]
         cfg = kernelconf.derive(mtu, req.settings)
@@ -295,11 +300,15 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         maps.set_ports(req.ports)
         rotator(maps.secrets).install_initial()
 
-        # 2. The host: sysctls the hand-off needs, set back on detach.
+        # 2. The host: sysctls the cookies need, set back on detach. What a
+        # data path we replace changed is set back first, as its detach
+        # would (and again as it was if this attach fails), so that ours
+        # records the values from before either.
+        if on.state and on.state.sysctls:
+            undo.push(host.restore_sysctls, _current(on.state.sysctls))
+            host.restore_sysctls(on.state.sysctls)
         undo.push(host.restore_sysctls, state.sysctls)
-        # The kernel drops a request socket the hand-off made while this is 0.
-        if _syncookies_off() and host.set_sysctl("net.ipv4.tcp_syncookies", "1", state.sysctls):
-            notes.append("set net.ipv4.tcp_syncookies=1 (the hand-off needs it; restored on detach)")
+        notes += mode_sysctls(req.cookies, state.sysctls)
         notes += fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
         undo.push(state.remove)
         state.save()  # from here on, `synguard detach` knows what to undo
@@ -347,8 +356,35 @@ def _attach_new(req, on, mode, fw, rotator, lock):
     return Attached(dp, maps, state, lock, notes=notes)
 
 
-def _syncookies_off():
-    return host.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0] == "0"
+def _current(sysctls):
+    """{name: its value now} for the names of sysctls."""
+    return {name: " ".join(host.read_sysctl(name) or []) for name in sysctls}
+
+
+def mode_sysctls(cookies, saved):
+    """Set what the cookie mode needs in this network namespace (the old
+    values into saved, for detach); returns what was changed, for the log.
+    synguard: tcp_syncookies not 0 (the kernel drops a request socket the
+    hand-off made while it is). kernel: tcp_syncookies=2, so that the
+    kernel mints a cookie for every SYN and not only once the listener's
+    SYN queue is full, and tcp_timestamps=2 where it is 1, so that the
+    kernel reads the options in our TSval without a per-flow offset
+    (bpf/kcookie.h)."""
+    wanted = []
+    syncookies = host.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
+    if cookies == "kernel":
+        wanted.append(("net.ipv4.tcp_syncookies", "2", "every SYN gets the kernel's cookie at XDP"))
+        if host.read_sysctl("net.ipv4.tcp_timestamps", ["1"])[0] == "1":
+            wanted.append(
+                ("net.ipv4.tcp_timestamps", "2", "the kernel decodes the options our SYN-ACK's TSval carries")
+            )
+    elif syncookies == "0":
+        wanted.append(("net.ipv4.tcp_syncookies", "1", "the hand-off needs it"))
+    return [
+        "set %s=%s (%s; restored on detach)" % (name, value, why)
+        for name, value, why in wanted
+        if host.set_sysctl(name, value, saved)
+    ]
 
 
 def _pinned_fd(pins, name):

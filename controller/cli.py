@@ -194,6 +194,12 @@ def build_parser():
         "and offers no window scale instead; off refuses to attach",
     )
     a.add_argument(
+        "--cookies",
+        choices=("auto", "synguard", "kernel"),
+        help="whose SYN cookies answer: synguard (ours, Linux >= 6.9), kernel (the kernel's own, "
+        "Linux >= 5.18; no fleet mode, no key rotation); default auto: synguard where the kernel can",
+    )
+    a.add_argument(
         "--fleet-key",
         metavar="FILE",
         help="derive the keys from this fleet's master key (root only, 0600): hosts behind one "
@@ -300,7 +306,12 @@ def print_status(st):
     if st["reason"]:
         print("  %s" % st["reason"])
     print("controller: %s" % ("pid %d" % st["controller_pid"] if st["controller_running"] else "not running"))
-    print("cookie key: %.1f s old, %d rotations" % (st["key_age_seconds"], st["key_rotations"]))
+    if st["cookies"] == "kernel":
+        print("cookies: the kernel's (its own per-boot secret; bpf_tcp_gen_syncookie)")
+    else:
+        print(
+            "cookies: synguard's, key %.1f s old, %d rotations" % (st["key_age_seconds"], st["key_rotations"])
+        )
     sc = st["syncache"]
     print(
         "syncache: %d entries (limit %d), %s"
@@ -566,6 +577,11 @@ def cmd_rotate(args):
     flip), so two rotations never interleave. This waits until the map says
     it happened."""
     state = controller_of(args.iface, "rotate")
+    if state.cookies == "kernel":
+        raise UsageError(
+            "%s answers with the kernel's cookies, whose secret is the kernel's own: nothing to rotate"
+            % args.iface
+        )
     with Maps(state.pins) as maps:
         s = maps.secrets.lookup(0)
         if s.fleet:
@@ -714,6 +730,7 @@ def cmd_ebpf(args):
         pin_dir("IFACE"), layout.syncache_map_size(layout.SYNCACHE_DEFAULTS["cachelimit"])
     )
     print("// cflags: %s" % " ".join(flags))
+    print("// with the kernel's cookies (--cookies kernel) also -DSG_KERNEL_COOKIES")
     print(datapath.source_text())
     return 0
 

@@ -8,6 +8,7 @@
     force = false
     fleet_key = "/etc/synguard/fleet.key"   # fleet mode (controller/fleet.py)
     conntrack = "auto"           # auto | noscale | off (controller/firewall.py)
+    cookies = "auto"             # auto | synguard | kernel (controller/datapath.py)
 
     [settings]                   # the seed's sysctls and the reflection limit
     cachelimit = 15360           # (synguard set NAME=VALUE at run time)
@@ -31,6 +32,7 @@ ATTACH_KEYS = {
     "force": (bool,),
     "fleet_key": (str,),
     "conntrack": (str,),
+    "cookies": (str,),
 }
 
 

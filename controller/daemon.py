@@ -13,7 +13,7 @@ import socket
 import threading
 
 from . import attach, firewall, journal, layout, netlink
-from .keys import FleetRotator, KeyRotator
+from .keys import FleetRotator, KernelCookies, KeyRotator
 from .listeners import mptcp_ports
 from .options import format_ports
 from .syncache import Syncache
@@ -21,8 +21,10 @@ from .syncache import Syncache
 log = logging.getLogger("synguard")
 
 
-def rotator_for(opts):
+def rotator_for(opts, cookies="synguard"):
     def rotator(secrets_map):
+        if cookies == "kernel":
+            return KernelCookies(secrets_map, opts.rotate_seconds)
         if opts.fleet_key:
             return FleetRotator(secrets_map, opts.rotate_seconds, opts.fleet_key)
         return KeyRotator(secrets_map, opts.rotate_seconds)
@@ -78,10 +80,13 @@ def run(opts):
     sock = a = None
     try:
         attach.check_interface(opts.iface)
-        attach.check_kernel()
+        cookies = attach.check_kernel(opts.cookies)
+        opts.check_mode(cookies)  # UsageError: exit 2
         sock = _packet_socket(opts.iface)
-        rotator = rotator_for(opts)
-        a = attach.attach(opts.request(), rotator)
+        rotator = rotator_for(opts, cookies)
+        req = opts.request()
+        req.cookies = cookies
+        a = attach.attach(req, rotator)
         for note in a.notes:
             log.info("%s", note)
         if a.adopted:
@@ -95,19 +100,21 @@ def run(opts):
             )
         if collector:
             collector.attached = a
-        for port in mptcp_ports(opts.ports):
+        for port in mptcp_ports(opts.ports) if cookies == "synguard" else ():
             log.warning(
                 "port %d has an MPTCP listener: the hand-off (bpf_sk_assign_tcp_reqsk) refuses those, so "
                 "its SYNs go to the kernel, unprotected (counted as mptcp)",
                 port,
             )
         print(
-            "synguard: protecting %s ports %s (%s XDP, key rotation every %gs, %s)"
+            "synguard: protecting %s ports %s (%s XDP, %s, %s)"
             % (
                 opts.iface,
                 format_ports(opts.ports),
                 a.state.mode,
-                opts.rotate_seconds,
+                "the kernel's cookies"
+                if cookies == "kernel"
+                else "synguard's cookies, key rotation every %gs" % opts.rotate_seconds,
                 "metrics on http://%s/metrics" % opts.metrics_addr if opts.metrics_addr else "no metrics",
             ),
             flush=True,

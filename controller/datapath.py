@@ -9,6 +9,11 @@ needs CAP_SYS_ADMIN. The programs are pinned beside the maps, so that
 another process can tell whether what is attached is ours (by program id,
 which needs no CAP_SYS_ADMIN) and a restarted controller can adopt it
 without compiling. Nothing is attached here (attach.py does that).
+
+Two cookie modes (COOKIE_MODES), one build each: `synguard` (our SipHash
+cookies, the socket made by tc with bpf_sk_assign_tcp_reqsk, Linux >= 6.9)
+and `kernel` (the kernel's own cookies and cookie check, bpf/kcookie.h, for
+the kernels before that).
 """
 
 import hashlib
@@ -25,12 +30,59 @@ TC_PROG = "synguard_tc"
 TIMER_PROG = "synguard_syncache_timer"
 PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", TIMER_PROG: "prog_syncache_timer"}
 KFUNC = "bpf_sk_assign_tcp_reqsk"
+COOKIE_MODES = ("auto", "synguard", "kernel")
+# What kernel-cookie mode calls that Linux 5.3 lacks, and the release that
+# brought each (the options parser reads with bpf_xdp_load_bytes).
+KERNEL_MODE_HELPERS = (
+    ("bpf_tcp_gen_syncookie", "5.3"),
+    ("bpf_tcp_check_syncookie", "5.2"),
+    ("bpf_ktime_get_coarse_ns", "5.11"),
+    ("bpf_xdp_load_bytes", "5.18"),
+)
 
 
-def cflags(pins, syncache_max, conntrack=False, defines=()):
+class ModeError(Exception):
+    """This kernel cannot run the cookie mode asked for."""
+
+
+def _missing_helper():
+    """(helper, release) of the first KERNEL_MODE_HELPERS this kernel lacks,
+    or None. Helpers are functions in vmlinux's BTF."""
+    for name, release in KERNEL_MODE_HELPERS:
+        if kfunc.btf_func_id(name) is None:
+            return name, release
+    return None
+
+
+def cookie_mode(requested):
+    """'synguard' or 'kernel' for requested (COOKIE_MODES): auto takes
+    synguard's cookies where the kernel has the hand-off's kfunc, else the
+    kernel's. ModeError names what the kernel lacks."""
+    release = os.uname().release
+    try:
+        has_kfunc = kfunc.btf_func_id(KFUNC) is not None
+        missing = _missing_helper() if requested != "synguard" else None
+    except kfunc.KfuncError as e:
+        raise ModeError("%s (synguard needs a kernel with BTF)" % e) from None
+    if requested == "synguard" or (requested == "auto" and has_kfunc):
+        if has_kfunc:
+            return "synguard"
+        raise ModeError(
+            "kernel %s lacks %s (Linux >= 6.9): use --cookies kernel (or auto), the kernel's own cookies"
+            % (release, KFUNC)
+        )
+    if missing:
+        raise ModeError(
+            "kernel %s lacks %s (Linux >= %s): synguard needs Linux >= 5.18 (kernel cookies) or >= 6.9"
+            % (release, missing[0], missing[1])
+        )
+    return "kernel"
+
+
+def cflags(pins, syncache_max, conntrack=False, defines=(), cookies="synguard"):
     """conntrack: the tc program also makes the conntrack entry of each
     connection it hands off (firewall.py decides). defines: more -D, for
-    tests (SG_MOCK_REQSK)."""
+    tests (SG_MOCK_REQSK). cookies: 'synguard' or 'kernel'."""
     return (
         [
             "-I%s" % layout.bpf_dir(),
@@ -40,6 +92,7 @@ def cflags(pins, syncache_max, conntrack=False, defines=()):
             "-Wno-compare-distinct-pointer-types",
         ]
         + (["-DSG_CONNTRACK"] if conntrack else [])
+        + (["-DSG_KERNEL_COOKIES"] if cookies == "kernel" else [])
         + ["-D%s" % d for d in defines]
     )
 
@@ -74,14 +127,17 @@ class LoadError(Exception):
 class Datapath:
     """The programs compiled and loaded, their maps pinned under pins."""
 
-    def __init__(self, pins, syncache_max=65536, conntrack=False, defines=()):
+    def __init__(self, pins, syncache_max=65536, conntrack=False, defines=(), cookies="synguard"):
         from bcc import BPF
 
         self.pins = pins
         self.conntrack = conntrack
+        self.cookies = cookies
         os.makedirs(pins, exist_ok=True)
         try:
-            self.bpf = BPF(text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines))
+            self.bpf = BPF(
+                text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines, cookies)
+            )
         except Exception as e:  # bcc raises plain Exception
             raise LoadError("bcc could not compile the data path (%s)" % e) from e
         try:
@@ -132,11 +188,19 @@ class Pinned:
             os.close(fd)
 
 
-def build(pins, syncache_max, conntrack):
+def build(pins, syncache_max, conntrack, cookies="synguard"):
     """Compile, load and pin the data path under pins in a child process
     (its compiler messages go to our stderr); returns it as Pinned."""
     r = subprocess.run(
-        [sys.executable, "-m", "synguard.datapath", pins, str(syncache_max), "1" if conntrack else "0"],
+        [
+            sys.executable,
+            "-m",
+            "synguard.datapath",
+            pins,
+            str(syncache_max),
+            "1" if conntrack else "0",
+            cookies,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -147,9 +211,9 @@ def build(pins, syncache_max, conntrack):
 
 def _build_main(argv):
     """The child's side of build(): the reason on stdout if it fails."""
-    pins, syncache_max, conntrack = argv
+    pins, syncache_max, conntrack, cookies = argv
     try:
-        dp = Datapath(pins, int(syncache_max), conntrack == "1")
+        dp = Datapath(pins, int(syncache_max), conntrack == "1", cookies=cookies)
     except LoadError as e:
         print(e)
         return 1

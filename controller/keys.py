@@ -64,6 +64,26 @@ class KeyRotator:
         self._next = time.monotonic() + self.period
 
 
+class KernelCookies:
+    """Kernel-cookie mode: the kernel's cookie secret is its own, made at
+    boot, and its cookies carry a minute counter: nothing to install or
+    rotate. The controller's loop still wakes every period for its checks
+    (our programs still attached, the firewall)."""
+
+    def __init__(self, secrets_map, period=16.0):
+        self.period = period
+        self._next = time.monotonic() + period
+
+    def install_initial(self):
+        pass
+
+    def due_in(self):
+        return self._next - time.monotonic()
+
+    def rotate(self):
+        self._next += self.period
+
+
 class FleetRotator:
     """Keys derived from the fleet's master key, one per wall-clock epoch of
     period seconds; every host of the fleet holds the same ones. The key file

@@ -104,11 +104,15 @@ class SynguardCollector:
                 snap["key_rotations"],
             ),
         ):
+            if value is None:  # the kernel's cookies: no key of ours
+                continue
             m = kind(name, help_text, labels=["interface"])
             m.add_metric([ifname], value)
             yield m
         info = InfoMetricFamily("synguard_attach", "How synguard is attached.", labels=["interface"])
-        info.add_metric([ifname], {"mode": snap["mode"], "ports": format_ports(snap["ports"])})
+        info.add_metric(
+            [ifname], {"mode": snap["mode"], "cookies": snap["cookies"], "ports": format_ports(snap["ports"])}
+        )
         yield info
 
 
@@ -122,15 +126,17 @@ def version():
 
 class BuildInfoCollector:
     """synguard_build_info{version, cookies, kernel} 1. cookies says whose
-    SYN cookies answer: "synguard" (ours, at XDP); a mode that hands them
-    to the kernel's own cookies would say "kernel"."""
+    SYN cookies answer: "synguard" (ours, at XDP) or "kernel" (the kernel's
+    own, minted at XDP); "" until attach has decided."""
 
-    def __init__(self, cookies="synguard"):
-        self.labels = {"version": version(), "cookies": cookies, "kernel": os.uname().release}
+    def __init__(self, attached):
+        self.attached = attached  # the SynguardCollector, whose data path decides
+        self.labels = {"version": version(), "kernel": os.uname().release}
 
     def collect(self):
+        a = self.attached.attached
         info = InfoMetricFamily("synguard_build", "The controller's version, cookies and kernel.")
-        info.add_metric([], self.labels)
+        info.add_metric([], {**self.labels, "cookies": a.state.cookies if a else ""})
         yield info
 
 
@@ -181,7 +187,7 @@ def make_registry():
     registry = CollectorRegistry()
     collector = SynguardCollector()
     registry.register(collector)
-    registry.register(BuildInfoCollector())
+    registry.register(BuildInfoCollector(collector))
     ProcessCollector(registry=registry)
     return registry, collector
 

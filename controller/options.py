@@ -4,7 +4,7 @@ UsageError with one line that names it."""
 
 from dataclasses import dataclass
 
-from . import configfile, firewall, fleet, layout
+from . import configfile, datapath, firewall, fleet, layout
 from .attach import Request
 from .settings import SETTINGS, check_consistent, parse_assignments
 
@@ -15,6 +15,7 @@ class UsageError(Exception):
 
 MODES = ("auto", "native", "generic")
 DEFAULT_METRICS = "127.0.0.1:9717"
+DEFAULT_ROTATE_SECONDS = 16.0
 
 
 def parse_ports(text):
@@ -57,6 +58,7 @@ class AttachOptions:
     settings: dict  # sg_config field: value
     fleet_key: str  # "" for per-host keys
     conntrack: str  # firewall.OPTIONS
+    cookies: str  # datapath.COOKIE_MODES
 
     def request(self):
         return Request(
@@ -68,7 +70,31 @@ class AttachOptions:
             self.metrics_addr,
             self.settings,
             self.conntrack,
+            self.cookies,
         )
+
+    def check_mode(self, cookies):
+        """UsageError for what the resolved cookie mode cannot do. The
+        kernel's cookies come from its own per-boot secret, so there is no
+        key to share or rotate, and a cookie is all it keeps of a
+        connection."""
+        if cookies != "kernel":
+            return
+        if self.fleet_key:
+            raise UsageError(
+                "--fleet-key needs synguard's cookies (Linux >= 6.9): with the kernel's cookies each "
+                "host's secret is its kernel's own"
+            )
+        if self.rotate_seconds != DEFAULT_ROTATE_SECONDS:
+            raise UsageError(
+                "--rotate-seconds needs synguard's cookies (Linux >= 6.9): the kernel's cookie secret "
+                "does not rotate (its cookies live 1-2 minutes)"
+            )
+        if not self.settings.get("syncookies", 1):
+            raise UsageError(
+                "syncookies=0 needs synguard's cookies (Linux >= 6.9): with the kernel's cookies only "
+                "a cookie makes the kernel's socket"
+            )
 
 
 def metrics_address(text):
@@ -109,7 +135,7 @@ def attach_options(args):
     mode, origin = pick("mode", "auto")
     if mode not in MODES:
         raise UsageError("%s must be auto, native or generic, not %r" % (_named(origin), mode))
-    rotate_seconds, origin = pick("rotate_seconds", 16.0)
+    rotate_seconds, origin = pick("rotate_seconds", DEFAULT_ROTATE_SECONDS)
     rotate_seconds = float(rotate_seconds)
     if not 1 <= rotate_seconds <= 3600:
         raise UsageError("%s must be within 1..3600" % origin)
@@ -133,6 +159,11 @@ def attach_options(args):
     conntrack, origin = pick("conntrack", "auto")
     if conntrack not in firewall.OPTIONS:
         raise UsageError("%s must be %s, not %r" % (_named(origin), ", ".join(firewall.OPTIONS), conntrack))
+    cookies, origin = pick("cookies", "auto")
+    if cookies not in datapath.COOKIE_MODES:
+        raise UsageError(
+            "%s must be %s, not %r" % (_named(origin), ", ".join(datapath.COOKIE_MODES), cookies)
+        )
     fleet_key = pick("fleet_key", "")[0] or ""
     if fleet_key:
         try:
@@ -149,6 +180,7 @@ def attach_options(args):
         parsed,
         fleet_key,
         conntrack,
+        cookies,
     )
 
 

@@ -67,6 +67,7 @@ class RunState:
     metrics_addr: str = ""
     sysctls: dict = field(default_factory=dict)  # name: value before attach changed it
     source_hash: str = ""
+    cookies: str = "synguard"  # datapath.COOKIE_MODES (resolved): whose cookies answer
     pid_ns: int = field(default_factory=pid_ns)
     started: float = field(default_factory=time.time)
 

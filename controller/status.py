@@ -51,15 +51,17 @@ def snapshot(maps, state, now_ns=None):
     # 65536-slot listeners map takes 13 ms, too much for every scrape.
     ports = state.ports if state else maps.ports()
     plain, families = maps.read_counters_by_family()
+    ours = not state or state.cookies != "kernel"  # the kernel's cookies have no key of ours
     return {
         "interface": state.ifname if state else None,
         "netns": state.netns if state else None,
         "mode": state.mode if state else "unknown",
+        "cookies": state.cookies if state else "unknown",
         "ports": ports,
         "controller_pid": state.pid if state else None,
-        "rotate_seconds": state.rotate_seconds if state else None,
-        "key_age_seconds": round((now_ns - secrets.rotated_ns) / 1e9, 3),
-        "key_rotations": secrets.rotations,
+        "rotate_seconds": state.rotate_seconds if state and ours else None,
+        "key_age_seconds": round((now_ns - secrets.rotated_ns) / 1e9, 3) if ours else None,
+        "key_rotations": secrets.rotations if ours else None,
         "fleet": bool(secrets.fleet),
         "metrics_addr": state.metrics_addr if state else "",
         "sysctls_changed": dict(state.sysctls) if state else {},

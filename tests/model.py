@@ -27,34 +27,34 @@ def syn(client=CLIENT4, server=SERVER4, sport=40000, dport=8080, seq=0x12345678,
     return packets.tcp_frame(client, server, sport, dport, seq=seq, flags=SYN, **kw)
 
 
-def expected_synack(syn_frame, maps, tsval=0):
-    """(exact SYN-ACK frame, the cookie's 64-bit hash). tsval is our
-    timestamp, whose clock part the caller takes from the output."""
-    s = packets.parse_frame(syn_frame)
-    cfg = maps.config.lookup(0)
-    active, ks = keys(maps)
+def negotiated(s, cfg, kernel=False):
+    """(mss, window scale offered, sack, timestamps, ecn) of our SYN-ACK for
+    the parsed SYN s. With the kernel's cookies window scale and SACK need
+    timestamps to carry them (bpf/kcookie.h)."""
     v6 = s.version == 6
     o = s.options
     mss = min(o.get("mss", 1220 if v6 else 536), cfg.mss6 if v6 else cfg.mss4)
-    mss_idx = cookie.mss_index(mss, v6)
-    ws = "wscale" in o and bool(cfg.flags & layout.CF_WSCALE)
-    sack = bool(o.get("sack")) and bool(cfg.flags & layout.CF_SACK)
     ts = "ts" in o and bool(cfg.flags & layout.CF_TIMESTAMPS)
-    ecn = ecn_setup(syn_frame, cfg, ts)
-    meta = cookie.meta_byte(mss_idx, cookie.wscale_index(o["wscale"]) if ws else 0, sack, active)
-    h = cookie.flow_hash(ks[active], s.src, s.dst, s.sport, s.dport, s.seq, meta)
+    ws = "wscale" in o and bool(cfg.flags & layout.CF_WSCALE) and (ts or not kernel)
+    sack = bool(o.get("sack")) and bool(cfg.flags & layout.CF_SACK) and (ts or not kernel)
+    return mss, ws, sack, ts, ecn_setup(s, cfg, ts)
+
+
+def synack_frame(s, cfg, seq, tsval, flowlabel, mss, ws, sack, ts, ecn):
+    """Our SYN-ACK for the parsed SYN s, with what was negotiated."""
+    v6 = s.version == 6
     opts = packets.tcp_options(
         mss=max(mss, layout.mss_table(v6)[0]),
         wscale=cfg.wscale if ws else None,
         sack=sack,
-        ts=(tsval, o["ts"][0]) if ts else None,
+        ts=(tsval, s.options["ts"][0]) if ts else None,
     )
-    frame = packets.tcp_frame(
+    return packets.tcp_frame(
         s.dst,
         s.src,
         s.dport,
         s.sport,
-        seq=(h & 0xFFFFFF) << 8 | meta,
+        seq=seq,
         ack=(s.seq + 1) & 0xFFFFFFFF,
         flags=SYN | ACK | (ECE if ecn else 0),
         options=opts,
@@ -63,17 +63,42 @@ def expected_synack(syn_frame, maps, tsval=0):
         dst_mac=s.src_mac,
         vlans=s.vlans,
         ttl=cfg.ttl,
-        flowlabel=(h >> 24) & 0xFFFFF if v6 else 0,
+        flowlabel=flowlabel,
     )
-    return frame, h
 
 
-def ecn_setup(syn_frame, cfg, ts):
-    """The kernel's rule (tcp_ecn_create_request) for classic ECN: the SYN
-    has ECE and CWR, its IP header is not ECN-capable or a reserved TCP bit
-    is set, net.ipv4.tcp_ecn is on; synguard also wants timestamps, which
-    carry the choice to the ACK."""
+def expected_synack(syn_frame, maps, tsval=0):
+    """(exact SYN-ACK frame, the cookie's 64-bit hash). tsval is our
+    timestamp, whose clock part the caller takes from the output."""
     s = packets.parse_frame(syn_frame)
+    cfg = maps.config.lookup(0)
+    active, ks = keys(maps)
+    v6 = s.version == 6
+    mss, ws, sack, ts, ecn = negotiated(s, cfg)
+    mss_idx = cookie.mss_index(mss, v6)
+    meta = cookie.meta_byte(mss_idx, cookie.wscale_index(s.options["wscale"]) if ws else 0, sack, active)
+    h = cookie.flow_hash(ks[active], s.src, s.dst, s.sport, s.dport, s.seq, meta)
+    seq = (h & 0xFFFFFF) << 8 | meta
+    flowlabel = (h >> 24) & 0xFFFFF if v6 else 0
+    return synack_frame(s, cfg, seq, tsval, flowlabel, mss, ws, sack, ts, ecn), h
+
+
+def expected_kernel_synack(syn_frame, maps, iss, tsval):
+    """(exact SYN-ACK frame, the options its TSval must carry) with the
+    kernel's cookies: the ISS the kernel minted and our TSval, whose clock
+    part the caller takes from the output."""
+    s = packets.parse_frame(syn_frame)
+    cfg = maps.config.lookup(0)
+    mss, ws, sack, ts, ecn = negotiated(s, cfg, kernel=True)
+    options = (min(s.options["wscale"], 14) if ws else 0xF) | sack << 4 | ecn << 5
+    return synack_frame(s, cfg, iss, tsval, 0, mss, ws, sack, ts, ecn), options
+
+
+def ecn_setup(s, cfg, ts):
+    """The kernel's rule (tcp_ecn_create_request) for classic ECN: the SYN
+    (parsed: s) has ECE and CWR, its IP header is not ECN-capable or a
+    reserved TCP bit is set, net.ipv4.tcp_ecn is on; synguard also wants
+    timestamps, which carry the choice to the ACK."""
     tos = s.ip_header[1] if s.version == 4 else (int.from_bytes(s.ip_header[:4], "big") >> 20) & 0xFF
     res1 = s.doff_byte & 0x0F
     return bool(
