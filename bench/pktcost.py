@@ -17,6 +17,13 @@ a private bpffs directory, its maps set as its userspace tool would
 the namespace (an nftables ct rule) for its conntrack lookup to find the
 established connection.
 
+A third column times the data path built for the kernel's cookies (--cookies
+kernel, bpf/kcookie.h) on the frames it answers without entries: the SYNs
+(the kernel mints the cookie), an ACK the kernel's check accepts (made by
+this program's own SYN-ACKs), the bogus and other ACKs. It shares the
+namespace, which gets tcp_syncookies=2 and tcp_timestamps=2 as attach sets
+them in that mode.
+
 usage: python bench/pktcost.py [--batches 11] [--calls 10000] [--reference OBJ] [--markdown FILE]
 """
 
@@ -32,7 +39,7 @@ import subprocess
 import sys
 
 from common import C4, LINUX_OPTS, PORT, S4, clear, configure, datapath, syns
-from synguard import libbpf, packets
+from synguard import host, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
 
@@ -87,12 +94,19 @@ def reference(obj):
         shutil.rmtree(pins, ignore_errors=True)
 
 
+COLUMNS = ("synguard", "kernel", "reference")  # kernel: synguard built for the kernel's cookies
+
+
 class Bench:
-    def __init__(self, dp, maps, nulls, calls, ref_fd=None):
-        """nulls: {hook: fd of a program that only passes} ("xdp", "tc")."""
+    def __init__(self, dp, maps, nulls, calls, ref_fd=None, kernel=None):
+        """nulls: {hook: fd of a program that only passes} ("xdp", "tc");
+        kernel: (Datapath, Maps) built for the kernel's cookies."""
         self.dp, self.maps, self.nulls, self.calls = dp, maps, nulls, calls
         self.progs = {"xdp": dp.xdp_fd, "tc": dp.tc_fd}
         self.ref_fd = ref_fd
+        self.kernel = kernel
+        # XDP programs of the other columns
+        self.columns = {"reference": ref_fd, "kernel": kernel[0].xdp_fd if kernel else None}
 
     def configure(self, **syncache):
         configure(self.dp, self.maps, **{"cachelimit": 65536, "bucketlimit": 65536, **syncache})
@@ -110,30 +124,40 @@ class Bench:
 
     def measure_all(self, todo, batches):
         """Round-robin: each batch runs every case once (synguard's program,
-        the pass-only baseline of the same hook on the same frames, then the
-        reference and its baseline where the case has one), so drift of the
-        machine is spread over all cases instead of landing on one. Returns
-        per case {"synguard": ..., "reference": ...}, each (median raw ns,
-        median baseline ns, median per-batch difference, lowest and highest
-        per-batch difference)."""
+        the pass-only baseline of the same hook on the same frames, then
+        each other column and its baseline where the case has one), so drift
+        of the machine is spread over all cases instead of landing on one.
+        Returns per case {column: ...}, each (median raw ns, median baseline
+        ns, median per-batch difference, lowest and highest per-batch
+        difference)."""
         prepared = []
-        for _name, hook, config, frames, verdict, before, ref in todo:
+        for _name, hook, config, frames, verdict, before, others in todo:
             todo_runs = [
-                ["synguard", runs(self.progs[hook], frames), runs(self.nulls[hook], frames), verdict, None]
+                [
+                    "synguard",
+                    runs(self.progs[hook], frames),
+                    runs(self.nulls[hook], frames),
+                    verdict,
+                    None,
+                    None,
+                ]
             ]
-            if ref and self.ref_fd is not None:
-                ref_frames, ref_verdict = ref
+            for who, (col_frames, col_verdict, col_before) in others.items():
+                fd = self.columns[who]
+                if fd is None:
+                    continue
                 # A callable makes fresh frames for each batch (the kernel's
                 # cookies age out after two minutes).
-                fresh = ref_frames if callable(ref_frames) else None
-                ref_frames = fresh() if fresh else ref_frames
+                fresh = col_frames if callable(col_frames) else None
+                col_frames = fresh() if fresh else col_frames
                 todo_runs.append(
                     [
-                        "reference",
-                        runs(self.ref_fd, ref_frames),
-                        runs(self.nulls[hook], ref_frames),
-                        ref_verdict,
+                        who,
+                        runs(fd, col_frames),
+                        runs(self.nulls[hook], col_frames),
+                        col_verdict,
                         fresh,
+                        col_before,
                     ]
                 )
             prepared.append((hook, config, before, todo_runs))
@@ -144,11 +168,13 @@ class Bench:
                 if before:
                     before()
                 for run in todo_runs:
-                    who, prog, base, verdict, fresh = run
+                    who, prog, base, verdict, fresh, col_before = run
+                    if col_before:
+                        col_before()
                     if fresh and i:
                         frames = fresh()
                         prog, base = run[1], run[2] = (
-                            runs(self.ref_fd, frames),
+                            runs(self.columns[who], frames),
                             runs(self.nulls[hook], frames),
                         )
                     check = prog[0].run()[0]
@@ -175,7 +201,7 @@ class Bench:
 
 def cases(b, estab):
     """(name, hook, synguard's settings, frames, verdict, set-up before each
-    batch, (the reference's frames, its verdict) or None)."""
+    batch, {other column: (its frames, its verdict, its set-up or None)})."""
     n = b.calls
     XDP_TX, XDP_PASS, XDP_DROP = libbpf.XDP_TX, libbpf.XDP_PASS, libbpf.XDP_DROP
     syn4, syn6 = syns(1)[0], syns(1, v6=True)[0]
@@ -185,6 +211,7 @@ def cases(b, estab):
     cookie_syns = syns(n + 1, base=20000)
     cookie_acks = b.acks_for(cookie_syns)
     ref_acks = (lambda: b.acks_for(cookie_syns, b.ref_fd)) if b.ref_fd is not None else None
+    kernel_acks = (lambda: b.acks_for(cookie_syns, b.columns["kernel"])) if b.kernel else None
     b.configure()
     expand_syns = syns(n + 1, base=30000)
     expand_acks = b.acks_for(expand_syns)
@@ -207,8 +234,16 @@ def cases(b, estab):
         for ack in cookie_acks:
             assert libbpf.test_run(b.dp.xdp_fd, ack)[0] == XDP_PASS
 
-    def same(frames, verdict):
-        return frames, verdict
+    def same(frames, verdict, kernel=True):
+        """The same frames and verdict for the reference and, unless told
+        otherwise, the kernel-cookie build."""
+        return {
+            "reference": (frames, verdict, None),
+            **({"kernel": (frames, verdict, None)} if kernel else {}),
+        }
+
+    def clear_kernel():
+        clear(b.kernel[0])  # no recent hand-offs: each ACK is a first one
 
     cookies = dict(syncookies_only=1)
     return [
@@ -246,9 +281,9 @@ def cases(b, estab):
             distinct_syns,
             XDP_TX,
             b.clear,
-            None,
+            {},
         ),
-        ("IPv4 SYN (Linux options), duplicate of an entry", "xdp", {}, [syn4] * (n + 1), XDP_TX, None, None),
+        ("IPv4 SYN (Linux options), duplicate of an entry", "xdp", {}, [syn4] * (n + 1), XDP_TX, None, {}),
         (
             "IPv4 ACK (TS), valid cookie, no entry -> hand-off / pass",
             "xdp",
@@ -256,7 +291,10 @@ def cases(b, estab):
             cookie_acks,
             XDP_PASS,
             b.clear,
-            (ref_acks, XDP_PASS) if ref_acks else None,
+            {
+                **({"reference": (ref_acks, XDP_PASS, None)} if ref_acks else {}),
+                **({"kernel": (kernel_acks, XDP_PASS, clear_kernel)} if kernel_acks else {}),
+            },
         ),
         (
             "IPv4 ACK (TS), matching an entry -> hand-off (expand)",
@@ -265,7 +303,7 @@ def cases(b, estab):
             expand_acks,
             XDP_PASS,
             insert_entries,
-            None,
+            {},
         ),
         (
             "IPv4 ACK (TS) with a bogus cookie (XDP_DROP)",
@@ -292,7 +330,7 @@ def cases(b, estab):
             [other_port] * (n + 1),
             XDP_PASS,
             None,
-            same([other_port] * (n + 1), XDP_DROP),
+            {**same([other_port] * (n + 1), XDP_DROP), "kernel": ([other_port] * (n + 1), XDP_PASS, None)},
         ),
         (
             "non-TCP frame (UDP) (XDP_PASS)",
@@ -314,9 +352,9 @@ def cases(b, estab):
             [estab] * (n + 1),
             TC_ACT_UNSPEC,
             None,
-            None,
+            {},
         ),
-        ("tc: segment to an unprotected port", "tc", {}, [other_port] * (n + 1), TC_ACT_UNSPEC, None, None),
+        ("tc: segment to an unprotected port", "tc", {}, [other_port] * (n + 1), TC_ACT_UNSPEC, None, {}),
         (
             "tc: an ACK XDP handed off (entry found and taken)",
             "tc",
@@ -324,7 +362,7 @@ def cases(b, estab):
             cookie_acks,
             TC_ACT_UNSPEC,
             leave_handoffs,
-            None,
+            {},
         ),
     ]
 
@@ -371,15 +409,21 @@ def main(argv=None):
             options=packets.tcp_options(ts=(1, 2)),
             payload=b"x" * 100,
         )
-        b = Bench(dp, maps, nulls, args.calls, ref_fd)
+        # The kernel-cookie build: its SYNs need tcp_syncookies=2 (a cookie
+        # for every SYN) and its TSvals tcp_timestamps=2, as attach sets them.
+        for name in ("net.ipv4.tcp_syncookies", "net.ipv4.tcp_timestamps"):
+            host.write_sysctl(name, "2")
+        kernel = stack.enter_context(support.compiled("bench-kc", cookies="kernel"))
+        configure(*kernel, syncookies_only=1)
+        b = Bench(dp, maps, nulls, args.calls, ref_fd, kernel)
         b.configure()
         todo = cases(b, estab)
         for (name, *_), res in zip(todo, b.measure_all(todo, args.batches)):
-            sg, ref = res["synguard"], res.get("reference")
-            rows.append((name, sg, ref))
+            sg, kc, ref = (res.get(c) for c in COLUMNS)
+            rows.append((name, sg, kc, ref))
             print(
-                "%-66s %16s ns  (raw %5.0f, pass-only %3.0f)   xdp_synproxy %s"
-                % (name, fmt(sg), sg[0], sg[1], fmt(ref)),
+                "%-66s %16s ns  (raw %5.0f, pass-only %3.0f)   kernel cookies %s   xdp_synproxy %s"
+                % (name, fmt(sg), sg[0], sg[1], fmt(kc), fmt(ref)),
                 flush=True,
             )
         est.close()
@@ -391,10 +435,16 @@ def main(argv=None):
                 "ns per packet above the pass-only program: median of %d batches of %d calls "
                 "(lowest-highest batch)\n\n" % (args.batches, args.calls)
             )
-            f.write("| frame | synguard | xdp_synproxy | synguard raw | pass-only baseline |\n")
-            f.write("|---|---:|---:|---:|---:|\n")
-            for name, sg, ref in rows:
-                f.write("| %s | **%s** | %s | %.0f | %.0f |\n" % (name, fmt(sg), fmt(ref), sg[0], sg[1]))
+            f.write(
+                "| frame | synguard | synguard, kernel cookies | xdp_synproxy | synguard raw | "
+                "pass-only baseline |\n"
+            )
+            f.write("|---|---:|---:|---:|---:|---:|\n")
+            for name, sg, kc, ref in rows:
+                f.write(
+                    "| %s | **%s** | %s | %s | %.0f | %.0f |\n"
+                    % (name, fmt(sg), fmt(kc), fmt(ref), sg[0], sg[1])
+                )
     return 0
 
 

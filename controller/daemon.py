@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 
-from . import attach, firewall, journal, layout, netlink
+from . import attach, firewall, host, journal, layout, netlink
 from .keys import FleetRotator, KernelCookies, KeyRotator
 from .listeners import mptcp_ports
 from .options import format_ports
@@ -167,6 +167,21 @@ class FirewallWatch:
         self.a.state.save()
 
 
+def keep_mode_sysctls(a):
+    """The cookie mode's sysctls (attach.mode_sysctls) set back if someone
+    changed them while attached: with tcp_timestamps back at 1, say, the
+    kernel's cookies would decode a wrong window scale."""
+    try:
+        notes = attach.mode_sysctls(a.state.cookies, a.state.sysctls)
+    except host.SysctlRefused as e:
+        log.error("%s", e.strerror)
+        return
+    for note in notes:
+        log.error("changed while attached: %s", note)
+    if notes:
+        a.state.save()
+
+
 def loop(stop, a, keys, sock, fw, rotate_now=None):
     """Until SIGINT/SIGTERM: the syncache timer every tick (a quarter of the
     first retransmission delay, at most 250 ms); at each key rotation a check
@@ -186,7 +201,7 @@ def loop(stop, a, keys, sock, fw, rotate_now=None):
                 keys.rotate_now()
                 log.info("cookie key rotated on request (SIGUSR1)")
             else:
-                log.warning("SIGUSR1: fleet keys come from the master key; not rotated")
+                log.warning("SIGUSR1: %s; not rotated", keys.not_rotated)
         if keys.due_in() <= 0 or asked:
             if not asked:
                 keys.rotate()
@@ -195,3 +210,4 @@ def loop(stop, a, keys, sock, fw, rotate_now=None):
                 log.error("the XDP program on %s was replaced or removed by someone else", a.state.ifname)
                 return 1
             fw.check()
+            keep_mode_sysctls(a)

@@ -70,6 +70,8 @@ class KernelCookies:
     rotate. The controller's loop still wakes every period for its checks
     (our programs still attached, the firewall)."""
 
+    not_rotated = "the kernel's cookie secret is its own"
+
     def __init__(self, secrets_map, period=16.0):
         self.period = period
         self._next = time.monotonic() + period
@@ -90,6 +92,8 @@ class FleetRotator:
     is read again at each rotation, so a new file (a master key changeover)
     takes effect without a restart; a file that cannot be read then is
     logged and the keys already derived are kept."""
+
+    not_rotated = "fleet keys come from the master key"
 
     def __init__(self, secrets_map, period, key_path, clock=time.time):
         self.map = secrets_map

@@ -29,10 +29,12 @@ STEPS = [
 
 
 @pytest.mark.root
-def test_suite_passes_on_namespace_hosts(tmp_path):
+@pytest.mark.parametrize("cookies", ["synguard", "kernel"])
+def test_suite_passes_on_namespace_hosts(tmp_path, cookies):
     out = tmp_path / "e2e.json"
+    argv = ["--rate", "20000", "--seconds", "4", "--json", str(out), "--cookies", cookies]
     r = subprocess.run(
-        [sys.executable, "-m", "synguard.lab.e2e", "--rate", "20000", "--seconds", "4", "--json", str(out)],
+        [sys.executable, "-m", "synguard.lab.e2e", *argv],
         capture_output=True,
         text=True,
         timeout=300,

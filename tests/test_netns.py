@@ -180,9 +180,11 @@ def test_real_clients_connect_during_a_syn_flood(protected):
     assert after["aborted"] == before["aborted"]
 
 
-def test_connection_survives_attach_and_detach():
+@pytest.mark.parametrize("cookies", ["synguard", "kernel"])
+def test_connection_survives_attach_and_detach(cookies):
     """A connection opened before attach keeps working while synguard is
-    attached and after it is detached; SIGTERM removes everything."""
+    attached and after it is detached; SIGTERM removes everything, and sets
+    back the sysctls the mode changed."""
     with Testbed() as bed:
         srv = EchoServer(bed, PORT)
         try:
@@ -196,7 +198,8 @@ def test_connection_survives_attach_and_detach():
                 return testbed.echo(c, data) == data
 
             assert echo(100000)
-            proc = bed.attach([PORT], "--mode", "native", "--no-metrics")
+            sysctls = on_interface(bed)["sysctls"]
+            proc = bed.attach([PORT], "--mode", "native", "--no-metrics", "--cookies", cookies)
             assert echo(100000)
             assert bed.connect(SERVER4, PORT)["echo_ok"]
             assert status(bed)["counters"]["established"] > 0
@@ -204,17 +207,19 @@ def test_connection_survives_attach_and_detach():
             assert proc.wait(30) == 0
             assert "detached" in proc.stdout.read()
             assert leftovers(bed) == NOTHING_LEFT
+            assert on_interface(bed)["sysctls"] == sysctls
             assert echo(100000)
             c.close()
         finally:
             srv.close()
 
 
-def test_detach_after_a_crash_removes_everything():
+@pytest.mark.parametrize("cookies", ["synguard", "kernel"])
+def test_detach_after_a_crash_removes_everything(cookies):
     with Testbed() as bed:
         srv = EchoServer(bed, PORT)
         try:
-            proc = bed.attach([PORT], "--mode", "native", "--no-metrics")
+            proc = bed.attach([PORT], "--mode", "native", "--no-metrics", "--cookies", cookies)
             proc.kill()
             proc.wait()
             # The programs stay attached without their controller: still protected.

@@ -262,3 +262,19 @@ def test_an_mptcp_listener_is_answered_with_the_kernels_cookies():
             assert proc.wait(30) == 0
         finally:
             srv.close()
+
+
+def test_a_sysctl_changed_while_attached_is_set_back(protected):
+    """tcp_timestamps back at 1 would make the kernel decode our TSval's
+    options with its per-connection offset (a wrong window scale): the
+    controller's next check (SIGUSR1 asks for it now) sets 2 again; detach
+    still sets back the value from before attach."""
+    bed, _, proc = protected
+    bed.sysctl(bed.server_ns, "net.ipv4.tcp_timestamps", 1)
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while server_sysctls(bed)["net.ipv4.tcp_timestamps"] != "2" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server_sysctls(bed)["net.ipv4.tcp_timestamps"] == "2"
+    assert status(bed)["sysctls_changed"] == MODE_SYSCTLS
+    assert connect(bed, SERVER4, PORT, b"t" * 100000)["echo_ok"]

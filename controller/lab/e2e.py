@@ -197,9 +197,10 @@ class Step:
 
 
 class Suite:
-    def __init__(self, server, client, attacker, server_ip, rate, seconds, out=sys.stdout):
+    def __init__(self, server, client, attacker, server_ip, rate, seconds, out=sys.stdout, cookies="auto"):
         self.server, self.client, self.attacker = server, client, attacker
         self.server_ip, self.rate, self.seconds = server_ip, rate, seconds
+        self.cookies = cookies
         self.out = out
         self.steps = []
         self.pids = []  # (host, pid) to kill at the end
@@ -249,8 +250,8 @@ class Suite:
     def attach(self):
         path = self.log("attach.log")
         self.controller = self.server.spawn(
-            "%s attach %s --ports %d --mode native --metrics-addr %s"
-            % (self.server.synguard, self.server_if, PORT, METRICS),
+            "%s attach %s --ports %d --mode native --metrics-addr %s --cookies %s"
+            % (self.server.synguard, self.server_if, PORT, METRICS, self.cookies),
             path,
         )
         # bcc's compile: seconds on hardware, minutes under software emulation.
@@ -574,12 +575,22 @@ def main(argv=None):
     ap.add_argument("--rate", type=int, default=20000, help="flood frames per second (default 20000)")
     ap.add_argument("--seconds", type=int, default=5, help="length of each flood (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    ap.add_argument(
+        "--cookies",
+        choices=("auto", "synguard", "kernel"),
+        default="auto",
+        help="whose cookies the server answers with (default auto: what its kernel gets)",
+    )
     args = ap.parse_args(argv)
     if args.hosts == "ssh":
         if not args.ssh_config:
             ap.error("--hosts ssh needs --ssh-config")
         result = Suite(
-            *ssh_hosts(args.ssh_config, args.synguard), args.server_ip, args.rate, args.seconds
+            *ssh_hosts(args.ssh_config, args.synguard),
+            args.server_ip,
+            args.rate,
+            args.seconds,
+            cookies=args.cookies,
         ).run()
     else:
         from synguard.lab.testbed import LanBed
@@ -595,7 +606,7 @@ def main(argv=None):
                 )
                 for h in ("server", "client", "attacker")
             ]
-            result = Suite(*hosts, bed.SERVER, args.rate, args.seconds).run()
+            result = Suite(*hosts, bed.SERVER, args.rate, args.seconds, cookies=args.cookies).run()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
