@@ -12,6 +12,48 @@
 #include <uapi/linux/in.h>
 #include "proto.h"
 
+/* Copies between an XDP frame and memory: bpf_xdp_load_bytes and
+ * bpf_xdp_store_bytes (Linux 5.18). For older kernels the loader defines
+ * SG_COMPAT_LOAD_BYTES (controller/datapath.py, from the kernel's BTF) and
+ * the copy is made from packet pointers a byte at a time, each byte behind
+ * its own bounds check; max is a constant bound on len (the size of the
+ * memory side), off is bounded for the verifier. */
+#ifdef SG_COMPAT_LOAD_BYTES
+#define SG_COMPAT_MAX_OFF 4095 /* the syncache timer's request is the longest */
+
+static __always_inline int sg_copy_bytes(struct xdp_md *ctx, u32 off, u8 *mem,
+					 u32 len, const u32 max, int store)
+{
+	u8 *pkt = (u8 *)(long)ctx->data + (off & SG_COMPAT_MAX_OFF);
+	void *end = (void *)(long)ctx->data_end;
+
+	if (off > SG_COMPAT_MAX_OFF || len > max)
+		return -1;
+	/* A bounded loop (Linux 5.3), not unrolled: up to 104 bytes a call. */
+#pragma clang loop unroll(disable) vectorize(disable)
+	for (u32 i = 0; i < max; i++) {
+		if (i >= len)
+			break;
+		if ((void *)(pkt + i + 1) > end)
+			return -1;
+		if (store)
+			pkt[i] = mem[i];
+		else
+			mem[i] = pkt[i];
+	}
+	return 0;
+}
+#define sg_load_bytes(ctx, off, mem, len, max) \
+	sg_copy_bytes(ctx, off, (u8 *)(mem), len, max, 0)
+#define sg_store_bytes(ctx, off, mem, len, max) \
+	sg_copy_bytes(ctx, off, (u8 *)(mem), len, max, 1)
+#else
+#define sg_load_bytes(ctx, off, mem, len, max) \
+	bpf_xdp_load_bytes(ctx, off, mem, len)
+#define sg_store_bytes(ctx, off, mem, len, max) \
+	bpf_xdp_store_bytes(ctx, off, mem, len)
+#endif
+
 enum sg_parse {
 	SG_PARSE_TCP, /* IPv4/IPv6 + TCP, headers all inside the frame */
 	SG_PARSE_OTHER, /* not ours to judge (not IP, not TCP, fragment, IPv6 ext headers) */
@@ -133,8 +175,8 @@ static __always_inline int parse_pkt(void *data, void *data_end,
  * is path MTU discovery; ICMPv6 type 1) quoting a TCP segment we sent, as
  * the seed's syncache_unreach sees it: the quoted segment's 4-tuple turned
  * round (client first, the syncache's key) and its seq. 0 if it is one.
- * Read with bpf_xdp_load_bytes: with packet pointers clang merges the v4
- * and v6 branches' pointers and the verifier loses their bounds checks. */
+ * Read with sg_load_bytes: with packet pointers clang merges the v4 and v6
+ * branches' pointers and the verifier loses their bounds checks. */
 static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 					      struct sg_pkt *p,
 					      struct sg_flow *key, u32 *seq,
@@ -148,15 +190,16 @@ static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 		__be32 seq;
 	} q;
 
-	if (bpf_xdp_load_bytes(ctx, p->l4_off, icmp, sizeof(icmp)))
+	if (sg_load_bytes(ctx, p->l4_off, icmp, sizeof(icmp), sizeof(icmp)))
 		return -1;
 	if (p->ipv6) {
 		struct ipv6hdr in;
 
 		if (icmp[0] != 1 /* ICMPV6_DEST_UNREACH */ ||
-		    bpf_xdp_load_bytes(ctx, off, &in, sizeof(in)) ||
+		    sg_load_bytes(ctx, off, &in, sizeof(in), sizeof(in)) ||
 		    in.nexthdr != IPPROTO_TCP ||
-		    bpf_xdp_load_bytes(ctx, off + sizeof(in), &q, sizeof(q)))
+		    sg_load_bytes(ctx, off + sizeof(in), &q, sizeof(q),
+				  sizeof(q)))
 			return -1;
 		__builtin_memcpy(&key->w[0], &in.daddr, 16);
 		__builtin_memcpy(&key->w[2], &in.saddr, 16);
@@ -166,9 +209,10 @@ static __always_inline int parse_icmp_unreach(struct xdp_md *ctx,
 		struct iphdr in;
 
 		if (icmp[0] != 3 /* ICMP_DEST_UNREACH */ || icmp[1] == 4 ||
-		    bpf_xdp_load_bytes(ctx, off, &in, sizeof(in)) ||
+		    sg_load_bytes(ctx, off, &in, sizeof(in), sizeof(in)) ||
 		    in.protocol != IPPROTO_TCP || in.ihl < 5 ||
-		    bpf_xdp_load_bytes(ctx, off + in.ihl * 4, &q, sizeof(q)))
+		    sg_load_bytes(ctx, off + in.ihl * 4, &q, sizeof(q),
+				  sizeof(q)))
 			return -1;
 		key->w[0] = (u64)in.daddr | (u64)in.saddr << 32;
 		key->w[1] = (u64)q.dest | (u64)q.source << 16;
@@ -270,7 +314,7 @@ static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
 	 * tell that len >= 1 ("R4 invalid zero-sized read"; 6.18's can). */
 	asm volatile("" : "+r"(len));
 	if (len > 40 ||
-	    bpf_xdp_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len))
+	    sg_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len, 40))
 		return;
 	/* clang-format off */
 	SG_OPT_AT4(0); SG_OPT_AT4(4); SG_OPT_AT4(8); SG_OPT_AT4(12);

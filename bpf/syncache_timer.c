@@ -73,7 +73,8 @@ int synguard_syncache_timer(struct xdp_md *ctx)
 	struct sg_flow key;
 	u32 off = sizeof(req);
 
-	if (!cfg || !st || bpf_xdp_load_bytes(ctx, 0, &req, sizeof(req)))
+	if (!cfg || !st ||
+	    sg_load_bytes(ctx, 0, &req, sizeof(req), sizeof(req)))
 		return XDP_ABORTED;
 	/* With syncookies=0 the entries are all there is: never flushed. */
 	paused = cfg->syncookies && req.now_ns < st->pause_until_ns;
@@ -82,11 +83,11 @@ int synguard_syncache_timer(struct xdp_md *ctx)
 	req.removed = 0;
 	for (int i = 0; i < SG_TIMER_BATCH; i++) {
 		if (i >= req.keys ||
-		    bpf_xdp_load_bytes(ctx, off, &key, sizeof(key)))
+		    sg_load_bytes(ctx, off, &key, sizeof(key), sizeof(key)))
 			break;
 		timer_one(&req, cfg, paused, &key);
 		off += sizeof(key);
 	}
-	bpf_xdp_store_bytes(ctx, 0, &req, sizeof(req));
+	sg_store_bytes(ctx, 0, &req, sizeof(req), sizeof(req));
 	return XDP_PASS;
 }

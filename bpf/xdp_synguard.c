@@ -270,7 +270,11 @@ static __always_inline u64 syn_clock(const struct sg_config *cfg)
 	if (keeps_entries(cfg) ||
 	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
 		return bpf_ktime_get_ns();
+#ifdef SG_COMPAT_COARSE_CLOCK /* Linux < 5.11 has no coarse clock for BPF */
+	return bpf_ktime_get_ns();
+#else
 	return bpf_ktime_get_coarse_ns();
+#endif
 }
 
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
@@ -454,7 +458,7 @@ static __always_inline int syncache_keep_frame(struct sg_ctx *c,
 	asm volatile("" : "+r"(len));
 	if (len > sizeof(e->frame))
 		return -1;
-	if (bpf_xdp_load_bytes(c->xdp, 0, e->frame, len))
+	if (sg_load_bytes(c->xdp, 0, e->frame, len, sizeof(e->frame)))
 		return -1;
 	e->frame_len = len;
 	e->l3_off = c->p.l3_off;

@@ -197,7 +197,7 @@ def build_parser():
         "--cookies",
         choices=("auto", "synguard", "kernel"),
         help="whose SYN cookies answer: synguard (ours, Linux >= 6.9), kernel (the kernel's own, "
-        "Linux >= 5.18; no fleet mode, no key rotation); default auto: synguard where the kernel can",
+        "Linux >= 5.3; no fleet mode, no key rotation); default auto: synguard where the kernel can",
     )
     a.add_argument(
         "--fleet-key",

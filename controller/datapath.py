@@ -31,14 +31,22 @@ TIMER_PROG = "synguard_syncache_timer"
 PROG_PINS = {XDP_PROG: "prog_xdp", TC_PROG: "prog_tc", TIMER_PROG: "prog_syncache_timer"}
 KFUNC = "bpf_sk_assign_tcp_reqsk"
 COOKIE_MODES = ("auto", "synguard", "kernel")
-# What kernel-cookie mode calls that Linux 5.3 lacks, and the release that
-# brought each (the options parser reads with bpf_xdp_load_bytes).
+# What the kernel's cookies need, and the release that brought each.
 KERNEL_MODE_HELPERS = (
     ("bpf_tcp_gen_syncookie", "5.3"),
     ("bpf_tcp_check_syncookie", "5.2"),
-    ("bpf_ktime_get_coarse_ns", "5.11"),
-    ("bpf_xdp_load_bytes", "5.18"),
 )
+# Helpers the data path does without where the kernel lacks them (they came
+# after 5.3): the define that makes it, for each.
+COMPAT = {
+    "bpf_xdp_load_bytes": "SG_COMPAT_LOAD_BYTES",  # 5.18; bpf/parse.h
+    "bpf_ktime_get_coarse_ns": "SG_COMPAT_COARSE_CLOCK",  # 5.11; the precise clock instead
+}
+
+
+def compat_defines():
+    """The COMPAT defines this kernel needs (its BTF lacks the helper)."""
+    return [define for helper, define in COMPAT.items() if kfunc.btf_func_id(helper) is None]
 
 
 class ModeError(Exception):
@@ -73,7 +81,7 @@ def cookie_mode(requested):
         )
     if missing:
         raise ModeError(
-            "kernel %s lacks %s (Linux >= %s): synguard needs Linux >= 5.18 (kernel cookies) or >= 6.9"
+            "kernel %s lacks %s (Linux >= %s): synguard needs Linux >= 5.3 (the kernel's cookies) or >= 6.9"
             % (release, missing[0], missing[1])
         )
     return "kernel"
@@ -133,6 +141,7 @@ class Datapath:
         self.pins = pins
         self.conntrack = conntrack
         self.cookies = cookies
+        defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
         os.makedirs(pins, exist_ok=True)
         try:
             self.bpf = BPF(

@@ -89,8 +89,8 @@ def test_kernel_without_the_kfunc(tmp_path):
     r = synguard("attach", "lo", "--ports", "80", env={"SYNGUARD_VMLINUX_BTF": str(btf)})
     assert r.returncode == 2
     assert one_error_line(r) == (
-        "kernel %s lacks bpf_tcp_gen_syncookie (Linux >= 5.3): synguard needs Linux >= 5.18 (kernel "
-        "cookies) or >= 6.9" % os.uname().release
+        "kernel %s lacks bpf_tcp_gen_syncookie (Linux >= 5.3): synguard needs Linux >= 5.3 (the "
+        "kernel's cookies) or >= 6.9" % os.uname().release
     )
 
 

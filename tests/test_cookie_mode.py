@@ -7,10 +7,11 @@ import struct
 import pytest
 from synguard import datapath, kfunc
 
-HELPERS = [name for name, _ in datapath.KERNEL_MODE_HELPERS]
+HELPERS = [name for name, _ in datapath.KERNEL_MODE_HELPERS] + list(datapath.COMPAT)
 LINUX_6_9 = HELPERS + [datapath.KFUNC]
 LINUX_6_1 = HELPERS  # Debian 12
 LINUX_5_15 = [h for h in HELPERS if h != "bpf_xdp_load_bytes"]  # Ubuntu 22.04
+LINUX_5_10 = [h for h in LINUX_5_15 if h != "bpf_ktime_get_coarse_ns"]  # Debian 11
 LINUX_5_2 = ["bpf_tcp_check_syncookie"]
 
 
@@ -47,6 +48,8 @@ def kernel(tmp_path, monkeypatch):
         (LINUX_6_9, "kernel", "kernel"),
         (LINUX_6_1, "auto", "kernel"),
         (LINUX_6_1, "kernel", "kernel"),
+        (LINUX_5_15, "auto", "kernel"),
+        (LINUX_5_10, "auto", "kernel"),
     ],
 )
 def test_the_mode_each_kernel_gets(kernel, functions, requested, mode):
@@ -55,11 +58,23 @@ def test_the_mode_each_kernel_gets(kernel, functions, requested, mode):
 
 
 @pytest.mark.parametrize(
+    "functions,defines",
+    [
+        (LINUX_6_1, []),
+        (LINUX_5_15, ["SG_COMPAT_LOAD_BYTES"]),
+        (LINUX_5_10, ["SG_COMPAT_LOAD_BYTES", "SG_COMPAT_COARSE_CLOCK"]),
+    ],
+)
+def test_what_the_data_path_does_without(kernel, functions, defines):
+    kernel(functions)
+    assert datapath.compat_defines() == defines
+
+
+@pytest.mark.parametrize(
     "functions,requested,says",
     [
         (LINUX_6_1, "synguard", "lacks bpf_sk_assign_tcp_reqsk (Linux >= 6.9): use --cookies kernel"),
-        (LINUX_5_15, "auto", "lacks bpf_xdp_load_bytes (Linux >= 5.18)"),
-        (LINUX_5_15, "kernel", "lacks bpf_xdp_load_bytes (Linux >= 5.18)"),
+        (LINUX_5_15, "synguard", "lacks bpf_sk_assign_tcp_reqsk (Linux >= 6.9)"),
         (LINUX_5_2, "auto", "lacks bpf_tcp_gen_syncookie (Linux >= 5.3)"),
         ([], "auto", "lacks bpf_tcp_gen_syncookie (Linux >= 5.3)"),
     ],

@@ -6,27 +6,33 @@ tcp_timestamps=2 there, as attach sets them).
 Each SYN of test_xdp.py's table must come back as the exact SYN-ACK
 tests/model.py computes around the kernel's ISS and our TSval, the TSval
 carrying the options in its low 6 bits; the ISS must be a cookie the
-kernel's own check accepts (bpf_tcp_check_syncookie), and nothing else."""
+kernel's own check accepts (bpf_tcp_check_syncookie), and nothing else.
+
+Every test runs twice: built as for this kernel, and as for one before
+5.18/5.11 (datapath.COMPAT: frames copied from packet pointers, the precise
+clock), which is all of those kernels that can be tried here."""
 
 import time
 
 import pytest
 from conftest import PORT, reset
 from model import CLIENT4, SERVER4, ack_for, expected_kernel_synack, run, syn
-from synguard import host, libbpf, packets
+from synguard import datapath, host, layout, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, CWR, ECE, SYN, tcp_options
+from test_syncache import entry, retransmitted
 from test_xdp import SYN_CASES, counters_delta
 
 
-@pytest.fixture(scope="module")
-def kernel_datapath(unit_ns):
+@pytest.fixture(scope="module", params=["helpers", "compat"])
+def kernel_datapath(unit_ns, request):
     with netns.netns(unit_ns):
         saved = {n: host.read_sysctl(n)[0] for n in ("net.ipv4.tcp_syncookies", "net.ipv4.tcp_timestamps")}
         for name in saved:
             host.write_sysctl(name, "2")
     try:
-        with support.compiled("unit-kc", cookies="kernel") as (dp, maps):
+        compat = tuple(datapath.COMPAT.values()) if request.param == "compat" else ()
+        with support.compiled("unit-kc", cookies="kernel", defines=compat) as (dp, maps):
             yield dp, maps
     finally:
         with netns.netns(unit_ns):
@@ -132,3 +138,19 @@ def test_a_syn_the_kernel_mints_no_cookie_for_goes_to_it(kdp, unit_ns):
         assert counters_delta(maps, before) == {"packets": 1, "nocookie": 1}
     finally:
         host.write_sysctl("net.ipv4.tcp_syncookies", "2")
+
+
+def test_the_timer_retransmits_the_synack_as_sent(kdp):
+    prog, maps = kdp
+    frame = syn()
+    _, synack = run(prog.xdp_fd, frame)
+    assert retransmitted(prog, maps, frame) == synack
+
+
+def test_an_unreachable_for_our_synack_marks_its_entry(kdp):
+    prog, maps = kdp
+    frame = syn()
+    _, synack = run(prog.xdp_fd, frame)
+    icmp = packets.icmp_unreachable(synack)
+    assert run(prog.xdp_fd, icmp) == (libbpf.XDP_PASS, icmp)
+    assert entry(maps, frame).flags & layout.SCF_UNREACH
