@@ -14,11 +14,13 @@
 # DIR/vmlinuz and DIR/initrd.img (for qemu -kernel), and DIR/id_ed25519, the
 # key lan.sh logs in with (root only, by key). Needs root, and deb.debian.org
 # and PyPI from this machine: the guests get no way out, so everything is
-# installed here, in a chroot.
+# installed here, in a chroot with a /dev of its own (chroot.sh): the build
+# leaves this machine's /dev as it was, and checks it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
+. "$HERE/chroot.sh"
 DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
 REUSE=0
 while [ $# -gt 0 ]; do
@@ -43,37 +45,26 @@ PKGS="linux-image-amd64 linux-headers-amd64 python3 python3-bpfcc python3-venv
       iproute2 ethtool netsniff-ng nftables iptables make util-linux procps systemd-sysv
       bpftool kmod ca-certificates openssh-server sudo"
 
-mount_chroot() {
-  mount -t proc proc "$ROOT/proc"
-  mount -t sysfs sys "$ROOT/sys"
-  mount --bind /dev "$ROOT/dev"
-  mount --bind /dev/pts "$ROOT/dev/pts"
-}
-umount_chroot() {
-  for m in dev/pts dev sys proc; do
-    if mountpoint -q "$ROOT/$m"; then umount -l "$ROOT/$m"; fi
-  done
-}
 # policy-rc.d stops package scripts from starting services (nftables...) on
 # this machine while they are installed in the chroot.
 no_services() { printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"; chmod +x "$ROOT/usr/sbin/policy-rc.d"; }
-trap umount_chroot EXIT
+# The build must not change this machine's device nodes: compared at the end.
+DEV_BEFORE=$(host_dev_state)
 
 if [ "$REUSE" = 0 ] || [ ! -d "$ROOT/usr" ]; then
   rm -rf "$ROOT"
   say "debootstrap trixie"
-  debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
+  unshare --mount --propagation private -- \
+    debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
 else
   say "reusing $ROOT"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 no_services
-mount_chroot
 say "apt-get install: kernel, headers, bcc, tools"
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 # shellcheck disable=SC2086
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
-umount_chroot
+in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
 
 # synguard at /synguard (without this tree's venv and .git), installed by its
 # own installer while PyPI is reachable. In the chroot `uname -r` is this
@@ -87,11 +78,9 @@ tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/tmp/host-ca.crt"
 no_services
-mount_chroot
 say "deploy/install.sh --venv /synguard/.venv --dev (in the chroot)"
-chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
+in_chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
   PIP_CONFIG_FILE=/dev/null bash -c 'cd /synguard && deploy/install.sh --venv /synguard/.venv --dev'
-umount_chroot
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/tmp/host-ca.crt"
 
 say "configuring the guest"
@@ -174,4 +163,12 @@ say "guest kernel $KVER"
 rm -f "$DIR/img.raw"
 truncate -s 6G "$DIR/img.raw"
 mkfs.ext4 -q -F -L sg-root -d "$ROOT" "$DIR/img.raw"
+
+DEV_AFTER=$(host_dev_state)
+if [ "$DEV_AFTER" != "$DEV_BEFORE" ]; then
+  echo "build-image.sh: this machine's /dev changed during the build:" >&2
+  diff <(echo "$DEV_BEFORE") <(echo "$DEV_AFTER") >&2 || true
+  exit 1
+fi
+say "this machine's /dev unchanged: $(echo "$DEV_AFTER" | grep '^/dev/kvm ' || echo 'no /dev/kvm')"
 say "done: $DIR/img.raw, $DIR/vmlinuz, $DIR/initrd.img"
