@@ -10,7 +10,7 @@ VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-test vm-lan clean
+.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-lan clean
 
 install:            ## the set-up alone; synguard ends up on PATH
 	deploy/install.sh --venv /opt/synguard/venv --link --systemd
@@ -53,6 +53,11 @@ vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for Q
 	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VM_APT); }
 	vagrant/qemu/build-image.sh --reuse-rootfs
+
+vm-image-deb12:     ## the same for Debian 12 (Linux 6.1, bcc 0.26), in /var/tmp/synguard-vm-deb12 (synguard needs 6.9 until kernel-cookie mode)
+	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VM_APT); }
+	vagrant/qemu/build-image.sh --suite bookworm --reuse-rootfs
 
 vm-test: vm-image   ## one guest, software emulation: attach, demo, e2e on namespaces, test_xdp (14-17 minutes; not in CI)
 	vagrant/qemu/boot.sh

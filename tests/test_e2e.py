@@ -133,3 +133,51 @@ def test_qemu_scripts_are_valid_bash(script):
     if script != "guest-test.sh":
         r = subprocess.run([sh, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and f"usage: vagrant/qemu/{script}" in r.stdout
+
+
+@pytest.mark.root
+def test_image_build_chroot_leaves_this_machines_dev_alone(tmp_path):
+    """build-image.sh runs package scripts in a chroot (chroot.sh's in_chroot).
+    Its /dev is a tmpfs of its own, not this machine's bind-mounted: there
+    Debian 13's tmpfiles rule once set the host's /dev/kvm to 0660 and the
+    chroot's kvm group. What such a rule does, done in the chroot here, does
+    not reach this machine's nodes, and no mount is left after."""
+    chroot_sh = os.path.join(VAGRANT, "qemu", "chroot.sh")
+    root = tmp_path / "root"
+    for d in ("proc", "sys", "dev", "usr"):
+        (root / d).mkdir(parents=True)
+    for link in ("bin", "sbin", "lib", "lib64"):
+        if os.path.islink("/" + link):
+            os.symlink(os.readlink("/" + link), root / link)
+    # Inside: the chroot's nodes changed the way tmpfiles and udev rules do.
+    inside = """set -e
+      [ ! -e /dev/kvm ]
+      mountpoint -q /dev/pts
+      grep -qE '^sysfs /sys sysfs ro[,\\ ]' /proc/self/mounts
+      mknod /dev/kvm c 10 232
+      for f in /dev/kvm /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/pts/ptmx; do
+        chmod 0606 "$f"; chgrp 4242 "$f"
+      done
+      echo > /dev/null
+      exit 7"""
+    # This machine's /usr read-only in the chroot, for its shell and tools.
+    script = """set -u
+      . "$1"
+      before=$(host_dev_state)
+      unshare --mount --propagation private -- bash -c '
+        mount --bind /usr "$1/usr" && mount -o remount,bind,ro "$1/usr"
+        . "$0"; in_chroot "$1" /usr/bin/bash -c "$2"' "$1" "$2" "$3"
+      echo "rc=$?"
+      after=$(host_dev_state)
+      [ "$before" = "$after" ] && echo same || echo "changed: $before / $after"
+      echo "$after" | grep -c .
+    """
+    r = subprocess.run(
+        ["bash", "-c", script, "test", chroot_sh, str(root), inside], capture_output=True, text=True, timeout=60
+    )
+    lines = r.stdout.split()
+    assert lines[:2] == ["rc=7", "same"], r.stdout + r.stderr
+    assert int(lines[2]) >= 6  # /dev/null, zero, random, urandom, tty, ptmx at least were compared
+    mounts = open("/proc/self/mounts").read()
+    assert str(root) not in mounts
+    assert os.listdir(root / "dev") == [] and os.listdir(root / "proc") == []

@@ -2,8 +2,11 @@
 # Boot the image from build-image.sh under QEMU and run synguard's tests in
 # the guest (guest-test.sh), or give a shell on its serial console.
 #
-# usage: vagrant/qemu/boot.sh [--dir DIR] [--steps LIST] [--accel tcg|kvm]
-#                             [--timeout S] [--step-timeout S] [--interactive]
+# usage: vagrant/qemu/boot.sh [--suite trixie|bookworm] [--dir DIR] [--steps LIST]
+#                             [--accel tcg|kvm] [--timeout S] [--step-timeout S] [--interactive]
+#   --suite S        whose image: trixie (default, Debian 13) or bookworm (Debian 12)
+#   --dir DIR        the image from build-image.sh (default $SYNGUARD_VM_DIR, else
+#                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
 #   --steps LIST     comma list: attach, demo, e2e, xdp (tests/test_xdp.py), firewall
 #                    (tests/test_tc.py and test_netns_firewall.py),
 #                    all (the whole pytest suite); default attach,demo,e2e,xdp
@@ -20,21 +23,26 @@
 # and copies the guest's /vmtest out of the image to DIR/results-STAMP/.
 # Exits 0 only if every step exited 0.
 set -euo pipefail
-DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/common.sh"
+SUITE=${SYNGUARD_VM_SUITE:-trixie}
+DIR=""
 ACCEL=tcg STEPS=attach,demo,e2e,xdp TIMEOUT=3600 STEP_TMO=1200 INTER=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --suite) SUITE="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
     --accel) ACCEL="$2"; shift 2 ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --step-timeout) STEP_TMO="$2"; shift 2 ;;
     --interactive) INTER=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-. "$(dirname "$0")/common.sh"
+vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 qemu_base boot.sh "$ACCEL"
 APPEND=$QEMU_APPEND
 QEMU=("${QEMU_BASE[@]}" -smp 2 -m 4096 -nic none

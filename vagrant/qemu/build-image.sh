@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
-# Build a Debian 13 (trixie, Linux 6.12) disk image with synguard installed,
-# for boot.sh: a real kernel to test on where Vagrant cannot run.
+# Build a Debian disk image with synguard installed, for boot.sh and lan.sh:
+# a real kernel to test on where Vagrant cannot run.
 #
-# usage: vagrant/qemu/build-image.sh [--dir DIR] [--reuse-rootfs]
-#   --dir DIR        where the image goes (default $SYNGUARD_VM_DIR or
-#                    /var/tmp/synguard-vm; about 3 GiB)
+# usage: vagrant/qemu/build-image.sh [--suite trixie|bookworm] [--dir DIR] [--reuse-rootfs]
+#   --suite S        trixie (default, Debian 13, Linux 6.12) or bookworm (Debian 12,
+#                    Linux 6.1, bcc 0.26); default $SYNGUARD_VM_SUITE or trixie
+#   --dir DIR        where the image goes (default $SYNGUARD_VM_DIR, else
+#                    /var/tmp/synguard-vm for trixie, /var/tmp/synguard-vm-deb12
+#                    for bookworm; about 3 GiB)
 #   --reuse-rootfs   keep DIR/rootfs from an earlier build (no debootstrap):
 #                    recopy this tree, rerun apt and deploy/install.sh, remake
 #                    the image (under a minute instead of about 3)
 #
 # Writes DIR/rootfs/ (the tree), DIR/img.raw (sparse 6 GiB ext4, the guests'
 # disk: boot.sh boots it, lan.sh gives each guest an overlay of it),
-# DIR/vmlinuz and DIR/initrd.img (for qemu -kernel), and DIR/id_ed25519, the
-# key lan.sh logs in with (root only, by key). Needs root, and deb.debian.org
-# and PyPI from this machine: the guests get no way out, so everything is
-# installed here, in a chroot.
+# DIR/vmlinuz and DIR/initrd.img (for qemu -kernel), DIR/id_ed25519, the
+# key lan.sh logs in with (root only, by key), and DIR/build-id. Needs root,
+# and deb.debian.org and PyPI from this machine: the guests get no way out,
+# so everything is installed here, in a chroot with a /dev of its own
+# (chroot.sh): the build leaves this machine's /dev as it was, and checks it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
-DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
+. "$HERE/common.sh"
+. "$HERE/chroot.sh"
+SUITE=${SYNGUARD_VM_SUITE:-trixie}
+DIR=""
 REUSE=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --suite) SUITE="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --reuse-rootfs) REUSE=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "build-image.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+vm_default_dir "$SUITE" >/dev/null || { echo "build-image.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 [ "$(id -u)" = 0 ] || { echo "build-image.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
 mkdir -p "$DIR"
 ROOT="$DIR/rootfs"
@@ -38,60 +48,54 @@ say() { echo "[$(date +%T)] build-image: $*"; }
 # /lib/modules/$(uname -r)/build), bcc for python3, what synguard and its
 # tests call (ip, tc, ethtool, trafgen, nft, bpftool), systemd as init for
 # the serial console and the units below, and sshd and sudo for lan.sh (the
-# e2e suite drives its hosts with `ssh HOST sudo sh -c ...`).
+# e2e suite drives its hosts with `ssh HOST sudo sh -c ...`). The same names
+# in both suites.
 PKGS="linux-image-amd64 linux-headers-amd64 python3 python3-bpfcc python3-venv
       iproute2 ethtool netsniff-ng nftables iptables make util-linux procps systemd-sysv
       bpftool kmod ca-certificates openssh-server sudo"
 
-mount_chroot() {
-  mount -t proc proc "$ROOT/proc"
-  mount -t sysfs sys "$ROOT/sys"
-  mount --bind /dev "$ROOT/dev"
-  mount --bind /dev/pts "$ROOT/dev/pts"
-}
-umount_chroot() {
-  for m in dev/pts dev sys proc; do
-    if mountpoint -q "$ROOT/$m"; then umount -l "$ROOT/$m"; fi
-  done
-}
 # policy-rc.d stops package scripts from starting services (nftables...) on
 # this machine while they are installed in the chroot.
 no_services() { printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"; chmod +x "$ROOT/usr/sbin/policy-rc.d"; }
-trap umount_chroot EXIT
+# The build must not change this machine's device nodes: compared at the end.
+DEV_BEFORE=$(host_dev_state)
 
 if [ "$REUSE" = 0 ] || [ ! -d "$ROOT/usr" ]; then
   rm -rf "$ROOT"
-  say "debootstrap trixie"
-  debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
+  say "debootstrap $SUITE"
+  unshare --mount --propagation private -- \
+    debootstrap --variant=minbase "$SUITE" "$ROOT" http://deb.debian.org/debian
 else
   say "reusing $ROOT"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 no_services
-mount_chroot
 say "apt-get install: kernel, headers, bcc, tools"
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 # shellcheck disable=SC2086
-chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
-umount_chroot
+in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
 
 # synguard at /synguard (without this tree's venv and .git), installed by its
 # own installer while PyPI is reachable. In the chroot `uname -r` is this
-# machine's kernel; in the guest the 6.12 headers from linux-headers-amd64
-# are found by their own version. pip is lent this machine's CA bundle (it
-# may sit behind a TLS-inspecting proxy), which is not left in the image.
+# machine's kernel; in the guest the headers from linux-headers-amd64 are
+# found by their own version. pip is lent this machine's CA bundle (it may
+# sit behind a TLS-inspecting proxy), as PIP_CERT and in place of the
+# guest's own bundle (Debian 12's pip 23.0.1 reads that one whatever
+# PIP_CERT or --cert say); none of it is left in the image.
 rm -rf "$ROOT/synguard"
 mkdir "$ROOT/synguard"
 tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
     --exclude=.vagrant --exclude=__pycache__ -cf - . | tar -C "$ROOT/synguard" -xf -
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/tmp/host-ca.crt"
+GUEST_CA="$ROOT/etc/ssl/certs/ca-certificates.crt"
+[ -e "$GUEST_CA.synguard-build" ] || mv "$GUEST_CA" "$GUEST_CA.synguard-build"  # kept by a failed build
+cp /etc/ssl/certs/ca-certificates.crt "$GUEST_CA"
 no_services
-mount_chroot
 say "deploy/install.sh --venv /synguard/.venv --dev (in the chroot)"
-chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
+in_chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
   PIP_CONFIG_FILE=/dev/null bash -c 'cd /synguard && deploy/install.sh --venv /synguard/.venv --dev'
-umount_chroot
+mv "$GUEST_CA.synguard-build" "$GUEST_CA"
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/tmp/host-ca.crt"
 
 say "configuring the guest"
@@ -165,7 +169,7 @@ rm -rf "$ROOT/vmtest"
 
 KIMG=$(find "$ROOT/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
 KVER=${KIMG##*/vmlinuz-}
-[ -e "$ROOT/lib/modules/$KVER/build/include" ] || { echo "build-image.sh: no headers for $KVER in the image" >&2; exit 1; }
+chroot "$ROOT" test -e "/lib/modules/$KVER/build/include" || { echo "build-image.sh: no headers for $KVER in the image" >&2; exit 1; }
 cp "$KIMG" "$DIR/vmlinuz"
 cp "$ROOT/boot/initrd.img-$KVER" "$DIR/initrd.img"
 say "guest kernel $KVER"
@@ -174,4 +178,13 @@ say "guest kernel $KVER"
 rm -f "$DIR/img.raw"
 truncate -s 6G "$DIR/img.raw"
 mkfs.ext4 -q -F -L sg-root -d "$ROOT" "$DIR/img.raw"
-say "done: $DIR/img.raw, $DIR/vmlinuz, $DIR/initrd.img"
+echo "$SUITE $KVER $(date -u +%Y%m%dT%H%M%SZ)" > "$DIR/build-id"
+
+DEV_AFTER=$(host_dev_state)
+if [ "$DEV_AFTER" != "$DEV_BEFORE" ]; then
+  echo "build-image.sh: this machine's /dev changed during the build:" >&2
+  diff <(echo "$DEV_BEFORE") <(echo "$DEV_AFTER") >&2 || true
+  exit 1
+fi
+say "this machine's /dev unchanged: $(echo "$DEV_AFTER" | grep '^/dev/kvm ' || echo 'no /dev/kvm')"
+say "done ($SUITE, $KVER): $DIR/img.raw, $DIR/vmlinuz, $DIR/initrd.img"

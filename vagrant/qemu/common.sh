@@ -1,4 +1,16 @@
-# Sourced by boot.sh and lan.sh: the image's files and QEMU's common options.
+# Sourced by build-image.sh, boot.sh, lan.sh and vagrant/box.sh: where each
+# Debian suite's image goes, the image's files and QEMU's common options.
+
+# vm_default_dir SUITE: the image directory of trixie (Debian 13) or
+# bookworm (Debian 12) unless --dir or SYNGUARD_VM_DIR says otherwise, so
+# that both images can exist side by side; fails for another suite.
+vm_default_dir() {
+  case "$1" in
+    trixie) echo /var/tmp/synguard-vm ;;
+    bookworm) echo /var/tmp/synguard-vm-deb12 ;;
+    *) return 1 ;;
+  esac
+}
 
 # qemu_base NAME ACCEL FILE...: exits 2 unless each DIR/FILE exists, then sets
 # QEMU_BASE to the qemu-system-x86_64 options every guest here shares.

@@ -6,9 +6,10 @@
 # NIC (eth0, 198.18.60.0/24), so the LAN carries only what the suite counts.
 # synguard attaches in native XDP mode to the server's virtio-net eth1.
 #
-# usage: vagrant/qemu/lan.sh [--dir DIR] [--accel tcg|kvm] [-- E2E-OPTIONS]
-#   --dir DIR      the image from build-image.sh (default $SYNGUARD_VM_DIR or
-#                  /var/tmp/synguard-vm)
+# usage: vagrant/qemu/lan.sh [--suite trixie|bookworm] [--dir DIR] [--accel tcg|kvm] [-- E2E-OPTIONS]
+#   --suite S      whose image: trixie (default, Debian 13) or bookworm (Debian 12)
+#   --dir DIR      the image from build-image.sh (default $SYNGUARD_VM_DIR, else
+#                  the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
 #   --accel        tcg (default, software emulation) or kvm
 #   E2E-OPTIONS    for controller/lab/e2e.py (default --rate 5000 --seconds 5,
 #                  which the emulated attacker sent in full here)
@@ -21,19 +22,23 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
-DIR=${SYNGUARD_VM_DIR:-/var/tmp/synguard-vm}
+. "$HERE/common.sh"
+SUITE=${SYNGUARD_VM_SUITE:-trixie}
+DIR=""
 ACCEL=tcg
 while [ $# -gt 0 ]; do
   case "$1" in
+    --suite) SUITE="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --accel) ACCEL="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "lan.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+vm_default_dir "$SUITE" >/dev/null || { echo "lan.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 E2E=("$@"); [ ${#E2E[@]} -gt 0 ] || E2E=(--rate 5000 --seconds 5)
-. "$HERE/common.sh"
 qemu_base lan.sh "$ACCEL" id_ed25519
 
 NS=synguard-vmlan
