@@ -60,13 +60,20 @@ struct sg_ctx {
 	struct xdp_md *xdp;
 	struct sg_pkt p;
 	const struct sg_config *cfg;
+#ifdef SG_KERNEL_COOKIES
+	/* The listener the kernel's cookie helpers take, held from sock_state
+	 * until the handler returns (release_listener). In the place of sec,
+	 * which these cookies do without: the stack has no 8 bytes to spare. */
+	struct bpf_sock *sk;
+#else
 	const struct sg_secrets *sec;
+#endif
 	struct sg_scratch *s; /* the options (s->o) once parsed */
 	/* the cookie's input: 4-tuple and the client's ISN */
 	struct sg_flow flow;
 	/* the 4-tuple: key of the syncache and the hand-offs */
 	struct sg_flow key;
-	u64 hash; /* the cookie's SipHash (SYN) */
+	u64 hash; /* the cookie's SipHash (SYN); picks the entry's bucket */
 	u64 now;
 };
 
@@ -87,13 +94,29 @@ static __always_inline int sock_state(struct sg_ctx *c)
 	if (!sk)
 		return -1;
 	state = sk->state;
-#ifndef SG_KERNEL_COOKIES
+#ifdef SG_KERNEL_COOKIES
+	if (state == SG_TCP_LISTEN) {
+		c->sk = sk; /* for the cookie helpers: one lookup a segment */
+		return state;
+	}
+#else
 	if (state == SG_TCP_LISTEN && bpf_skc_to_mptcp_sock(sk))
 		state = SG_MPTCP_LISTEN;
 #endif
 	bpf_sk_release(sk);
 	return state;
 }
+
+#ifdef SG_KERNEL_COOKIES
+static __always_inline int release_listener(struct sg_ctx *c, int verdict)
+{
+	if (c->sk)
+		bpf_sk_release(c->sk);
+	return verdict;
+}
+#else
+#define release_listener(c, verdict) (verdict)
+#endif
 
 /* A protected port with no listener, an MPTCP listener, or a 4-tuple the
  * kernel owns. */
@@ -393,22 +416,20 @@ static __always_inline void syn_negotiate(struct sg_ctx *c,
 
 #ifdef SG_KERNEL_COOKIES
 /* The ISS from the kernel and the TSval that tells it the options
- * (kcookie.h). 0, or -1 when the kernel declines. The listener is looked up
- * again: held from listener_only on, every early return of the steps in
- * between would have to release it. */
+ * (kcookie.h). 0, or -1 when the kernel declines. */
 static __always_inline int syn_prepare_cookie(struct sg_ctx *c,
 					      struct sg_synack *sa)
 {
-	struct bpf_sock *sk = lookup_sock(c->xdp, &c->p);
 	s64 cookie;
 
-	if (!sk)
+	if (!c->sk)
 		return -1;
-	cookie = kc_gen_cookie(c->xdp, &c->p, sk);
-	bpf_sk_release(sk);
+	cookie = kc_gen_cookie(c->xdp, &c->p, c->sk);
 	if (cookie < 0)
 		return -1;
 	sa->iss = (u32)cookie;
+	/* The cookie is the kernel's keyed hash: its bits pick the bucket. */
+	c->hash = (u64)sa->iss << 32;
 	sa->flowlabel = 0;
 	/* c->now may be the coarse clock: behind the kernel's, never ahead */
 	if (sa->ts)
@@ -615,18 +636,10 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 }
 
 #ifdef SG_KERNEL_COOKIES
-/* The kernel's check of the cookie in ack - 1 (kcookie.h); the listener is
- * looked up again, as for the SYN. */
+/* The kernel's check of the cookie in ack - 1 (kcookie.h). */
 static __always_inline int cookie_valid(struct sg_ctx *c)
 {
-	struct bpf_sock *sk = lookup_sock(c->xdp, &c->p);
-	long r;
-
-	if (!sk)
-		return 0;
-	r = kc_check_cookie(c->xdp, &c->p, sk);
-	bpf_sk_release(sk);
-	return r == 0;
+	return c->sk && kc_check_cookie(c->xdp, &c->p, c->sk) == 0;
 }
 
 /* The kernel decodes the options itself, from the cookie and the TSecr. */
@@ -839,6 +852,9 @@ int synguard_xdp(struct xdp_md *ctx)
 	int r;
 
 	c.xdp = ctx;
+#ifdef SG_KERNEL_COOKIES
+	c.sk = NULL;
+#endif
 	__builtin_memset(&c.p, 0, sizeof(c.p));
 	count(SG_C_packets, 0);
 	r = parse_pkt(data, data_end, &c.p);
@@ -858,18 +874,22 @@ int synguard_xdp(struct xdp_md *ctx)
 
 	port = bpf_ntohs(c.p.tcp->dest);
 	protected = listeners.lookup(&port);
-	c.sec = secrets.lookup(&zero);
-	if (!protected || *protected != SG_PORT_PROTECTED || !c.sec)
+	if (!protected || *protected != SG_PORT_PROTECTED)
 		goto pass;
+#ifndef SG_KERNEL_COOKIES
+	c.sec = secrets.lookup(&zero);
+	if (!c.sec)
+		goto pass;
+#endif
 
 	flags = ((u8 *)c.p.tcp)[13];
 	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST | SG_TH_FIN)) ==
 	    SG_TH_SYN)
-		return handle_syn(&c);
+		return release_listener(&c, handle_syn(&c));
 	if (flags & SG_TH_RST)
-		return handle_rst(&c, flags);
+		return release_listener(&c, handle_rst(&c, flags));
 	if ((flags & (SG_TH_SYN | SG_TH_ACK)) == SG_TH_ACK)
-		return handle_ack(&c);
+		return release_listener(&c, handle_ack(&c));
 pass:
 	count(SG_C_passed, 0);
 	return XDP_PASS;

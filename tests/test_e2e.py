@@ -173,7 +173,10 @@ def test_image_build_chroot_leaves_this_machines_dev_alone(tmp_path):
       echo "$after" | grep -c .
     """
     r = subprocess.run(
-        ["bash", "-c", script, "test", chroot_sh, str(root), inside], capture_output=True, text=True, timeout=60
+        ["bash", "-c", script, "test", chroot_sh, str(root), inside],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     lines = r.stdout.split()
     assert lines[:2] == ["rc=7", "same"], r.stdout + r.stderr

@@ -154,3 +154,15 @@ def test_an_unreachable_for_our_synack_marks_its_entry(kdp):
     icmp = packets.icmp_unreachable(synack)
     assert run(prog.xdp_fd, icmp) == (libbpf.XDP_PASS, icmp)
     assert entry(maps, frame).flags & layout.SCF_UNREACH
+
+
+def test_entries_spread_over_the_buckets(kdp):
+    """The kernel's cookie picks an entry's bucket (it is a keyed hash), so
+    1000 connection attempts fit bucketlimit 30 over 512 buckets."""
+    prog, maps = kdp
+    before = maps.read_counters()
+    for i in range(1000):
+        assert run(prog.xdp_fd, syn(sport=20000 + i, seq=i * 7919))[0] == libbpf.XDP_TX
+    d = counters_delta(maps, before)
+    assert d["added"] == 1000 and "bucketoverflow" not in d
+    assert max(maps.syncache_buckets.lookup(b).value for b in range(512)) < 30
