@@ -303,15 +303,22 @@ static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
 					      u32 doff, struct sg_tcpopts *o)
 {
 	u8 buf[56] = {};
-	/* & 63: doff >= 20 was checked, but the verifier needs the bound here. */
-	u32 len = (doff - sizeof(struct tcphdr)) & 63, next = 0;
+	/* & 63: doff >= 20 was checked, but the verifier needs the bound here.
+	 * u64: a u32 is compared as a zero-extended copy, whose bounds never
+	 * reach the register passed to the helper (Linux 6.1's verifier). */
+	u64 len = (doff - sizeof(struct tcphdr)) & 63;
+	u32 next = 0;
 
 	o->flags = 0;
-	if (len < 1)
+	/* len is a multiple of 4. `< 4`, not `== 0`: only an ordered compare
+	 * raises the lower bound on 6.1's verifier ("invalid zero-sized read"
+	 * otherwise). Two compares, kept apart: clang folds them into one
+	 * unsigned compare of len - 41, which bounds neither. The first barrier
+	 * hides that len is a multiple of 4, from which clang would make `< 4`
+	 * an `== 0` again. */
+	asm volatile("" : "+r"(len));
+	if (len < 4)
 		return;
-	/* Two compares, kept apart: clang folds `len == 0 || len > 40` into one
-	 * unsigned compare of len - 41, from which the 6.12 verifier cannot
-	 * tell that len >= 1 ("R4 invalid zero-sized read"; 6.18's can). */
 	asm volatile("" : "+r"(len));
 	if (len > 40 ||
 	    sg_load_bytes(ctx, off + sizeof(struct tcphdr), buf, len, 40))
