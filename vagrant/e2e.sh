@@ -101,7 +101,7 @@ start_daemons() {
   fi
 }
 stop_daemons() {
-  local what name pid
+  local what name pid stopped_libvirtd=""
   [ -f "$STATE" ] || return 0
   # libvirtd first: it holds virtlogd's and virtlockd's sockets.
   for name in libvirtd virtlockd virtlogd; do
@@ -109,10 +109,30 @@ stop_daemons() {
       if [ "$what" = daemon ] && [ "$d" = "$name" ] && kill "$pid" 2>/dev/null; then
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         say "stopped $name (pid $pid)"
+        if [ "$name" = libvirtd ]; then stopped_libvirtd=1; fi
       fi
     done < "$STATE"
   done
   rm -f "$STATE" /run/libvirt/synguard-no-kvm /run/libvirt/synguard-qemu.conf
+  [ -z "$stopped_libvirtd" ] || drop_libvirt_chains
+}
+# libvirtd adds its firewall chains (LIBVIRT_INP, _OUT, _FWI, _FWO, _FWX,
+# _PRT) at start and leaves them: once its networks are gone they are empty
+# and go with the libvirtd that made them. A chain with rules stays.
+drop_libvirt_chains() {
+  local cmd table chain
+  for cmd in iptables ip6tables; do
+    command -v $cmd >/dev/null || continue
+    for table in filter nat mangle; do
+      for chain in $($cmd -t $table -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^LIBVIRT_/ {print $2}'); do
+        [ "$($cmd -t $table -S "$chain" | grep -c '^-A')" = 0 ] || continue
+        $cmd -t $table -S | awk -v c="$chain" '$1 == "-A" && $NF == c && $(NF-1) == "-j" {$1 = "-D"; print}' |
+          while read -r rule; do eval "$cmd -t $table $rule"; done
+        $cmd -t $table -X "$chain"
+      done
+    done
+  done
+  return 0
 }
 # What vagrant destroy leaves: the box's volume in the pool (a volume per box
 # build: vagrant-libvirt names it after the box and its file's time), the
@@ -128,10 +148,12 @@ clean_libvirt() {
       virsh_ net-undefine "$n" >/dev/null && say "removed network $n"
     fi
   done
-  if grep -qx "pool default" "$STATE" 2>/dev/null && [ -z "$(virsh_ vol-list default 2>/dev/null)" ]; then
+  if grep -qx "pool default" "$STATE" 2>/dev/null && virsh_ pool-info default >/dev/null 2>&1 &&
+     [ -z "$(virsh_ vol-list default 2>/dev/null)" ]; then
     virsh_ pool-destroy default >/dev/null 2>&1 || true
-    virsh_ pool-undefine default >/dev/null 2>&1 && say "removed pool default"
+    if virsh_ pool-undefine default >/dev/null 2>&1; then say "removed pool default"; fi
   fi
+  return 0
 }
 
 [ "$LIBVIRT" = 0 ] || start_daemons
