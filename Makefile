@@ -6,11 +6,25 @@ PYTHON  := $(VENV)/bin/python
 TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
+# What make vagrant-box and vagrant-e2e need: Vagrant with libvirt (no
+# recommends: libvirt's NAT network "default" stays out).
+VAGRANT_APT := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu \
+               dnsmasq-base ebtables iptables qemu-system-x86 qemu-utils debootstrap e2fsprogs rsync
+# The guests' Debian for vagrant-box and vagrant-e2e: trixie (13) or bookworm (12).
+SUITE ?= trixie
+# libvirt's domain type for vagrant-e2e: qemu (software emulation, works
+# anywhere) or kvm, where KVM boots a stock kernel.
+LIBVIRT_DRIVER ?= qemu
+# After make vagrant-e2e: --destroy (the default), --halt, or empty to keep the VMs.
+VAGRANT_E2E_AFTER ?= --destroy
+# Options for controller/lab/e2e.py, e.g. --rate 5000 (under qemu: --rate 3000 --seconds 5).
+VAGRANT_E2E_ARGS ?=
 # The kernel selftest xdp_synproxy's object file, built outside the repository
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-lan clean
+.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-lan \
+        vagrant-box vagrant-e2e clean
 
 install:            ## the set-up alone; synguard ends up on PATH
 	deploy/install.sh --venv /opt/synguard/venv --link --systemd
@@ -64,6 +78,15 @@ vm-test: vm-image   ## one guest, software emulation: attach, demo, e2e on names
 
 vm-lan: vm-image    ## three guests on a LAN, the e2e suite across them over SSH (about 7 minutes; not in CI)
 	vagrant/qemu/lan.sh
+
+vagrant-box:        ## the Vagrant box synguard/$(SUITE) (libvirt) from vm-image's image, built if missing; idempotent
+	dpkg -s $(VAGRANT_APT) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VAGRANT_APT); }
+	vagrant/box.sh --suite $(SUITE) --build-image
+
+vagrant-e2e: vagrant-box  ## server, client, attacker by vagrant up (libvirt, no network egress), the e2e suite across them (about 15 minutes; not in CI)
+	SYNGUARD_BOX=synguard/$(SUITE) SYNGUARD_LIBVIRT_DRIVER=$(LIBVIRT_DRIVER) \
+	  vagrant/e2e.sh --provider libvirt $(VAGRANT_E2E_AFTER) $(if $(VAGRANT_E2E_ARGS),-- $(VAGRANT_E2E_ARGS))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

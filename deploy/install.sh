@@ -102,12 +102,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "virtualenv $VENV"
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
+# The package is built with the venv's own setuptools (no build isolation,
+# which would fetch setuptools from PyPI each time): run again, with its
+# dependencies in place, the install needs no network (a Vagrant box's
+# provisioning runs it offline). setuptools >= 70.1 builds wheels without
+# the wheel package; Debian 12's venvs come with 66, Debian 13's with none.
+if ! "$VENV/bin/python" -c 'import sys, setuptools
+v = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
+sys.exit(v < (70, 1))' 2>/dev/null; then
+  say "pip install setuptools (the build backend)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'setuptools>=70.1'
+fi
 if [ "$DEV" = 1 ]; then
   say "pip install -e $SRC[test]"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$SRC[test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation -e "$SRC[test]"
 else
   say "pip install $SRC"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade "$SRC"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-build-isolation --upgrade "$SRC"
 fi
 "$VENV/bin/python" -c "import bcc, synguard.cli" || {
   echo "install.sh: the venv cannot import bcc and synguard" >&2

@@ -117,11 +117,21 @@ def test_suite_runs_as_a_file():
     assert "--ssh-config" in r.stdout
 
 
-def test_e2e_sh_is_valid_bash_with_usage():
-    sh = os.path.join(VAGRANT, "e2e.sh")
+@pytest.mark.parametrize("script", ["e2e.sh", "box.sh"])
+def test_vagrant_scripts_are_valid_bash_with_usage(script):
+    """make vagrant-e2e and vagrant-box are not run in CI (tens of minutes
+    of emulation); their scripts parse and print their usage."""
+    sh = os.path.join(VAGRANT, script)
     assert subprocess.run(["bash", "-n", sh]).returncode == 0
-    r = subprocess.run([sh, "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "usage: vagrant/e2e.sh" in r.stdout
+    r = subprocess.run([sh, "--help"], capture_output=True, text=True, cwd="/")
+    assert r.returncode == 0 and f"usage: vagrant/{script}" in r.stdout
+
+
+def test_vagrantfile_takes_the_libvirt_driver_and_isolates_local_boxes():
+    text = open(VAGRANTFILE).read()
+    assert 'ENV.fetch("SYNGUARD_LIBVIRT_DRIVER", "kvm")' in text
+    assert 'lv.management_network_mode = LOCAL_BOX ? "none" : "nat"' in text
+    assert 'management_network_address = "198.18.' in text  # the test ranges only
 
 
 @pytest.mark.parametrize("script", ["build-image.sh", "boot.sh", "lan.sh", "guest-test.sh"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build a Debian disk image with synguard installed, for boot.sh and lan.sh:
-# a real kernel to test on where Vagrant cannot run.
+# Build a Debian disk image with synguard installed, for boot.sh and lan.sh
+# (and vagrant/box.sh): a real kernel to test on where Vagrant cannot run.
 #
 # usage: vagrant/qemu/build-image.sh [--suite trixie|bookworm] [--dir DIR] [--reuse-rootfs]
 #   --suite S        trixie (default, Debian 13, Linux 6.12) or bookworm (Debian 12,
@@ -48,11 +48,11 @@ say() { echo "[$(date +%T)] build-image: $*"; }
 # /lib/modules/$(uname -r)/build), bcc for python3, what synguard and its
 # tests call (ip, tc, ethtool, trafgen, nft, bpftool), systemd as init for
 # the serial console and the units below, and sshd and sudo for lan.sh (the
-# e2e suite drives its hosts with `ssh HOST sudo sh -c ...`). The same names
-# in both suites.
+# e2e suite drives its hosts with `ssh HOST sudo sh -c ...`), rsync for
+# Vagrant's synced folder (vagrant/box.sh). The same names in both suites.
 PKGS="linux-image-amd64 linux-headers-amd64 python3 python3-bpfcc python3-venv
       iproute2 ethtool netsniff-ng nftables iptables make util-linux procps systemd-sysv
-      bpftool kmod ca-certificates openssh-server sudo"
+      bpftool kmod ca-certificates openssh-server sudo rsync"
 
 # policy-rc.d stops package scripts from starting services (nftables...) on
 # this machine while they are installed in the chroot.
@@ -76,12 +76,15 @@ in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 in_chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
 
 # synguard at /synguard (without this tree's venv and .git), installed by its
-# own installer while PyPI is reachable. In the chroot `uname -r` is this
-# machine's kernel; in the guest the headers from linux-headers-amd64 are
-# found by their own version. pip is lent this machine's CA bundle (it may
-# sit behind a TLS-inspecting proxy), as PIP_CERT and in place of the
-# guest's own bundle (Debian 12's pip 23.0.1 reads that one whatever
-# PIP_CERT or --cert say); none of it is left in the image.
+# own installer while PyPI is reachable; and as Vagrant's provisioning
+# installs it (/opt/synguard/venv, /usr/local/bin/synguard, the unit), so
+# that the provisioning run again in a guest finds everything and needs no
+# network. In the chroot `uname -r` is this machine's kernel; in the guest
+# the headers from linux-headers-amd64 are found by their own version.
+# pip is lent this machine's CA bundle (it may sit behind a TLS-inspecting
+# proxy), as PIP_CERT and in place of the guest's own bundle (Debian 12's
+# pip 23.0.1 reads that one whatever PIP_CERT or --cert say); none of it is
+# left in the image.
 rm -rf "$ROOT/synguard"
 mkdir "$ROOT/synguard"
 tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
@@ -94,7 +97,8 @@ cp /etc/ssl/certs/ca-certificates.crt "$GUEST_CA"
 no_services
 say "deploy/install.sh --venv /synguard/.venv --dev (in the chroot)"
 in_chroot "$ROOT" env -u PIP_FIND_LINKS PIP_CERT=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt \
-  PIP_CONFIG_FILE=/dev/null bash -c 'cd /synguard && deploy/install.sh --venv /synguard/.venv --dev'
+  PIP_CONFIG_FILE=/dev/null bash -c 'cd /synguard && deploy/install.sh --venv /synguard/.venv --dev &&
+    deploy/install.sh --link --systemd --extra-apt netsniff-ng'
 mv "$GUEST_CA.synguard-build" "$GUEST_CA"
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/tmp/host-ca.crt"
 

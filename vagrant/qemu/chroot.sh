@@ -1,4 +1,4 @@
-# Sourced by build-image.sh: run commands in a guest's
+# Sourced by build-image.sh and vagrant/box.sh: run commands in a guest's
 # root file system on this machine without changing this machine.
 #
 # The chroot gets a /dev of its own (a small tmpfs with the nodes package
