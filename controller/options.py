@@ -2,6 +2,7 @@
 defaults, checked and turned into one AttachOptions. Every bad value is a
 UsageError with one line that names it."""
 
+import os
 from dataclasses import dataclass
 
 from . import configfile, firewall, fleet, layout
@@ -57,6 +58,8 @@ class AttachOptions:
     settings: dict  # sg_config field: value
     fleet_key: str  # "" for per-host keys
     conntrack: str  # firewall.OPTIONS
+    config: str = ""  # --config FILE, absolute ("" for none): `set --save` writes into it
+    flag_settings: tuple = ()  # the settings given as flags, which win over the file
 
     def request(self):
         return Request(
@@ -68,6 +71,8 @@ class AttachOptions:
             self.metrics_addr,
             self.settings,
             self.conntrack,
+            self.config,
+            list(self.flag_settings),
         )
 
 
@@ -149,6 +154,8 @@ def attach_options(args):
         parsed,
         fleet_key,
         conntrack,
+        os.path.abspath(args.config) if args.config else "",
+        tuple(name for name in SETTINGS if getattr(args, "set_" + name) is not None),
     )
 
 

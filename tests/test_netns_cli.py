@@ -110,6 +110,133 @@ def test_set_says_how_long_it_lasts(protected):
     assert r.returncode == 2 and r.stderr.startswith("synguard: error: syncookies_only=1 needs syncookies=1")
 
 
+def live_settings(bed):
+    from synguard.settings import current
+
+    with Maps(bed.pins()) as maps:
+        return current(maps.config.lookup(0))
+
+
+def test_set_save_without_a_config_file(protected):
+    bed, _ = protected
+    before = live_settings(bed)
+    r = bed.synguard_run("set", bed.server_if, "rexmtlimit=2", "--save")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (
+        "synguard: error: --save: the controller of {0} was started without --config, so there is no "
+        "file to save into: start it with attach {0} --config FILE (deploy/synguard.example.toml), or "
+        "leave out --save\n".format(bed.server_if)
+    )
+    assert live_settings(bed) == before
+
+
+CONFIG = """# synguard on the test bed's server link
+ports = [8080]
+metrics = false                   # no endpoint
+rotate_seconds = 600
+
+[settings]
+cachelimit = 1000                 # half-open entries in all
+rexmtlimit = 3                    # retransmissions
+"""
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    """A controller started with --config FILE (and one setting as a flag)."""
+    conf = tmp_path_factory.mktemp("conf") / "server.toml"
+    conf.write_text(CONFIG)
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        proc = bed.attach([PORT], "--config", str(conf), "--rexmtbase", "30")
+        try:
+            yield bed, conf
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0
+            srv.close()
+
+
+def test_set_save_writes_the_config_file(configured):
+    bed, conf = configured
+    conf.write_text(CONFIG)
+    r = bed.synguard_run("set", bed.server_if, "rexmtlimit=2", "bucketlimit=7", "--save")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("synguard: %s: syncookies=1 " % bed.server_if) and "rexmtlimit=2" in lines[0]
+    assert lines[1:] == ["synguard: %s: saved bucketlimit=7 rexmtlimit=2 in %s" % (bed.server_if, conf)]
+    assert conf.read_text() == CONFIG.replace("rexmtlimit = 3 ", "rexmtlimit = 2 ") + "bucketlimit = 7\n"
+    live = live_settings(bed)
+    assert (live["rexmtlimit"], live["bucketlimit"]) == (2, 7)
+    # A setting the controller has as a flag: saved, and the user told
+    # that the flag wins when it starts again.
+    r = bed.synguard_run("set", bed.server_if, "rexmtbase=20", "--save")
+    assert r.returncode == 0 and "rexmtbase = 20\n" in conf.read_text()
+    assert r.stderr == (
+        "synguard: warning: the controller's command line has --rexmtbase, which wins over %s when it "
+        "starts again\n" % conf
+    )
+    assert live_settings(bed)["rexmtbase"] == 20
+
+
+def read_only(bed, directory, *args):
+    """set ARGS with the config file's directory mounted read-only (as
+    ProtectSystem=strict, or a read-only /etc, has it)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return netns.run(
+        bed.server_ns,
+        ["unshare", "-m", "sh", "-c", script, "sh", directory, sys.executable, "-m", "synguard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "content,assignment,message",
+    [
+        ("ports = [8080\n", "rexmtlimit=1", "--save: {conf} is not valid TOML: "),
+        (
+            CONFIG.replace("[settings]", "[settings]\nsyncookies = 0"),
+            "syncookies_only=1",
+            "--save: {conf} would then say: syncookies_only=1 needs syncookies=1",
+        ),
+        (CONFIG, "read-only", "--save: cannot write {conf}: Read-only file system; nothing changed"),
+        (CONFIG, "rename fails", "--save: cannot write {conf}: Input/output error; nothing changed"),
+    ],
+)
+def test_set_save_changes_nothing_on_bad_input(configured, content, assignment, message):
+    bed, conf = configured
+    conf.write_text(content)
+    before = live_settings(bed)
+    args = ["set", bed.server_if, "rexmtlimit=1", "cachelimit=999", "--save"]
+    if assignment == "read-only":
+        r = read_only(bed, str(conf.parent), *args)
+    elif assignment == "rename fails":
+        # The new file is written; the rename over the old one, after the
+        # live change, fails: the live settings are put back.
+        code = (
+            "import errno, os, sys\n"
+            "def replace(a, b):\n"
+            "    raise OSError(errno.EIO, os.strerror(errno.EIO))\n"
+            "os.replace = replace\n"
+            "from synguard import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        r = netns.run(
+            bed.server_ns, [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+        )
+    else:
+        args[2] = assignment
+        r = bed.synguard_run(*args)
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synguard: error: " + message.format(conf=conf)), r.stderr
+    assert conf.read_text() == content
+    assert live_settings(bed) == before
+    assert [p.name for p in conf.parent.iterdir()] == [conf.name]  # no new file left beside it
+
+
 @pytest.mark.parametrize(
     "command", [["status"], ["list"], ["set", "rexmtlimit=2"], ["rotate"], ["top", "1", "1"]]
 )
