@@ -101,7 +101,7 @@ SUBCOMMANDS = {
     ),
     "top": (
         "per-second rates of what matters under attack, read from IFACE's maps",
-        """  sudo synguard top eth0                         # a refreshing screen; Ctrl-C ends it
+        """  sudo synguard top eth0                         # a refreshing screen; q or Ctrl-C ends it
   sudo synguard top eth0 1 10                    # 10 lines, one a second, as vmstat
   sudo synguard top eth0 5 | ts                  # not a terminal: lines until stopped""",
     ),
@@ -701,14 +701,14 @@ def cmd_top(args):
     maps = open_maps(args.iface)
     if maps is None:
         raise UsageError("%s is not protected" % args.iface)
-    screen = count is None and sys.stdout.isatty()
+    if count is None and sys.stdout.isatty():
+        return top_screen(args.iface, interval, maps)
     heads = [h for h, _, _ in TOP_COLUMNS] + ["entries", "paused"]
     widths = [max(len(h), 9) for h in heads]
     try:
         with maps:
             last = top_sample(maps)
-            if not screen:
-                print(" ".join("%*s" % (w, h) for w, h in zip(widths, heads)), flush=True)
+            print(" ".join("%*s" % (w, h) for w, h in zip(widths, heads)), flush=True)
             n = 0
             while count is None or n < count:
                 time.sleep(max(0.0, last[0] + interval - time.monotonic()))
@@ -716,29 +716,42 @@ def cmd_top(args):
                 rates, entries, limit, paused = top_rates(last, now)
                 last = now
                 n += 1
-                if screen:
-                    top_screen(args.iface, interval, rates, entries, limit, paused)
-                    continue
                 values = ["%.0f" % r for r in rates] + [str(entries), "yes" if paused else "no"]
                 print(" ".join("%*s" % (w, v) for w, v in zip(widths, values)), flush=True)
     except KeyboardInterrupt:
-        if screen:
-            print()
+        pass
     return 0
 
 
-def top_screen(iface, interval, rates, entries, limit, paused):
+def top_screen(iface, interval, maps):
+    """The refreshing screen until q, Ctrl-C, SIGTERM or SIGHUP; the
+    terminal is restored whichever it was (terminal.Screen)."""
+    from .terminal import Screen
+
+    with maps, Screen() as screen:
+        last = top_sample(maps)
+        screen.draw(top_lines(iface, interval, None, last[2]["entries"], last[3], last[2]["paused"]))
+        while not screen.wait(max(0.0, last[0] + interval - time.monotonic())):
+            now = top_sample(maps)
+            screen.draw(top_lines(iface, interval, *top_rates(last, now)))
+            last = now
+    return 0
+
+
+def top_lines(iface, interval, rates, entries, limit, paused):
+    """The screen's lines; rates None before the first interval is over."""
     cols = shutil.get_terminal_size().columns
     lines = [
-        "synguard top %s, every %ss (Ctrl-C ends)  %s" % (iface, num(interval), time.strftime("%H:%M:%S")),
+        "synguard top %s, every %ss (q or Ctrl-C ends)  %s"
+        % (iface, num(interval), time.strftime("%H:%M:%S")),
         "",
     ]
-    for (head, names, what), rate in zip(TOP_COLUMNS, rates):
-        lines.append("%12.0f/s  %s (%s)" % (rate, what, " + ".join(names)))
+    for (head, names, what), rate in zip(TOP_COLUMNS, rates or [None] * len(TOP_COLUMNS)):
+        shown = "%12.0f/s" % rate if rate is not None else "%12s/s" % "-"
+        lines.append("%s  %s (%s)" % (shown, what, " + ".join(names)))
     lines.append("%12d    syncache entries (limit %d)" % (entries, limit))
     lines.append("%12s    syncache paused (cookies only)" % ("yes" if paused else "no"))
-    sys.stdout.write("\x1b[H\x1b[J" + "\n".join(line[:cols] for line in lines) + "\n")
-    sys.stdout.flush()
+    return [line[:cols] for line in lines]
 
 
 def cmd_keygen(args):

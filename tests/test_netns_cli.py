@@ -1,10 +1,17 @@
 """The CLI against a running controller in the namespace test bed: rotate,
 top, set, list, detach, and what a user without root is told."""
 
+import fcntl
 import os
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
+import time
 
 import pytest
 from synguard.lab import netns
@@ -88,6 +95,106 @@ def test_top_prints_count_lines(protected):
     rows = [line.split() for line in lines[1:]]
     assert all(len(row) == 6 and row[5] in ("yes", "no") for row in rows)
     assert any(int(row[0]) > 0 and int(row[2]) > 0 for row in rows)  # real clients: SYNs answered, handed off
+
+
+def top_on_a_pty(bed, *args):
+    """synguard top ARGS in the server namespace with a new pty as its
+    controlling terminal (stdin, stdout, stderr), 100x30. Returns
+    (Popen, master fd, slave fd). nsenter and setsid -c exec in place, so
+    the Popen's pid is top's; no preexec_fn (this process has threads)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(
+        ["nsenter", "--net=" + netns.ns_path(bed.server_ns), "setsid", "--ctty"]
+        + [sys.executable, "-m", "synguard.cli", "top", bed.server_if, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    return proc, master, slave
+
+
+def read_pty(master, until, timeout):
+    """What the pty shows, read until until(text) holds or timeout."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while not until(out.decode(errors="replace")) and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                out += os.read(master, 65536)
+            except OSError:  # EIO: every slave fd closed
+                break
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("end", ["q", "Ctrl-C", "SIGTERM"])
+def test_top_screen_refreshes_and_ends_restoring_the_terminal(protected, end):
+    from synguard import terminal
+
+    bed, _ = protected
+    done = threading.Event()
+
+    def clients():
+        while not done.is_set():
+            bed.connect(SERVER4, PORT)
+
+    t = threading.Thread(target=clients)
+    t.start()
+    proc, master, slave = top_on_a_pty(bed, "0.5")
+    try:
+        before = termios.tcgetattr(slave)
+        frames = lambda text: text.split(terminal.HOME_CLEAR)[1:]  # noqa: E731
+        shown = read_pty(master, lambda text: len(frames(text)) >= 5, 30)
+        during = termios.tcgetattr(slave)
+        if end == "q":
+            os.write(master, b"q")
+        elif end == "Ctrl-C":
+            os.write(master, b"\x03")  # the line discipline makes it SIGINT
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        shown += read_pty(master, lambda text: text.endswith(terminal.LEAVE), 5)
+    finally:
+        done.set()
+        t.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        after = termios.tcgetattr(slave)
+        os.close(master)
+        os.close(slave)
+    # top had the terminal in cbreak mode, without echo, on its alternate
+    # screen; after it, everything is as before.
+    assert during[3] & (termios.ECHO | termios.ICANON) == 0 and during[3] & termios.ISIG
+    assert after == before
+    assert shown.startswith(terminal.ENTER) and shown.endswith(terminal.LEAVE), repr(shown[-200:])
+    assert "Traceback" not in shown and "error" not in shown
+    # The last may be cut short: Ctrl-C flushes the tty's output queue.
+    screens = [f.replace("\r\n", "\n") for f in frames(shown[: -len(terminal.LEAVE)])][:-1]
+    assert len(screens) >= 4
+    heads = [s.splitlines()[0] for s in screens]
+    assert all(
+        re.fullmatch(r"synguard top %s, every 0.5s \(q or Ctrl-C ends\)  \d\d:\d\d:\d\d" % bed.server_if, h)
+        for h in heads
+    ), heads
+    rates = []
+    for screen in screens[1:]:  # the first is up before an interval has passed: no rates yet
+        lines = screen.splitlines()
+        assert len(lines) == 8 and all(len(line) <= 100 for line in lines)
+        assert re.fullmatch(r" +\d+    syncache entries \(limit \d+\)", lines[6])
+        rates.append(
+            {line.split("/s", 1)[1].split(" (")[0].strip(): int(line.split("/s")[0]) for line in lines[2:6]}
+        )
+    assert screens[0].splitlines()[2].strip().startswith("-/s  SYNs answered")
+    assert set(rates[0]) == {
+        "SYNs answered",
+        "SYNs dropped by the reflection limit",
+        "handshakes handed to the kernel",
+        "ACKs with a bogus cookie, dropped",
+    }
+    # Real clients throughout: SYNs answered and handed off, on the screen.
+    assert any(r["SYNs answered"] > 0 and r["handshakes handed to the kernel"] > 0 for r in rates), rates
 
 
 def test_list_fits_100_columns(protected):
