@@ -68,7 +68,7 @@ fi
 
 say "docker build -f deploy/kubernetes/Dockerfile -t $TAG"
 start=$(date +%s)
-docker build --network host -q -f "$DOCKERFILE" -t "$TAG" "$SRC" >/dev/null
+docker build --network host --force-rm -q -f "$DOCKERFILE" -t "$TAG" "$SRC" >/dev/null
 say "built $TAG in $(($(date +%s) - start)) s, $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 
 for args in "--version" "synguard --version"; do
