@@ -23,7 +23,7 @@ VAGRANT_E2E_ARGS ?=
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup deb demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-lan \
+.PHONY: install setup deb image demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-lan \
         vagrant-box vagrant-e2e clean
 
 install:            ## the set-up alone; synguard ends up on PATH
@@ -38,6 +38,9 @@ deb: setup          ## dist/synguard_VERSION-1_all.deb for Debian's python3 (dpk
 	rm -f dist/synguard_*.deb
 	PYTHON=$(PYTHON) packaging/build-deb.sh
 	lintian --fail-on error dist/synguard_*_all.deb
+
+image:              ## the container image (deploy/kubernetes/Dockerfile) as synguard:VERSION, tried with --version and --help (needs a Docker daemon; not in make test)
+	deploy/kubernetes/build-image.sh
 
 demo: setup         ## namespace test bed, real clients, a bounded flood, counters
 	$(PYTHON) -m synguard.lab.demo

@@ -46,6 +46,8 @@ class Request:
     settings: dict = field(default_factory=dict)  # sg_config field: value
     conntrack: str = "auto"  # firewall.OPTIONS
     cookies: str = "auto"  # datapath.COOKIE_MODES; attach resolves auto
+    config: str = ""  # the --config file (absolute), for `set --save`
+    flag_settings: list = field(default_factory=list)  # settings given as flags
 
 
 @dataclass
@@ -242,6 +244,7 @@ def adopt(req, on, lock, fw):
     state.ports = sorted(req.ports)
     state.rotate_seconds = req.rotate_seconds
     state.metrics_addr = req.metrics_addr
+    state.config, state.flag_settings = req.config, list(req.flag_settings)
     state.save()
     return Attached(dp, maps, state, lock, adopted=True, notes=notes)
 
@@ -277,6 +280,8 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         sorted(req.ports),
         req.rotate_seconds,
         metrics_addr=req.metrics_addr,
+        config=req.config,
+        flag_settings=list(req.flag_settings),
         source_hash=datapath.source_hash(),
         cookies=req.cookies,
     )

@@ -7,7 +7,7 @@ usage:
                   [--config FILE] [--SETTING VALUE ...]
   synguard status IFACE [--json]
   synguard list IFACE [--json]
-  synguard set IFACE SETTING=VALUE [...]
+  synguard set IFACE SETTING=VALUE [...] [--save]
   synguard detach IFACE
   synguard rotate IFACE          # a new cookie key now
   synguard top IFACE [INTERVAL [COUNT]]
@@ -84,8 +84,9 @@ SUBCOMMANDS = {
   sudo synguard list eth0 --json | jq -r '.[].remote'""",
     ),
     "set": (
-        "change settings of a running protection (until its controller stops)",
+        "change settings of a running protection (until its controller stops, or --save)",
         """  sudo synguard set eth0 cachelimit=50000 rexmtlimit=2
+  sudo synguard set eth0 ratelimit=200 --save    # also into its --config file
   sudo synguard set eth0 ratelimit=0             # no reflection limit
   sudo synguard set eth0 syncookies_only=1""",
     ),
@@ -100,7 +101,7 @@ SUBCOMMANDS = {
     ),
     "top": (
         "per-second rates of what matters under attack, read from IFACE's maps",
-        """  sudo synguard top eth0                         # a refreshing screen; Ctrl-C ends it
+        """  sudo synguard top eth0                         # a refreshing screen; q or Ctrl-C ends it
   sudo synguard top eth0 1 10                    # 10 lines, one a second, as vmstat
   sudo synguard top eth0 5 | ts                  # not a terminal: lines until stopped""",
     ),
@@ -223,6 +224,13 @@ def build_parser():
     iface(st)
     st.add_argument(
         "assignments", nargs="+", metavar="SETTING=VALUE", help="one or more settings (listed below)"
+    )
+    st.add_argument(
+        "--save",
+        action="store_true",
+        help="also write them into the [settings] of the config file the controller was started with "
+        "(attach --config), keeping its other lines and comments; first the file, then the live "
+        "change: if either fails, neither is changed",
     )
 
     iface(command("detach"))
@@ -421,16 +429,74 @@ def cmd_set(args):
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
-        for field, value in changes.items():
-            setattr(cfg, field, value)
-        maps.config.update(0, cfg.derive())
+        # --save: the new config file is written beside the old one first
+        # (where a read-only or full disk fails, nothing changed yet), then
+        # the live change, then the rename; if the rename fails, the live
+        # settings are put back.
+        pending, flag_settings = save_plan(args.iface, changes) if args.save else (None, [])
+        old = maps.config.lookup(0)
+        try:
+            for field, value in changes.items():
+                setattr(cfg, field, value)
+            maps.config.update(0, cfg.derive())
+            if pending:
+                try:
+                    pending.commit()
+                except ValueError as e:
+                    maps.config.update(0, old)
+                    raise UsageError("--save: %s; nothing changed" % e) from None
+        finally:
+            if pending:
+                pending.discard()
         print("synguard: %s: %s" % (args.iface, show(current(cfg))))
+    if not pending:
+        print(
+            "synguard: this lasts until the controller stops (attach starts from its flags and --config): "
+            "--save writes it into the config file",
+            file=sys.stderr,
+        )
+        return 0
+    names = [name for name, s in SETTINGS.items() if s.field in changes]
     print(
-        "synguard: this lasts until the controller stops (attach starts from its flags and --config): "
-        "put it in the config file's [settings] to keep it",
-        file=sys.stderr,
+        "synguard: %s: saved %s in %s"
+        % (args.iface, " ".join("%s=%s" % (n, pending.values[n]) for n in names), pending.path)
     )
+    flags = [n for n in names if n in flag_settings]
+    if flags:
+        print(
+            "synguard: warning: the controller's command line has %s, which wins over %s when it "
+            "starts again" % (", ".join("--" + n.replace("_", "-") for n in flags), pending.path),
+            file=sys.stderr,
+        )
     return 0
+
+
+def save_plan(iface, changes):
+    """(configedit.Pending, the settings the controller had as flags) for
+    `set --save`: the config file of iface's controller with changes
+    ({sg_config field: raw}) in its [settings]."""
+    from . import configedit
+
+    state = RunState.load(iface)
+    if state is None or not state.config:
+        raise UsageError(
+            "--save: the controller of %s was started without --config, so there is no file to save "
+            "into: start it with attach %s --config FILE (deploy/synguard.example.toml), or leave out --save"
+            % (iface, iface)
+        )
+    if not state.same_pid_ns():
+        raise UsageError(
+            "--save: the controller of %s runs in another PID namespace (a container?), where its config "
+            "file %s is: run set --save there" % (iface, state.config)
+        )
+    values = {
+        name: configedit.literal(name, changes[s.field]) for name, s in SETTINGS.items() if s.field in changes
+    }
+    try:
+        pending = configedit.prepare(state.config, values)
+    except ValueError as e:
+        raise UsageError("--save: %s; nothing changed" % e) from None
+    return pending, state.flag_settings
 
 
 def attached_things(ifname, state):
@@ -651,14 +717,14 @@ def cmd_top(args):
     maps = open_maps(args.iface)
     if maps is None:
         raise UsageError("%s is not protected" % args.iface)
-    screen = count is None and sys.stdout.isatty()
+    if count is None and sys.stdout.isatty():
+        return top_screen(args.iface, interval, maps)
     heads = [h for h, _, _ in TOP_COLUMNS] + ["entries", "paused"]
     widths = [max(len(h), 9) for h in heads]
     try:
         with maps:
             last = top_sample(maps)
-            if not screen:
-                print(" ".join("%*s" % (w, h) for w, h in zip(widths, heads)), flush=True)
+            print(" ".join("%*s" % (w, h) for w, h in zip(widths, heads)), flush=True)
             n = 0
             while count is None or n < count:
                 time.sleep(max(0.0, last[0] + interval - time.monotonic()))
@@ -666,29 +732,42 @@ def cmd_top(args):
                 rates, entries, limit, paused = top_rates(last, now)
                 last = now
                 n += 1
-                if screen:
-                    top_screen(args.iface, interval, rates, entries, limit, paused)
-                    continue
                 values = ["%.0f" % r for r in rates] + [str(entries), "yes" if paused else "no"]
                 print(" ".join("%*s" % (w, v) for w, v in zip(widths, values)), flush=True)
     except KeyboardInterrupt:
-        if screen:
-            print()
+        pass
     return 0
 
 
-def top_screen(iface, interval, rates, entries, limit, paused):
+def top_screen(iface, interval, maps):
+    """The refreshing screen until q, Ctrl-C, SIGTERM or SIGHUP; the
+    terminal is restored whichever it was (terminal.Screen)."""
+    from .terminal import Screen
+
+    with maps, Screen() as screen:
+        last = top_sample(maps)
+        screen.draw(top_lines(iface, interval, None, last[2]["entries"], last[3], last[2]["paused"]))
+        while not screen.wait(max(0.0, last[0] + interval - time.monotonic())):
+            now = top_sample(maps)
+            screen.draw(top_lines(iface, interval, *top_rates(last, now)))
+            last = now
+    return 0
+
+
+def top_lines(iface, interval, rates, entries, limit, paused):
+    """The screen's lines; rates None before the first interval is over."""
     cols = shutil.get_terminal_size().columns
     lines = [
-        "synguard top %s, every %ss (Ctrl-C ends)  %s" % (iface, num(interval), time.strftime("%H:%M:%S")),
+        "synguard top %s, every %ss (q or Ctrl-C ends)  %s"
+        % (iface, num(interval), time.strftime("%H:%M:%S")),
         "",
     ]
-    for (head, names, what), rate in zip(TOP_COLUMNS, rates):
-        lines.append("%12.0f/s  %s (%s)" % (rate, what, " + ".join(names)))
+    for (head, names, what), rate in zip(TOP_COLUMNS, rates or [None] * len(TOP_COLUMNS)):
+        shown = "%12.0f/s" % rate if rate is not None else "%12s/s" % "-"
+        lines.append("%s  %s (%s)" % (shown, what, " + ".join(names)))
     lines.append("%12d    syncache entries (limit %d)" % (entries, limit))
     lines.append("%12s    syncache paused (cookies only)" % ("yes" if paused else "no"))
-    sys.stdout.write("\x1b[H\x1b[J" + "\n".join(line[:cols] for line in lines) + "\n")
-    sys.stdout.flush()
+    return [line[:cols] for line in lines]
 
 
 def cmd_keygen(args):

@@ -40,9 +40,15 @@ def load(path):
     """{key: value} for attach, with the settings table as 'settings': {name: text}."""
     try:
         text, _ = read_text(path, "config file")
-        data = tomllib.loads(text)
     except FileError as e:
         raise ValueError(str(e)) from None
+    return loads(text, path)
+
+
+def loads(text, path):
+    """load() of a config file's text; path is how errors name it."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError("%s is not valid TOML: %s" % (path, e)) from None
 

@@ -2,6 +2,7 @@
 defaults, checked and turned into one AttachOptions. Every bad value is a
 UsageError with one line that names it."""
 
+import os
 from dataclasses import dataclass
 
 from . import configfile, datapath, firewall, fleet, layout
@@ -59,6 +60,8 @@ class AttachOptions:
     fleet_key: str  # "" for per-host keys
     conntrack: str  # firewall.OPTIONS
     cookies: str  # datapath.COOKIE_MODES
+    config: str = ""  # --config FILE, absolute ("" for none): `set --save` writes into it
+    flag_settings: tuple = ()  # the settings given as flags, which win over the file
 
     def request(self):
         return Request(
@@ -71,6 +74,8 @@ class AttachOptions:
             self.settings,
             self.conntrack,
             self.cookies,
+            self.config,
+            list(self.flag_settings),
         )
 
     def check_mode(self, cookies):
@@ -181,6 +186,8 @@ def attach_options(args):
         fleet_key,
         conntrack,
         cookies,
+        os.path.abspath(args.config) if args.config else "",
+        tuple(name for name in SETTINGS if getattr(args, "set_" + name) is not None),
     )
 
 

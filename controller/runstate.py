@@ -65,6 +65,8 @@ class RunState:
     created_clsact: bool = False
     conntrack_built: bool = False  # the tc program can make conntrack entries
     metrics_addr: str = ""
+    config: str = ""  # attach --config FILE as an absolute path; "" without one
+    flag_settings: list = field(default_factory=list)  # settings given as flags: they win over config
     sysctls: dict = field(default_factory=dict)  # name: value before attach changed it
     source_hash: str = ""
     cookies: str = "synguard"  # datapath.COOKIE_MODES (resolved): whose cookies answer

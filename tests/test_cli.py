@@ -598,3 +598,157 @@ def test_list_rows_fit_100_columns():
     assert lines[2].split()[2] == "[2001:db8:5:ffff:ffff:ffff:ffff:ffff]:65535"
     assert lines[3] == "    mss:1460 ws:7 sack ts ecn unreach"
     assert lines[4].split()[-4:] == ["mss:1460", "sack", "ts", "ecn"]
+
+
+# --- set --save: the config file edited in place ------------------------------------
+
+
+def saved(path, values):
+    from synguard import configedit
+
+    pending = configedit.prepare(str(path), values)
+    try:
+        pending.commit()
+    finally:
+        pending.discard()
+    return path.read_bytes().decode()
+
+
+def leftovers(directory):
+    return [p.name for p in directory.iterdir() if p.name.endswith(".synguard-save")]
+
+
+def test_save_changes_only_the_settings_lines(tmp_path):
+    from synguard import configfile
+
+    conf = tmp_path / "eth0.toml"
+    before = open(EXAMPLE).read()
+    conf.write_text(before)
+    conf.chmod(0o640)
+    after = saved(conf, {"rexmtlimit": "2", "cachelimit": "100000", "rexmtbase": "0.5"})
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines())
+    # The value replaced, the comment kept in its column.
+    assert changed == [
+        (
+            "cachelimit = 15360                # half-open entries in all (512 buckets x 30)",
+            "cachelimit = 100000               # half-open entries in all (512 buckets x 30)",
+        ),
+        (
+            "rexmtlimit = 3                    # SYN-ACK retransmissions before an entry expires",
+            "rexmtlimit = 2                    # SYN-ACK retransmissions before an entry expires",
+        ),
+        (
+            "rexmtbase = 1.0                   # seconds to the first retransmission, then x2, x4, x8",
+            "rexmtbase = 0.5                   # seconds to the first retransmission, then x2, x4, x8",
+        ),
+    ]
+    assert configfile.load(str(conf))["settings"]["cachelimit"] == "100000"
+    assert conf.stat().st_mode & 0o777 == 0o640 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "before,values,after",
+    [
+        # A key the table lacks goes after its last key, before what follows.
+        (
+            "ports = [80]\n[settings]\ncachelimit = 5  # five\n\n# the end\n",
+            {"cachelimit": "15360", "rexmtlimit": "2"},
+            "ports = [80]\n[settings]\ncachelimit = 15360 # five\nrexmtlimit = 2\n\n# the end\n",
+        ),
+        # No [settings] at all: one is added at the end.
+        ('ports = "80"  # web', {"prefix6": "48"}, 'ports = "80"  # web\n\n[settings]\nprefix6 = 48\n'),
+        # CRLF lines stay CRLF; quoted keys are keys.
+        (
+            'ports = [80]\r\n[settings]\r\n"rexmtlimit" = 3\r\n',
+            {"rexmtlimit": "1", "bucketlimit": "7"},
+            'ports = [80]\r\n[settings]\r\n"rexmtlimit" = 1\r\nbucketlimit = 7\r\n',
+        ),
+    ],
+)
+def test_save_adds_what_is_missing(tmp_path, before, values, after):
+    conf = tmp_path / "eth0.toml"
+    conf.write_bytes(before.encode())
+    assert saved(conf, values) == after and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content,values,message",
+    [
+        ("ports = [80\n", {"rexmtlimit": "2"}, "{conf} is not valid TOML"),
+        ("ports = [80]\nprot = 1\n", {"rexmtlimit": "2"}, "{conf}: unknown key 'prot'"),
+        (
+            "ports = [80]\nsettings.rexmtlimit = 3\n",
+            {"rexmtlimit": "2"},
+            "cannot change [settings] in {conf} in place (dotted keys or an inline table?): edit it by hand",
+        ),
+        (
+            "ports = [80]\nsettings = { rexmtlimit = 3 }\n",
+            {"rexmtlimit": "2"},
+            "cannot change [settings] in {conf} in place (dotted keys or an inline table?): edit it by hand",
+        ),
+        (
+            "ports = [80]\n[settings]\nsyncookies = 0\n",
+            {"syncookies_only": "1"},
+            "{conf} would then say: syncookies_only=1 needs syncookies=1",
+        ),
+        ("", {"rexmtlimit": "2"}, "config file {conf} is empty"),
+    ],
+)
+def test_save_refuses_and_changes_nothing(tmp_path, content, values, message):
+    from synguard import configedit
+
+    conf = tmp_path / "eth0.toml"
+    conf.write_text(content)
+    with pytest.raises(ValueError) as e:
+        configedit.prepare(str(conf), values)
+    assert str(e.value).startswith(message.format(conf=conf))
+    assert conf.read_text() == content and leftovers(tmp_path) == []
+
+
+def test_save_through_a_symlink_keeps_it(tmp_path):
+    real = tmp_path / "real.toml"
+    real.write_text("ports = [80]\n")
+    link = tmp_path / "eth0.toml"
+    link.symlink_to(real)
+    saved(link, {"rexmtlimit": "2"})
+    assert link.is_symlink() and real.read_text() == "ports = [80]\n\n[settings]\nrexmtlimit = 2\n"
+
+
+def test_save_into_a_file_changed_meanwhile_changes_nothing(tmp_path):
+    from synguard import configedit
+
+    conf = tmp_path / "eth0.toml"
+    conf.write_text("ports = [80]\n")
+    pending = configedit.prepare(str(conf), {"rexmtlimit": "2"})
+    conf.write_text("ports = [81]\n")  # someone's editor, between the two steps
+    with pytest.raises(ValueError, match="changed while synguard was saving into it"):
+        pending.commit()
+    pending.discard()
+    assert conf.read_text() == "ports = [81]\n" and leftovers(tmp_path) == []
+
+
+def test_save_literals_are_the_values_in_effect():
+    from synguard import configedit
+    from synguard.settings import SETTINGS
+
+    assert configedit.literal("rexmtbase", SETTINGS["rexmtbase"].parse("0.0126")) == "0.013"
+    assert configedit.literal("cachelimit", SETTINGS["cachelimit"].parse("4194304")) == "4194304"
+    assert configedit.literal("pausetime", SETTINGS["pausetime"].parse("1e3")) == "1000"
+
+
+def test_save_without_a_protected_interface_is_one_line():
+    r = synguard("set", "bad/name", "rexmtlimit=2", "--save")
+    assert r.returncode == 2 and one_error_line(r) == "invalid interface name 'bad/name'"
+
+
+def test_the_man_page_has_every_option():
+    gen = os.path.join(os.path.dirname(__file__), "..", "packaging", "gen_docs.py")
+    r = subprocess.run([sys.executable, gen, "man"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name, parser in subcommands().items():
+        for action in parser._actions:
+            for opt in action.option_strings:
+                if opt not in ("-h", "--help"):
+                    assert "\\fB%s\\fR" % opt.replace("-", "\\-") in r.stdout, (name, opt)
+    assert "(attach \\-\\-config), keeping its other lines and comments" in r.stdout

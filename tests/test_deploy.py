@@ -236,6 +236,9 @@ def test_daemonset_entrypoint_picks_the_default_routes_interface():
         assert entrypoint("attach", "--config", "x")[1] == "attach node0 --config x"
         assert entrypoint("status", SYNGUARD_IFACE="eth9")[1] == "status eth9"
         assert entrypoint("keygen", "f")[1] == "keygen f"
+        # docker run IMAGE synguard ...: the name in front is dropped
+        assert entrypoint("synguard", "keygen", "f")[1] == "keygen f"
+        assert entrypoint("synguard", "status")[1] == "status node0"
     finally:
         netns.remove(ns)
         netns.remove(peer)

@@ -1,10 +1,17 @@
 """The CLI against a running controller in the namespace test bed: rotate,
 top, set, list, detach, and what a user without root is told."""
 
+import fcntl
 import os
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
+import time
 
 import pytest
 from synguard.lab import netns
@@ -90,6 +97,106 @@ def test_top_prints_count_lines(protected):
     assert any(int(row[0]) > 0 and int(row[2]) > 0 for row in rows)  # real clients: SYNs answered, handed off
 
 
+def top_on_a_pty(bed, *args):
+    """synguard top ARGS in the server namespace with a new pty as its
+    controlling terminal (stdin, stdout, stderr), 100x30. Returns
+    (Popen, master fd, slave fd). nsenter and setsid -c exec in place, so
+    the Popen's pid is top's; no preexec_fn (this process has threads)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(
+        ["nsenter", "--net=" + netns.ns_path(bed.server_ns), "setsid", "--ctty"]
+        + [sys.executable, "-m", "synguard.cli", "top", bed.server_if, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    return proc, master, slave
+
+
+def read_pty(master, until, timeout):
+    """What the pty shows, read until until(text) holds or timeout."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while not until(out.decode(errors="replace")) and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                out += os.read(master, 65536)
+            except OSError:  # EIO: every slave fd closed
+                break
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("end", ["q", "Ctrl-C", "SIGTERM"])
+def test_top_screen_refreshes_and_ends_restoring_the_terminal(protected, end):
+    from synguard import terminal
+
+    bed, _ = protected
+    done = threading.Event()
+
+    def clients():
+        while not done.is_set():
+            bed.connect(SERVER4, PORT)
+
+    t = threading.Thread(target=clients)
+    t.start()
+    proc, master, slave = top_on_a_pty(bed, "0.5")
+    try:
+        before = termios.tcgetattr(slave)
+        frames = lambda text: text.split(terminal.HOME_CLEAR)[1:]  # noqa: E731
+        shown = read_pty(master, lambda text: len(frames(text)) >= 5, 30)
+        during = termios.tcgetattr(slave)
+        if end == "q":
+            os.write(master, b"q")
+        elif end == "Ctrl-C":
+            os.write(master, b"\x03")  # the line discipline makes it SIGINT
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        shown += read_pty(master, lambda text: text.endswith(terminal.LEAVE), 5)
+    finally:
+        done.set()
+        t.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        after = termios.tcgetattr(slave)
+        os.close(master)
+        os.close(slave)
+    # top had the terminal in cbreak mode, without echo, on its alternate
+    # screen; after it, everything is as before.
+    assert during[3] & (termios.ECHO | termios.ICANON) == 0 and during[3] & termios.ISIG
+    assert after == before
+    assert shown.startswith(terminal.ENTER) and shown.endswith(terminal.LEAVE), repr(shown[-200:])
+    assert "Traceback" not in shown and "error" not in shown
+    # The last may be cut short: Ctrl-C flushes the tty's output queue.
+    screens = [f.replace("\r\n", "\n") for f in frames(shown[: -len(terminal.LEAVE)])][:-1]
+    assert len(screens) >= 4
+    heads = [s.splitlines()[0] for s in screens]
+    assert all(
+        re.fullmatch(r"synguard top %s, every 0.5s \(q or Ctrl-C ends\)  \d\d:\d\d:\d\d" % bed.server_if, h)
+        for h in heads
+    ), heads
+    rates = []
+    for screen in screens[1:]:  # the first is up before an interval has passed: no rates yet
+        lines = screen.splitlines()
+        assert len(lines) == 8 and all(len(line) <= 100 for line in lines)
+        assert re.fullmatch(r" +\d+    syncache entries \(limit \d+\)", lines[6])
+        rates.append(
+            {line.split("/s", 1)[1].split(" (")[0].strip(): int(line.split("/s")[0]) for line in lines[2:6]}
+        )
+    assert screens[0].splitlines()[2].strip().startswith("-/s  SYNs answered")
+    assert set(rates[0]) == {
+        "SYNs answered",
+        "SYNs dropped by the reflection limit",
+        "handshakes handed to the kernel",
+        "ACKs with a bogus cookie, dropped",
+    }
+    # Real clients throughout: SYNs answered and handed off, on the screen.
+    assert any(r["SYNs answered"] > 0 and r["handshakes handed to the kernel"] > 0 for r in rates), rates
+
+
 def test_list_fits_100_columns(protected):
     bed, _ = protected
     bed.flood(spoofed_syns(200, PORT, seed=31), 5)  # half-open entries (rexmtbase 30 keeps them)
@@ -108,6 +215,133 @@ def test_set_says_how_long_it_lasts(protected):
     assert r.stderr.startswith("synguard: this lasts until the controller stops")
     r = bed.synguard_run("set", bed.server_if, "syncookies=0", "syncookies_only=1")
     assert r.returncode == 2 and r.stderr.startswith("synguard: error: syncookies_only=1 needs syncookies=1")
+
+
+def live_settings(bed):
+    from synguard.settings import current
+
+    with Maps(bed.pins()) as maps:
+        return current(maps.config.lookup(0))
+
+
+def test_set_save_without_a_config_file(protected):
+    bed, _ = protected
+    before = live_settings(bed)
+    r = bed.synguard_run("set", bed.server_if, "rexmtlimit=2", "--save")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (
+        "synguard: error: --save: the controller of {0} was started without --config, so there is no "
+        "file to save into: start it with attach {0} --config FILE (deploy/synguard.example.toml), or "
+        "leave out --save\n".format(bed.server_if)
+    )
+    assert live_settings(bed) == before
+
+
+CONFIG = """# synguard on the test bed's server link
+ports = [8080]
+metrics = false                   # no endpoint
+rotate_seconds = 600
+
+[settings]
+cachelimit = 1000                 # half-open entries in all
+rexmtlimit = 3                    # retransmissions
+"""
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    """A controller started with --config FILE (and one setting as a flag)."""
+    conf = tmp_path_factory.mktemp("conf") / "server.toml"
+    conf.write_text(CONFIG)
+    with Testbed() as bed:
+        srv = EchoServer(bed, PORT)
+        proc = bed.attach([PORT], "--config", str(conf), "--rexmtbase", "30")
+        try:
+            yield bed, conf
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0
+            srv.close()
+
+
+def test_set_save_writes_the_config_file(configured):
+    bed, conf = configured
+    conf.write_text(CONFIG)
+    r = bed.synguard_run("set", bed.server_if, "rexmtlimit=2", "bucketlimit=7", "--save")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("synguard: %s: syncookies=1 " % bed.server_if) and "rexmtlimit=2" in lines[0]
+    assert lines[1:] == ["synguard: %s: saved bucketlimit=7 rexmtlimit=2 in %s" % (bed.server_if, conf)]
+    assert conf.read_text() == CONFIG.replace("rexmtlimit = 3 ", "rexmtlimit = 2 ") + "bucketlimit = 7\n"
+    live = live_settings(bed)
+    assert (live["rexmtlimit"], live["bucketlimit"]) == (2, 7)
+    # A setting the controller has as a flag: saved, and the user told
+    # that the flag wins when it starts again.
+    r = bed.synguard_run("set", bed.server_if, "rexmtbase=20", "--save")
+    assert r.returncode == 0 and "rexmtbase = 20\n" in conf.read_text()
+    assert r.stderr == (
+        "synguard: warning: the controller's command line has --rexmtbase, which wins over %s when it "
+        "starts again\n" % conf
+    )
+    assert live_settings(bed)["rexmtbase"] == 20
+
+
+def read_only(bed, directory, *args):
+    """set ARGS with the config file's directory mounted read-only (as
+    ProtectSystem=strict, or a read-only /etc, has it)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return netns.run(
+        bed.server_ns,
+        ["unshare", "-m", "sh", "-c", script, "sh", directory, sys.executable, "-m", "synguard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "content,assignment,message",
+    [
+        ("ports = [8080\n", "rexmtlimit=1", "--save: {conf} is not valid TOML: "),
+        (
+            CONFIG.replace("[settings]", "[settings]\nsyncookies = 0"),
+            "syncookies_only=1",
+            "--save: {conf} would then say: syncookies_only=1 needs syncookies=1",
+        ),
+        (CONFIG, "read-only", "--save: cannot write {conf}: Read-only file system; nothing changed"),
+        (CONFIG, "rename fails", "--save: cannot write {conf}: Input/output error; nothing changed"),
+    ],
+)
+def test_set_save_changes_nothing_on_bad_input(configured, content, assignment, message):
+    bed, conf = configured
+    conf.write_text(content)
+    before = live_settings(bed)
+    args = ["set", bed.server_if, "rexmtlimit=1", "cachelimit=999", "--save"]
+    if assignment == "read-only":
+        r = read_only(bed, str(conf.parent), *args)
+    elif assignment == "rename fails":
+        # The new file is written; the rename over the old one, after the
+        # live change, fails: the live settings are put back.
+        code = (
+            "import errno, os, sys\n"
+            "def replace(a, b):\n"
+            "    raise OSError(errno.EIO, os.strerror(errno.EIO))\n"
+            "os.replace = replace\n"
+            "from synguard import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n"
+        )
+        r = netns.run(
+            bed.server_ns, [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+        )
+    else:
+        args[2] = assignment
+        r = bed.synguard_run(*args)
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synguard: error: " + message.format(conf=conf)), r.stderr
+    assert conf.read_text() == content
+    assert live_settings(bed) == before
+    assert [p.name for p in conf.parent.iterdir()] == [conf.name]  # no new file left beside it
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 #!/bin/sh
-# The image's entrypoint: `attach` and `status` without an interface get the
+# The image's entrypoint: synguard's arguments (docker run IMAGE --version,
+# or IMAGE synguard --version). `attach` and `status` without an interface get the
 # node's one, SYNGUARD_IFACE if set, else the interface of the default
 # route (IPv4, then IPv6) in the node's network namespace (hostNetwork).
 set -e
@@ -12,6 +13,9 @@ if [ ! -e "/lib/modules/$k/build" ]; then
   ln -sfn "$build" "/lib/modules/$k/build"
   ln -sfn "${build%-*}-common" "/lib/modules/$k/source"
 fi
+# `docker run IMAGE synguard status`, as people type it: the command's
+# name in front is the command itself.
+if [ "${1:-}" = synguard ]; then shift; fi
 case "${1:-}" in
   attach|status)
     cmd=$1; shift
