@@ -429,6 +429,12 @@ def cmd_set(args):
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
+        state = RunState.load(args.iface)
+        if state and state.cookies == "kernel" and changes.get("syncookies", 1) == 0:
+            raise UsageError(
+                "syncookies=0 needs synguard's cookies: %s answers with the kernel's, and only a "
+                "cookie makes the kernel's socket" % args.iface
+            )
         # --save: the new config file is written beside the old one first
         # (where a read-only or full disk fails, nothing changed yet), then
         # the live change, then the rename; if the rename fails, the live
@@ -679,7 +685,13 @@ TOP_COLUMNS = (
     # header, counters summed, what it is
     ("answered/s", ("sendcookie", "dupsyn"), "SYNs answered (cookie SYN-ACKs and syncache resends)"),
     ("ratelimited/s", ("ratelimited",), "SYNs dropped by the reflection limit"),
-    ("handoffs/s", ("completed",), "handshakes handed to the kernel"),
+    # In both cookie modes: each recvcookie or expanded ACK ends as a socket
+    # (tc's completed, or the kernel's own cookie check), aborted or raced.
+    (
+        "handoffs/s",
+        ("recvcookie", "expanded", "-aborted", "-raced"),
+        "handshakes handed to the kernel",
+    ),
     ("badacks/s", ("badcookie",), "ACKs with a bogus cookie, dropped"),
 )
 
@@ -705,10 +717,24 @@ def top_sample(maps):
     return time.monotonic(), maps.read_counters(), status(maps), maps.config.lookup(0).cachelimit
 
 
+def _delta(before, after, name):
+    """after - before of counter name; of -name, its negation."""
+    sign, name = (-1, name[1:]) if name.startswith("-") else (1, name)
+    return sign * (after[name] - before[name])
+
+
+def _formula(names):
+    """('a', 'b', '-c') -> 'a + b - c'."""
+    out = names[0]
+    for n in names[1:]:
+        out += " - " + n[1:] if n.startswith("-") else " + " + n
+    return out
+
+
 def top_rates(a, b):
     """[per-second rates of TOP_COLUMNS], entries, limit, paused between samples a and b."""
     dt = max(b[0] - a[0], 1e-9)
-    rates = [sum(b[1][n] - a[1][n] for n in names) / dt for _, names, _ in TOP_COLUMNS]
+    rates = [sum(_delta(a[1], b[1], n) for n in names) / dt for _, names, _ in TOP_COLUMNS]
     return rates, b[2]["entries"], b[3], b[2]["paused"]
 
 
@@ -764,7 +790,7 @@ def top_lines(iface, interval, rates, entries, limit, paused):
     ]
     for (head, names, what), rate in zip(TOP_COLUMNS, rates or [None] * len(TOP_COLUMNS)):
         shown = "%12.0f/s" % rate if rate is not None else "%12s/s" % "-"
-        lines.append("%s  %s (%s)" % (shown, what, " + ".join(names)))
+        lines.append("%s  %s (%s)" % (shown, what, _formula(names)))
     lines.append("%12d    syncache entries (limit %d)" % (entries, limit))
     lines.append("%12s    syncache paused (cookies only)" % ("yes" if paused else "no"))
     return [line[:cols] for line in lines]

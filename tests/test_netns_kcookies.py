@@ -131,6 +131,14 @@ def test_real_connections_get_the_options_the_tsval_carried(protected, family):
     assert after["completed"] == 0 and after["aborted"] == 0  # no tc hand-off in this mode
 
 
+def is_synack(frame):
+    """A TCP SYN-ACK (the capture also sees neighbour discovery, ARP)."""
+    try:
+        return packets.parse_frame(frame).flags == packets.SYN | packets.ACK
+    except (ValueError, IndexError):
+        return False
+
+
 def test_the_synack_tsval_encodes_the_clients_options(protected):
     """The low 6 bits of our TSval, as the kernel's cookie_init_timestamp
     writes them: the client's window scale (0xf: none), SACK, ECN; the rest
@@ -144,10 +152,7 @@ def test_the_synack_tsval_encodes_the_clients_options(protected):
         connect(bed, SERVER6, PORT, b"b")
         with netns.netns(bed.server_ns):
             now_ms = time.monotonic_ns() // 1000000
-        synacks = [
-            packets.parse_frame(f)
-            for _, f in cap.collect(0.3, lambda f: (packets.parse_frame(f).flags & 0x12) == 0x12)
-        ]
+        synacks = [packets.parse_frame(f) for _, f in cap.collect(0.3, is_synack)]
     finally:
         bed.sysctl(bed.client_ns, "net.ipv4.tcp_sack", 1)
         cap.close()
@@ -213,6 +218,9 @@ def test_refusals_in_kernel_mode(protected):
     shutil.rmtree(os.path.dirname(key))
     r = bed.synguard_run("rotate", bed.server_if)
     assert r.returncode == 2 and "nothing to rotate" in r.stderr
+    r = bed.synguard_run("set", bed.server_if, "syncookies=0")
+    assert r.returncode == 2 and "syncookies=0 needs synguard's cookies" in r.stderr
+    assert status(bed)["settings"]["syncookies"] == 1
 
 
 def test_restart_adopts_and_detach_restores():
