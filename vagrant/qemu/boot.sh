@@ -7,7 +7,8 @@
 #   --suite S        whose image: trixie (default, Debian 13) or bookworm (Debian 12)
 #   --dir DIR        the image from build-image.sh (default $SYNGUARD_VM_DIR, else
 #                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
-#   --steps LIST     comma list: attach, demo, e2e, xdp (tests/test_xdp.py), firewall
+#   --steps LIST     comma list: attach, unit (synguard@ under systemd), demo, e2e,
+#                    xdp (tests/test_xdp.py), firewall
 #                    (tests/test_tc.py and test_netns_firewall.py),
 #                    all (the whole pytest suite); default attach,demo,e2e,xdp
 #   --accel tcg      (default) software emulation: 2 vCPUs, 4 GiB; slow (bcc's

@@ -4,7 +4,7 @@
 # goes to /vmtest/STEP.log, and its exit status, wall time and last 40 lines
 # to /vmtest/results.txt and the serial console. The unit powers off after.
 #
-# Kernel command line: synguard.vmtest.steps=attach,demo,e2e,xdp,firewall,all and
+# Kernel command line: synguard.vmtest.steps=attach,unit,demo,e2e,xdp,firewall,all and
 # synguard.vmtest.timeout=SECONDS (per step).
 PY=/synguard/.venv/bin/python
 
@@ -26,7 +26,30 @@ attach_only() {
   ip netns del sg-att
   return $rc
 }
+unit_only() {
+  # synguard@IFACE under the guest's systemd, with its sandbox: started on
+  # a veth in the root namespace, protected (status exits 0), no error in
+  # the journal, stopped, nothing left on the interface.
+  local ifc=sgu0 t0=$SECONDS rc=0
+  ip link add $ifc type veth peer name sgu1 && ip link set $ifc up && ip link set sgu1 up || return 1
+  udevadm settle
+  mkdir -p /etc/synguard
+  printf 'ports = [8080]\nmetrics = false\n' > /etc/synguard/$ifc.toml
+  systemctl start synguard@$ifc
+  until synguard status $ifc > /dev/null 2>&1 || ! systemctl is-active -q synguard@$ifc; do sleep 1; done
+  echo "unit: $((SECONDS - t0)) s to protected"
+  synguard status $ifc | head -4 || rc=1
+  systemctl --no-pager status synguard@$ifc | head -12
+  if journalctl -q -u synguard@$ifc -p err | grep .; then echo "errors in the journal"; rc=1; fi
+  systemctl stop synguard@$ifc
+  if ip -d link show $ifc | grep -q prog/xdp; then echo "XDP left on $ifc"; rc=1; fi
+  synguard status $ifc > /dev/null 2>&1 && { echo "still protected after stop"; rc=1; }
+  journalctl -q -u synguard@$ifc --no-pager | tail -6
+  ip link del $ifc; rm -f /etc/synguard/$ifc.toml
+  return $rc
+}
 if [ "${1:-}" = --attach-only ]; then attach_only; exit; fi
+if [ "${1:-}" = --unit-only ]; then unit_only; exit; fi
 
 OUT=/vmtest
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -69,6 +92,7 @@ IFS=, read -ra want <<< "$STEPS"
 for s in "${want[@]}"; do
   case "$s" in
     attach) run attach "$0" --attach-only ;;
+    unit)   run unit "$0" --unit-only ;;
     demo)   run demo $PY -m synguard.lab.demo ;;
     e2e)    run e2e $PY -m synguard.lab.e2e ;;
     xdp)    run pytest-xdp $PY -m pytest -q -p no:cacheprovider tests/test_xdp.py ;;
