@@ -17,7 +17,6 @@ from synguard.maps import Maps
 
 pytestmark = pytest.mark.netns
 PORT = 8080
-OPTION_SYSCTLS = ("net.ipv4.tcp_timestamps", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling")
 
 
 def server_keys(bed):
@@ -67,18 +66,9 @@ def test_real_connections_through_cookies(protected, family):
     n_before = len(srv.accepted)
     keys = server_keys(bed)
     cfg = status(bed)["config"]
-    results = []
-    try:
-        for combo in range(8):
-            ts, sack, ws = (combo >> 2) & 1, (combo >> 1) & 1, combo & 1
-            for name, value in zip(OPTION_SYSCTLS, (ts, sack, ws)):
-                bed.sysctl(bed.client_ns, name, value)
-            for _ in range(4):
-                r = bed.connect(server, PORT, payload=os.urandom(65536), inspect=True)
-                results.append(((ts, sack, ws), r))
-    finally:
-        for name in OPTION_SYSCTLS:
-            bed.sysctl(bed.client_ns, name, 1)
+    results = bed.over_client_options(
+        lambda: bed.connect(server, PORT, payload=os.urandom(65536), inspect=True), 4
+    )
 
     assert all(r["echo_ok"] for _, r in results)
     time.sleep(0.2)  # the accept thread records the last ones

@@ -28,7 +28,6 @@ from synguard.lab.testbed import (
 
 pytestmark = pytest.mark.netns
 PORT, PORT_MPTCP = 8080, 8082
-OPTION_SYSCTLS = ("net.ipv4.tcp_timestamps", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling")
 MODE_SYSCTLS = {"net.ipv4.tcp_syncookies": "1", "net.ipv4.tcp_timestamps": "1"}  # the defaults
 
 
@@ -99,17 +98,7 @@ def test_real_connections_get_the_options_the_tsval_carried(protected, family):
     cfg = status(bed)["config"]
     with netns.netns(bed.client_ns):
         client_ws = kernelconf.kernel_wscale()
-    results = []
-    try:
-        for combo in range(8):
-            ts, sack, ws = (combo >> 2) & 1, (combo >> 1) & 1, combo & 1
-            for name, value in zip(OPTION_SYSCTLS, (ts, sack, ws)):
-                bed.sysctl(bed.client_ns, name, value)
-            for _ in range(3):
-                results.append(((ts, sack, ws), connect(bed, server, PORT, os.urandom(65536))))
-    finally:
-        for name in OPTION_SYSCTLS:
-            bed.sysctl(bed.client_ns, name, 1)
+    results = bed.over_client_options(lambda: connect(bed, server, PORT, os.urandom(65536)), 3)
     assert all(r["echo_ok"] for _, r in results)
     time.sleep(0.2)  # the accept thread records the last ones
     accepted = {a["peer"][1]: a for a in srv.accepted[n_before:]}

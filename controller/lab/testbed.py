@@ -320,6 +320,24 @@ class Testbed(_Bed):
         finally:
             s.close()
 
+    CLIENT_OPTIONS = ("net.ipv4.tcp_timestamps", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling")
+
+    def over_client_options(self, connect, per_combination):
+        """connect() per_combination times for each of the 8 combinations of
+        the client's timestamps, SACK and window scaling (its sysctls, set
+        back to 1 afterwards): [((ts, sack, ws), what connect returned)]."""
+        results = []
+        try:
+            for combo in range(8):
+                ts, sack, ws = (combo >> 2) & 1, (combo >> 1) & 1, combo & 1
+                for name, value in zip(self.CLIENT_OPTIONS, (ts, sack, ws)):
+                    self.sysctl(self.client_ns, name, value)
+                results += [((ts, sack, ws), connect()) for _ in range(per_combination)]
+        finally:
+            for name in self.CLIENT_OPTIONS:
+                self.sysctl(self.client_ns, name, 1)
+        return results
+
     # --- bounded floods from spoofed sources -------------------------------
 
     def flood(self, frames, seconds):
