@@ -55,7 +55,11 @@ def compiled(prefix, syncache_max=65536, **datapath):
     """(Datapath, Maps) with pins in a directory of their own; removed after."""
     host.ensure_bpffs()
     pins = os.path.join(layout.PIN_ROOT, "%s-%s" % (prefix, secrets.token_hex(3)))
-    dp = Datapath(pins, syncache_max, **datapath)
+    try:
+        dp = Datapath(pins, syncache_max, **datapath)
+    except BaseException:
+        shutil.rmtree(pins, ignore_errors=True)  # a refused build leaves no pins
+        raise
     maps = dp.open_maps()
     try:
         yield dp, maps
