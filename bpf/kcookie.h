@@ -30,25 +30,23 @@
 
 #include "parse.h"
 
-#define SG_KC_TSBITS	 6
-#define SG_KC_NO_WSCALE	 0xf
-#define SG_KC_SACK	 (1 << 4)
-#define SG_KC_ECN	 (1 << 5)
-#define SG_KC_MAX_WSCALE 14 /* TCP_MAX_WSCALE: the kernel clamps to it */
-#define SG_NS_PER_MS	 1000000
+#define SG_KC_TSBITS	6
+#define SG_KC_NO_WSCALE 0xf
+#define SG_KC_SACK	(1 << 4)
+#define SG_KC_ECN	(1 << 5)
 
 /* Our TSval: the options in the low bits of the kernel's ms clock
  * (tcp_time_stamp_raw: CLOCK_MONOTONIC in ms; ts_off is 0 with
  * tcp_timestamps=2), moved back one step if that puts it ahead: the
  * kernel's socket goes on from its own clock, which must not look older
- * than our SYN-ACK to the client's PAWS check. */
+ * than our SYN-ACK to the client's PAWS check. wscale is the client's
+ * shift, <= 14 as parse_tcp_options leaves it (4 bits here). */
 static __always_inline u32 kc_tsval(u64 now_ns, u32 ws_on, u32 wscale, u32 sack,
 				    u32 ecn)
 {
-	u32 now_ms = now_ns / SG_NS_PER_MS;
-	u32 ws = wscale > SG_KC_MAX_WSCALE ? SG_KC_MAX_WSCALE : wscale;
-	u32 options = (ws_on ? ws : SG_KC_NO_WSCALE) | (sack ? SG_KC_SACK : 0) |
-		      (ecn ? SG_KC_ECN : 0);
+	u32 now_ms = now_ns / SG_MS;
+	u32 options = (ws_on ? wscale : SG_KC_NO_WSCALE) |
+		      (sack ? SG_KC_SACK : 0) | (ecn ? SG_KC_ECN : 0);
 	u32 ts = (now_ms & ~((1U << SG_KC_TSBITS) - 1)) | options;
 
 	return ts > now_ms ? ts - (1U << SG_KC_TSBITS) : ts;

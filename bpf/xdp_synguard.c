@@ -724,12 +724,19 @@ static __always_inline int cookie_check(struct sg_ctx *c,
 static __always_inline int hand_off(struct sg_ctx *c,
 				    const struct sg_negotiated *n, u32 counter)
 {
-	const struct sg_tcpopts *o = &c->s->o;
 	struct sg_handoff h = {};
 
 	h.at_ns = c->now;
 	h.isn = bpf_ntohl(c->p.tcp->seq) - 1;
 	h.pending = 1;
+#ifdef SG_KERNEL_COOKIES
+	/* The kernel decodes the attributes from the cookie; a failed update
+	 * costs only the coalescing window and, behind a firewall, the
+	 * conntrack entry, not the connection. */
+	count(counter, c->p.ipv6);
+	handoffs.update(&c->key, &h);
+	return XDP_PASS;
+#else
 	h.attrs.mss = n->mss;
 	h.attrs.sack_ok = n->sack;
 	h.attrs.ecn_ok = n->ecn;
@@ -740,14 +747,15 @@ static __always_inline int hand_off(struct sg_ctx *c,
 	}
 	if (n->ts) {
 		h.attrs.tstamp_ok = 1;
-		h.attrs.rcv_tsval = bpf_ntohl(o->tsval);
-		h.attrs.rcv_tsecr = bpf_ntohl(o->tsecr);
+		h.attrs.rcv_tsval = bpf_ntohl(c->s->o.tsval);
+		h.attrs.rcv_tsecr = bpf_ntohl(c->s->o.tsecr);
 	}
 	count(counter, c->p.ipv6);
 	if (handoffs.update(&c->key, &h))
 		/* no room: the kernel will send an RST */
 		count(SG_C_aborted, c->p.ipv6);
 	return XDP_PASS;
+#endif
 }
 
 static __always_inline int handle_ack(struct sg_ctx *c)

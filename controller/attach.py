@@ -376,14 +376,13 @@ def mode_sysctls(cookies, saved):
     kernel reads the options in our TSval without a per-flow offset
     (bpf/kcookie.h)."""
     wanted = []
-    syncookies = host.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0]
     if cookies == "kernel":
         wanted.append(("net.ipv4.tcp_syncookies", "2", "every SYN gets the kernel's cookie at XDP"))
         if host.read_sysctl("net.ipv4.tcp_timestamps", ["1"])[0] == "1":
             wanted.append(
                 ("net.ipv4.tcp_timestamps", "2", "the kernel decodes the options our SYN-ACK's TSval carries")
             )
-    elif syncookies == "0":
+    elif host.read_sysctl("net.ipv4.tcp_syncookies", ["1"])[0] == "0":
         wanted.append(("net.ipv4.tcp_syncookies", "1", "the hand-off needs it"))
     return [
         "set %s=%s (%s; restored on detach)" % (name, value, why)

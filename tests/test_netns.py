@@ -5,7 +5,6 @@ namespace, real kernel TCP clients in a client namespace (controller/lab/testbed
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
@@ -150,22 +149,13 @@ def test_real_clients_connect_during_a_syn_flood(protected):
     bed, srv = protected
     before = status(bed)["counters"]
     frames = list(spoofed_syns(15000, PORT)) + list(spoofed_syns(5000, PORT, v6=True))
-    sent = []
-    flood = threading.Thread(target=lambda: sent.append(bed.flood(frames, seconds=20)))
-    flood.start()
-    results = []
-    while flood.is_alive() or len(results) < 20:
-        server = SERVER4 if len(results) % 2 == 0 else SERVER6
-        results.append(bed.connect(server, PORT, payload=b"y" * 2000))
-        if len(results) >= 200:
-            break
-    flood.join()
+    sent, results = bed.connects_during_flood(frames, lambda s: bed.connect(s, PORT, payload=b"y" * 2000))
     time.sleep(0.3)
     after = status(bed)["counters"]
     assert all(r["echo_ok"] for r in results)
     # Every SYN was answered or held back by the reflection limit.
     answered = after["sendcookie"] - before["sendcookie"] + after["ratelimited"] - before["ratelimited"]
-    assert answered == sent[0] + len(results)
+    assert answered == sent + len(results)
     assert after["completed"] - before["completed"] == len(results)
     assert after["aborted"] == before["aborted"]
 

@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 
 import pytest
@@ -173,21 +172,12 @@ def test_real_clients_connect_during_a_syn_flood(protected):
     bed, srv, _ = protected
     before, recv_before = status(bed)["counters"], tcp_ext(bed, "SyncookiesRecv")
     frames = list(spoofed_syns(12000, PORT)) + list(spoofed_syns(4000, PORT, v6=True))
-    sent = []
-    flood = threading.Thread(target=lambda: sent.append(bed.flood(frames, seconds=20)))
-    flood.start()
-    results = []
-    while flood.is_alive() or len(results) < 20:
-        server = SERVER4 if len(results) % 2 == 0 else SERVER6
-        results.append(connect(bed, server, PORT, b"y" * 2000))
-        if len(results) >= 200:
-            break
-    flood.join()
+    sent, results = bed.connects_during_flood(frames, lambda s: connect(bed, s, PORT, b"y" * 2000))
     time.sleep(0.3)
     after = status(bed)["counters"]
     assert all(r["echo_ok"] for r in results)
     answered = sum(after[k] - before[k] for k in ("sendcookie", "dupsyn", "ratelimited"))
-    assert answered == sent[0] + len(results)
+    assert answered == sent + len(results)
     assert tcp_ext(bed, "SyncookiesRecv") - recv_before == len(results)
     assert after["nocookie"] == before["nocookie"]
 

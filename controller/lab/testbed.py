@@ -338,6 +338,19 @@ class Testbed(_Bed):
                 self.sysctl(self.client_ns, name, 1)
         return results
 
+    def connects_during_flood(self, frames, connect, least=20, most=200):
+        """flood(frames) in a thread while connect(server) runs, v4 and v6
+        in turn, until the flood ends (at least `least`, at most `most`
+        times): (frames sent, [what connect returned])."""
+        sent = []
+        flood = threading.Thread(target=lambda: sent.append(self.flood(frames, seconds=20)))
+        flood.start()
+        results = []
+        while (flood.is_alive() or len(results) < least) and len(results) < most:
+            results.append(connect(SERVER4 if len(results) % 2 == 0 else SERVER6))
+        flood.join()
+        return sent[0], results
+
     # --- bounded floods from spoofed sources -------------------------------
 
     def flood(self, frames, seconds):
