@@ -24,7 +24,6 @@ usage: python bench/syncache_timer.py [--entries 100000] [--markdown FILE]
 
 import argparse
 import resource
-import socket
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ import types
 
 from common import configure, datapath, syns
 from prometheus_client import CollectorRegistry, generate_latest
-from synguard import layout, libbpf
+from synguard import layout, libbpf, wire
 from synguard.metrics import SynguardCollector
 from synguard.runstate import RunState
 from synguard.syncache import Syncache
@@ -63,8 +62,7 @@ def main(argv=None):
         entries = maps.syncache_state.lookup(0).entries
         assert entries == n, entries
         timer = Syncache(maps, dp.timer_fd)
-        timer.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        timer.sock.bind(("lo", 0))
+        timer.wire = wire.PacketSocket("lo", layout.TIMER_BATCH)
         first_due = min(e.rxt_ns for _, e in timer.entries())
         last_due = max(e.rxt_ns for _, e in timer.entries())
 
@@ -103,7 +101,7 @@ def main(argv=None):
         c, w, (resent, flushed) = timed(lambda: timer.tick())
         assert (resent, flushed) == (0, n), (resent, flushed)
         rows.append(("flush all while paused (%d removed)" % flushed, c, w))
-        timer.sock.close()
+        timer.wire.close()
 
     print(
         "/metrics scrape with %d entries: CPU %.2f ms, wall %.2f ms (median of 200)"

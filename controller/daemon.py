@@ -9,10 +9,9 @@ watch on the listeners and on our programs; at the end a clean detach.
 import errno
 import logging
 import signal
-import socket
 import threading
 
-from . import attach, firewall, host, journal, layout, netlink
+from . import attach, firewall, host, journal, layout, netlink, wire
 from .keys import FleetRotator, KernelCookies, KeyRotator
 from .listeners import mptcp_ports
 from .options import format_ports
@@ -34,15 +33,11 @@ def rotator_for(opts, cookies="synguard"):
 
 def _packet_socket(ifname):
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        return wire.PacketSocket(ifname, layout.TIMER_BATCH)
     except PermissionError:
         raise attach.AttachError("retransmitting SYN-ACKs (AF_PACKET) needs CAP_NET_RAW") from None
-    try:
-        sock.bind((ifname, 0))
     except OSError as e:
-        sock.close()
         raise attach.AttachError("cannot send on %s: %s" % (ifname, e.strerror)) from None
-    return sock
 
 
 def metrics_refusal(opts, e):
@@ -187,7 +182,7 @@ def loop(stop, a, keys, sock, fw, rotate_now=None):
     first retransmission delay, at most 250 ms); at each key rotation a check
     that our XDP program is still the one attached, and of the firewall.
     rotate_now (set on SIGUSR1) asks for a rotation at the next tick."""
-    cache = Syncache(a.maps, a.dp.timer_fd, sock=sock)
+    cache = Syncache(a.maps, a.dp.timer_fd, wire=sock)
     rotate_now = rotate_now or threading.Event()
     while True:
         tick = min(0.25, a.maps.config.lookup(0).rexmt_ms / 4000)

@@ -8,7 +8,8 @@ keeps in each the SYN-ACK it sent. The timer itself is a BPF program too
 all of them (cookies carry those connections), reschedules the due ones
 with the seed's backoff (base x 1, 2, 4, 8) and leaves their SYN-ACKs in
 the rexmt map, which are sent from here as they are on the interface
-through AF_PACKET, not through the kernel's TCP. The entry counts that
+through AF_PACKET (wire.py, one system call for a run's), not through the
+kernel's TCP. The entry counts that
 cachelimit and bucketlimit are checked against stay exact, because only BPF
 changes them.
 """
@@ -66,12 +67,12 @@ def status(maps, now_ns=None):
 class Syncache:
     """Timer, listing and pause state for one interface's syncache."""
 
-    def __init__(self, maps, timer_fd, sock=None):
-        """sock: an AF_PACKET socket bound to the interface, for the
+    def __init__(self, maps, timer_fd, wire=None):
+        """wire: a wire.PacketSocket bound to the interface, for the
         retransmissions (None: the timer counts them but sends nothing)."""
         self.maps = maps
         self.timer_fd = timer_fd
-        self.sock = sock
+        self.wire = wire
         self._paused = None
         self._next_scan = 0  # before it no entry can be due (monotonic ns)
         self._req = layout.TimerRequest()
@@ -131,14 +132,15 @@ class Syncache:
         if not count:
             return
         _, frames, _ = next(self.maps.rexmt.batches(chunk=layout.TIMER_BATCH))
-        for f in frames[:count]:
-            if self.sock:
-                try:
-                    self.sock.send(memoryview(f.frame)[: f.len])
-                except OSError as err:
-                    log.warning("cannot retransmit a SYN-ACK: %s", err.strerror)
-                    continue
-            sent[bool(f.ipv6)] += 1
+        frames = frames[:count]
+        failed = {}
+        if self.wire:
+            failed = self.wire.send_batch([(ctypes.addressof(f.frame), f.len) for f in frames])
+        for strerror in failed.values():
+            log.warning("cannot retransmit a SYN-ACK: %s", strerror)
+        for i, f in enumerate(frames):
+            if i not in failed:
+                sent[bool(f.ipv6)] += 1
 
     def _log_pause(self, st, now_ns):
         """One log line per transition of the pause (the seed logs it too);

@@ -2,6 +2,7 @@
 user-space timer (without sending: the retransmissions on a wire are in
 test_netns_syncache.py)."""
 
+import ctypes
 import time
 
 import pytest
@@ -38,19 +39,20 @@ def state(maps):
 
 
 class Wire:
-    """Stands in for the timer's AF_PACKET socket: keeps what it sends."""
+    """Stands in for the timer's wire.PacketSocket: keeps what it sends."""
 
     def __init__(self):
         self.frames = []
 
-    def send(self, data):
-        self.frames.append(bytes(data))
+    def send_batch(self, frames):
+        self.frames += [ctypes.string_at(addr, length) for addr, length in frames]
+        return {}
 
 
 def retransmitted(prog, maps, frame):
     """What the timer sends for frame's entry once it is due."""
     wire = Wire()
-    timer = Syncache(maps, prog.timer_fd, sock=wire)
+    timer = Syncache(maps, prog.timer_fd, wire=wire)
     assert timer.tick(entry(maps, frame).rxt_ns) == (1, 0)
     return wire.frames[0]
 
