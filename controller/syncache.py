@@ -136,8 +136,11 @@ class Syncache:
         failed = {}
         if self.wire:
             failed = self.wire.send_batch([(ctypes.addressof(f.frame), f.len) for f in frames])
-        for strerror in failed.values():
-            log.warning("cannot retransmit a SYN-ACK: %s", strerror)
+        # One line per reason and run, not per frame: a link that is down
+        # refuses all 64.
+        for strerror in sorted(set(failed.values())):
+            n = sum(1 for e in failed.values() if e == strerror)
+            log.warning("cannot retransmit %s: %s", "a SYN-ACK" if n == 1 else "%d SYN-ACKs" % n, strerror)
         for i, f in enumerate(frames):
             if i not in failed:
                 sent[bool(f.ipv6)] += 1

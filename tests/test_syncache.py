@@ -431,3 +431,24 @@ def test_the_timer_reads_no_entry_before_one_can_be_due(dp):
     timer.tick(t0 + 500_000_000)
     assert runs == [t0]
     assert timer.tick(entry(maps, syn()).rxt_ns) == (1, 0) and len(runs) == 2
+
+
+class RefusingWire:
+    """A wire whose link refuses every frame, as one that is down."""
+
+    def send_batch(self, frames):
+        return {i: "Network is down" for i in range(len(frames))}
+
+
+def test_a_refused_retransmission_is_one_line_and_not_counted(dp, caplog):
+    prog, maps = dp
+    for i in range(3):
+        run(prog.xdp_fd, syn(sport=9000 + i))
+    timer = Syncache(maps, prog.timer_fd, wire=RefusingWire())
+    before = maps.read_counters()
+    due = max(entry(maps, syn(sport=9000 + i)).rxt_ns for i in range(3))
+    with caplog.at_level("WARNING", logger="synguard"):
+        assert timer.tick(due) == (0, 0)
+    assert [r.getMessage() for r in caplog.records] == ["cannot retransmit 3 SYN-ACKs: Network is down"]
+    assert "retransmitted" not in delta(maps, before)
+    assert all(entry(maps, syn(sport=9000 + i)).rxmits == 1 for i in range(3))  # its turn was spent
