@@ -25,6 +25,7 @@ namespace, which gets tcp_syncookies=2 and tcp_timestamps=2 as attach sets
 them in that mode.
 
 usage: python bench/pktcost.py [--batches 11] [--calls 10000] [--reference OBJ] [--markdown FILE]
+                              [--only TEXT ...]
 """
 
 import argparse
@@ -377,6 +378,9 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=10000)
     ap.add_argument("--reference", metavar="OBJ", help="xdp_synproxy_kern.bpf.o to time beside synguard")
     ap.add_argument("--markdown", help="write the results table to this file")
+    ap.add_argument(
+        "--only", action="append", default=[], metavar="TEXT", help="only the cases whose name has TEXT"
+    )
     args = ap.parse_args(argv)
 
     rows = []
@@ -417,7 +421,7 @@ def main(argv=None):
         configure(*kernel, syncookies_only=1)
         b = Bench(dp, maps, nulls, args.calls, ref_fd, kernel)
         b.configure()
-        todo = cases(b, estab)
+        todo = [case for case in cases(b, estab) if not args.only or any(t in case[0] for t in args.only)]
         for (name, *_), res in zip(todo, b.measure_all(todo, args.batches)):
             sg, kc, ref = (res.get(c) for c in COLUMNS)
             rows.append((name, sg, kc, ref))
