@@ -38,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import time
 
 from common import C4, LINUX_OPTS, PORT, S4, clear, configure, datapath, syns
 from synguard import host, libbpf, packets
@@ -229,6 +230,12 @@ def cases(b, estab):
         for s in expand_syns:
             libbpf.test_run(b.dp.xdp_fd, s)
 
+    def pause():
+        """The syncache paused, as after an overflow under a flood."""
+        st = b.maps.syncache_state.lookup(0)
+        st.pause_until_ns = time.monotonic_ns() + (600 << 30)
+        b.maps.syncache_state.update(0, st)
+
     def leave_handoffs():
         """The hand-offs XDP leaves for tc, one for each of these ACKs."""
         b.clear()
@@ -285,6 +292,15 @@ def cases(b, estab):
             {},
         ),
         ("IPv4 SYN (Linux options), duplicate of an entry", "xdp", {}, [syn4] * (n + 1), XDP_TX, None, {}),
+        (
+            "IPv4 SYN (Linux options), default, syncache paused (a flood's)",
+            "xdp",
+            {},
+            [syn4] * (n + 1),  # a paused SYN makes no entry: the same frame will do
+            XDP_TX,
+            pause,
+            {},
+        ),
         (
             "IPv4 ACK (TS), valid cookie, no entry -> hand-off / pass",
             "xdp",
