@@ -263,50 +263,35 @@ static __always_inline int keeps_entries(const struct sg_config *cfg)
 	return cfg->syncookies_only == 0 || cfg->syncookies == 0;
 }
 
-/* A tick at HZ=100: how far CLOCK_MONOTONIC_COARSE can be behind. */
-#define SG_COARSE_LAG_NS (10 * SG_MS)
-
 /* Whether this SYN looks for and makes an entry. Not while the syncache is
  * paused: cookies carry every connection then, and a flood is spared the
  * lookup and the entry built for nothing. With syncookies=0 the entries are
- * all there is, so they still count (and a SYN without room is dropped).
- * c->now may be the coarse clock (syn_clock): it decides only where it is
- * a tick or more inside the pause, so a paused SYN reads no precise clock
- * and the pause still ends on time. When the answer is yes, c->now is the
- * precise clock, for the entry. */
-static __always_inline int syncache_in_use(struct sg_ctx *c)
+ * all there is, so they still count (and a SYN without room is dropped). */
+static __always_inline int syncache_in_use(const struct sg_ctx *c)
 {
 	u32 zero = 0;
 	struct sg_syncache_state *st;
 
 	if (!keeps_entries(c->cfg))
 		return 0;
-	if (c->cfg->syncookies) {
-		st = syncache_state.lookup(&zero);
-		if (!st || c->now + SG_COARSE_LAG_NS < st->pause_until_ns)
-			return 0;
-		c->now = bpf_ktime_get_ns();
-		if (c->now < st->pause_until_ns)
-			return 0;
-	} else {
-		c->now = bpf_ktime_get_ns();
-	}
-	return 1;
+	if (!c->cfg->syncookies)
+		return 1;
+	st = syncache_state.lookup(&zero);
+	return st && c->now >= st->pause_until_ns;
 }
 
 /* The SYN path's clock. CLOCK_MONOTONIC_COARSE, up to a tick (1-10 ms)
  * behind, costs a fraction of a precise read (which is ~20 ns, a tenth of
  * a SYN, here) and is enough without entries: our TSval counts ~1 ms units,
- * a burst allowance of at least SG_COARSE_TAU_NS moves by a tick's worth at
- * most. Entries take the precise clock once the syncache is found in use
- * (syncache_in_use; the controller times their retransmissions against
- * CLOCK_MONOTONIC), so a paused syncache's SYNs do not read it; short
- * bursts keep it. */
+ * and a burst allowance of at least SG_COARSE_TAU_NS moves by a tick's
+ * worth at most. Entries keep the precise clock (the controller times
+ * their retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
 #define SG_COARSE_TAU_NS (64 * SG_MS)
 
 static __always_inline u64 syn_clock(const struct sg_config *cfg)
 {
-	if (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS)
+	if (keeps_entries(cfg) ||
+	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
 		return bpf_ktime_get_ns();
 #ifdef SG_COMPAT_COARSE_CLOCK /* Linux < 5.11 has no coarse clock for BPF */
 	return bpf_ktime_get_ns();
