@@ -438,6 +438,8 @@ def main(argv=None):
         b = Bench(dp, maps, nulls, args.calls, ref_fd, kernel)
         b.configure()
         todo = [case for case in cases(b, estab) if not args.only or any(t in case[0] for t in args.only)]
+        if not todo:
+            ap.error("--only %s: no case's name has it" % " / ".join(args.only))
         for (name, *_), res in zip(todo, b.measure_all(todo, args.batches)):
             sg, kc, ref = (res.get(c) for c in COLUMNS)
             rows.append((name, sg, kc, ref))

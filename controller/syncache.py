@@ -9,11 +9,11 @@ all of them (cookies carry those connections), reschedules the due ones
 with the seed's backoff (base x 1, 2, 4, 8) and leaves their SYN-ACKs in
 the rexmt map, which are sent from here as they are on the interface
 through AF_PACKET (wire.py, one system call for a run's), not through the
-kernel's TCP. The entry counts that
-cachelimit and bucketlimit are checked against stay exact, because only BPF
-changes them.
+kernel's TCP. The entry counts that cachelimit and bucketlimit are checked
+against stay exact, because only BPF changes them.
 """
 
+import collections
 import ctypes
 import ipaddress
 import logging
@@ -138,8 +138,7 @@ class Syncache:
             failed = self.wire.send_batch([(ctypes.addressof(f.frame), f.len) for f in frames])
         # One line per reason and run, not per frame: a link that is down
         # refuses all 64.
-        for strerror in sorted(set(failed.values())):
-            n = sum(1 for e in failed.values() if e == strerror)
+        for strerror, n in sorted(collections.Counter(failed.values()).items()):
             log.warning("cannot retransmit %s: %s", "a SYN-ACK" if n == 1 else "%d SYN-ACKs" % n, strerror)
         for i, f in enumerate(frames):
             if i not in failed:

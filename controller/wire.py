@@ -59,8 +59,12 @@ class PacketSocket:
     def send_batch(self, frames):
         """frames: (address, length) of each frame, in memory that stays
         valid for the call. Returns {index: strerror} of the frames the
-        kernel refused: each is skipped, the ones after it still go."""
+        kernel refused: each is skipped, the ones after it still go. At
+        most the batch the socket was made for (sendmmsg would read past
+        the headers)."""
         n = len(frames)
+        if n > len(self._msgs):
+            raise ValueError("%d frames for a batch of %d" % (n, len(self._msgs)))
         for iov, (addr, length) in zip(self._iov, frames):
             iov.base, iov.len = addr, length
         failed, i = {}, 0

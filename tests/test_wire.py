@@ -87,6 +87,19 @@ def test_a_refused_frame_is_reported_and_the_rest_still_go(lo):
         rx.close()
 
 
+def test_more_frames_than_the_batch_are_refused_before_any_goes(lo):
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    rx.bind(("lo", 0))
+    tx = wire.PacketSocket("lo", 2)
+    try:
+        with pytest.raises(ValueError, match="3 frames for a batch of 2"):
+            send(tx, [frame(b"x")] * 3)
+        assert outgoing(rx, 1) == []
+    finally:
+        tx.close()
+        rx.close()
+
+
 def test_an_interface_that_does_not_exist_is_an_oserror(lo):
     with pytest.raises(OSError):
         wire.PacketSocket("sg-nosuch0", 8)
