@@ -10,6 +10,7 @@
 #include <uapi/linux/bpf.h>
 #include "maps.h"
 #include "parse.h"
+#include "ratelimit.h"
 
 /* Count an event of address family ipv6 (0 also for family-less ones). */
 static __always_inline void count(u32 idx, u32 ipv6)
@@ -78,4 +79,22 @@ static __always_inline int syncache_drop(struct sg_flow *key, u32 bucket)
 	if (b)
 		__sync_fetch_and_add(b, -1);
 	return 0;
+}
+
+/* One more reply (SYN-ACK, retransmission, RST) to src's prefix: 1 if it
+ * fits the prefix's budget (the reflection limit), which it then spends;
+ * 0 if it does not. Always 1 without a limit. */
+static __always_inline int reply_budget(const struct sg_config *cfg,
+					const struct sg_addr *src, u32 ipv6,
+					u64 now)
+{
+	u32 idx;
+	u64 *tat;
+
+	if (!cfg->synack_interval_ns)
+		return 1;
+	idx = prefix_bucket(src, ipv6, cfg);
+	tat = reply_tat.lookup(&idx);
+	return !tat ||
+	       gcra_take(tat, now, cfg->synack_interval_ns, cfg->synack_tau_ns);
 }

@@ -41,4 +41,17 @@ static __always_inline void tuple_key_of(const struct sg_pkt *p,
 	flow_from_pkt(p, 0, k);
 }
 
+/* The client's address of f (its source), as the verified map keys it. */
+static __always_inline void flow_source(const struct sg_flow *f,
+					struct sg_addr *a)
+{
+	if (f->ipv6) {
+		a->w[0] = f->w[0];
+		a->w[1] = f->w[1];
+	} else {
+		a->w[0] = 0;
+		a->w[1] = 0xffff0000ULL | f->w[0] << 32; /* ::ffff:saddr */
+	}
+}
+
 #endif /* SG_FLOW_H */

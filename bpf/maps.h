@@ -20,10 +20,11 @@
  * list (one X(name) and its help comment per line): the order is defined
  * here only.
  * Each XDP frame lands in exactly one of passed .. coalesced, so they add
- * up to packets; added .. unreach say more about some of those frames;
- * each recvcookie or expanded ends as completed, aborted or raced; the last
- * three are the syncache timer's (retransmitted counted by the controller
- * once it sent them, the other two by synguard_syncache_timer). */
+ * up to packets; added .. unreach say more about some of those frames
+ * (each badcookie is one of rstsent, rstlimited, rstheld, or none of them
+ * when RSTs are off); each recvcookie or expanded ends as completed, aborted or raced;
+ * the last four are the syncache timer's (retransmitted counted by the
+ * controller once it sent them, the others by synguard_syncache_timer). */
 /* One counter and its help per line: layout.py reads them. */
 /* clang-format off */
 #define SG_COUNTERS(X)                                                         \
@@ -36,7 +37,7 @@
 	X(ratelimited) /* SYN dropped: its source prefix had its SYN-ACKs */   \
 	X(recvcookie)  /* ACK with a valid cookie, sent on to the hand-off */  \
 	X(expanded)    /* ACK matching a syncache entry, sent on to the hand-off */ \
-	X(badcookie)   /* ACK to a listener with an invalid cookie; dropped */ \
+	X(badcookie)   /* ACK to a listener, no entry, invalid cookie: RST or dropped */ \
 	X(established) /* SYN/ACK/RST for a 4-tuple the kernel already has */  \
 	X(nolistener)  /* SYN/ACK/RST to a protected port with no listener */  \
 	X(reset)       /* RST in the window of an entry: entry removed */      \
@@ -45,8 +46,13 @@
 	X(signed)      /* SYN with TCP-MD5 or TCP-AO (XDP cannot sign); passed */ \
 	X(mptcp)       /* SYN/ACK/RST to an MPTCP listener (the hand-off refuses it); passed */ \
 	X(nocookie)    /* kernel cookies: SYN the kernel would mint none for (accept queue full); passed */ \
+	X(drained)     /* SYN, or ACK nobody knows, while draining: left to the kernel */ \
 	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
 	X(added)       /* syncache entry made for a SYN */                     \
+	X(verified)    /* SYN or RST beyond its prefix's budget, sent: the source had completed a handshake */ \
+	X(rstsent)     /* badcookie answered with an RST (within the RST budgets) */ \
+	X(rstlimited)  /* badcookie dropped: beyond the RST budgets */         \
+	X(rstheld)     /* badcookie dropped, not reset: its 4-tuple was handed off <3 s ago */ \
 	X(bucketoverflow) /* SYN not cached: its bucket was at bucketlimit */  \
 	X(zonefail)    /* SYN not cached: cache at cachelimit or map full */   \
 	X(badack)      /* ACK that did not match its entry: entry removed */   \
@@ -57,6 +63,7 @@
 	X(ctinserted)  /* tc: conntrack entry made for a completed hand-off */ \
 	X(ctfailed)    /* tc: no conntrack entry (table full, entry exists) */ \
 	X(retransmitted) /* timer: SYN-ACK sent again for an entry */          \
+	X(rexmtlimited) /* timer: retransmission skipped, its prefix's budget spent */ \
 	X(stale)       /* timer: entry removed after rexmtlimit resends */     \
 	X(flushed)     /* timer: entry removed while paused (cookies carry it) */
 /* clang-format on */
@@ -112,6 +119,12 @@ struct sg_secrets {
 /* Not an option: tc makes the conntrack entry of each connection it hands
  * off (a firewall here needs it; controller/firewall.py decides). */
 #define SG_CF_CONNTRACK 0x20
+/* Monitor mode: every frame is judged and counted as in enforce mode, and
+ * passed to the kernel untouched (nothing sent, dropped or cached). */
+#define SG_CF_MONITOR 0x40
+/* Draining (stop, detach): SYNs and segments nobody knows go to the kernel
+ * again; ACKs of cookies and entries already issued are still handed off. */
+#define SG_CF_DRAIN 0x80
 
 struct sg_config {
 	u16 mss4;   /* our MSS for IPv4 (interface MTU - 40) */
@@ -140,7 +153,53 @@ struct sg_config {
 	u64 synack_interval_ns; /* 1 s / synack_rate */
 	u64 synack_tau_ns;	/* synack_burst * synack_interval_ns */
 	u64 prefix_seed; /* random per attach: buckets cannot be aimed at */
+	/* RSTs for segments nobody knows (no socket, entry or valid cookie):
+	 * the rate for all CPUs as set (0: none, drop them), and each CPU's
+	 * GCRA share of it (the controller derives it). They also spend the
+	 * source prefix's reply budget above. */
+	u32 rst_rate;
+	u32 verified_s;	     /* as set: see verified_ns */
+	u64 rst_interval_ns; /* per CPU: possible CPUs / rst_rate */
+	u64 rst_tau_ns;	     /* one second's worth, per CPU */
+	/* A source that completed a handshake with us skips its prefix's
+	 * budget for this long after its last one (0: never). */
+	u64 verified_ns;
 };
+
+/* One source address, the key of the verified map: IPv6 as it is, IPv4
+ * mapped (::ffff:a.b.c.d), which never appears on the wire. */
+struct sg_addr {
+	u64 w[2];
+};
+
+/* The reflection limit (ratelimit.h): one GCRA "theoretical arrival
+ * time" per bucket of source prefixes. Every reply synguard sends (SYN-ACK,
+ * retransmission, RST) spends its prefix's budget; a completed handshake
+ * gives its SYN-ACK back. Not pinned: a new data path starts afresh. */
+#define SG_RATELIMIT_BUCKETS 65536
+BPF_ARRAY(reply_tat, u64, SG_RATELIMIT_BUCKETS);
+
+/* Sources that completed a handshake with us (XDP wrote them at the
+ * hand-off): a flood spoofed from their prefix, or from their very
+ * address, must not lock them out, since they have proved they receive
+ * what we send. Inserted once per source and lifetime, never per SYN, so a
+ * random-source flood churns nothing; keyed by the kernel's seeded hash,
+ * so nobody can aim at a client's slot. Value: CLOCK_MONOTONIC of the
+ * last completed handshake. */
+#define SG_VERIFIED_MAX 65536
+BPF_TABLE_PINNED("lru_hash", struct sg_addr, u64, verified, SG_VERIFIED_MAX,
+		 SG_PIN_DIR "/verified");
+
+/* The sources of the latest SYNs the reflection limit dropped, per CPU,
+ * for the controller's log line about the heaviest prefixes: written at
+ * n % SG_LIMITED_SAMPLES, n counting up. */
+#define SG_LIMITED_SAMPLES 64
+struct sg_limited {
+	u64 n;
+	struct sg_addr src[SG_LIMITED_SAMPLES];
+};
+BPF_TABLE_PINNED("percpu_array", u32, struct sg_limited, limited, 1,
+		 SG_PIN_DIR "/limited");
 
 /* listeners[port] == SG_PORT_PROTECTED: the port (host order) is
  * protected. An array keyed by port is one bounds check and one load,

@@ -1,5 +1,6 @@
-/* The reflection limit's bucket: a seeded hash of the SYN's source prefix.
- * Map-free; the GCRA state per bucket is in xdp_synguard.c (synack_tat).
+/* The reflection limit's arithmetic, map-free: which bucket a source
+ * prefix falls in, and GCRA over one bucket's "theoretical arrival time"
+ * (the reply_tat map and its users are in common.c and xdp_synguard.c).
  *
  * Buckets are picked by hash rather than kept per prefix in an LRU: a
  * random-source flood would churn an LRU with an insert per SYN, and
@@ -9,9 +10,6 @@
 #define SG_RATELIMIT_H
 
 #include "maps.h"
-#include "parse.h"
-
-#define SG_RATELIMIT_BUCKETS 65536
 
 static __always_inline u64 mask_bits(u64 v, u32 bits) /* keep the top bits */
 {
@@ -32,26 +30,55 @@ static __always_inline u64 fmix64(u64 x)
 	return x;
 }
 
-static __always_inline u32 prefix_bucket(const struct sg_pkt *p,
+/* The bucket of a source address's prefix (prefix4 or prefix6 bits). */
+static __always_inline u32 prefix_bucket(const struct sg_addr *src, u32 ipv6,
 					 const struct sg_config *cfg)
 {
 	u64 a, b = 0;
 
-	if (p->ipv6) {
+	if (ipv6) {
 		u32 bits = cfg->prefix6;
 
-		a = mask_bits(__builtin_bswap64(*(u64 *)&p->ip6->saddr), bits);
+		a = mask_bits(__builtin_bswap64(src->w[0]), bits);
 		if (bits > 64)
-			b = mask_bits(
-				__builtin_bswap64(*((u64 *)&p->ip6->saddr + 1)),
-				bits - 64);
+			b = mask_bits(__builtin_bswap64(src->w[1]), bits - 64);
 		b ^= 0x6; /* v4 and v6 prefixes of equal bits never share a value */
 	} else {
-		a = mask_bits((u64)bpf_ntohl(p->ip4->saddr) << 32,
+		a = mask_bits((u64)bpf_ntohl((u32)(src->w[1] >> 32)) << 32,
 			      cfg->prefix4);
 	}
 	return fmix64(fmix64(a ^ cfg->prefix_seed) ^ b) &
 	       (SG_RATELIMIT_BUCKETS - 1);
+}
+
+/* GCRA: a reply at now fits if the bucket's arrival time is at most tau
+ * ahead of it. */
+static __always_inline int gcra_fits(u64 tat, u64 now, u64 tau)
+{
+	return tat <= now || tat - now <= tau;
+}
+
+/* Spend one reply: 1 if it fits (tat moved on by interval), else 0 and
+ * nothing changed. Updates race between CPUs; that can let a burst
+ * overshoot by one reply per CPU, never block a prefix for longer. */
+static __always_inline int gcra_take(u64 *tat, u64 now, u64 interval, u64 tau)
+{
+	u64 t = *tat > now ? *tat : now;
+
+	if (t - now > tau)
+		return 0;
+	*tat = t + interval;
+	return 1;
+}
+
+/* Give one reply back (its handshake completed): never below now, so a
+ * bucket cannot save up more than its burst. */
+static __always_inline void gcra_give_back(u64 *tat, u64 now, u64 interval)
+{
+	u64 t = *tat;
+
+	if (t > now)
+		*tat = t - now > interval ? t - interval : now;
 }
 
 #endif /* SG_RATELIMIT_H */

@@ -10,9 +10,7 @@
 #ifndef SG_SYNACK_H
 #define SG_SYNACK_H
 
-#include "csum.h"
-#include "maps.h"
-#include "parse.h"
+#include "reply.h"
 
 /* What our SYN-ACK says, fresh from a SYN or again from an entry. */
 struct sg_synack {
@@ -22,16 +20,6 @@ struct sg_synack {
 	u16 mss, window;
 	u8 ws_on, wscale, sack, ts, ecn, ttl;
 };
-
-/* Swap the Ethernet addresses of an L2 header: a reply's. */
-static __always_inline void swap_macs(u8 *eth)
-{
-	u8 mac[ETH_ALEN];
-
-	__builtin_memcpy(mac, eth, ETH_ALEN);
-	__builtin_memcpy(eth, eth + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(eth + ETH_ALEN, mac, ETH_ALEN);
-}
 
 /* Our SYN-ACK's length from l3_off: MSS, then SACK-permitted + timestamps
  * (12) or NOP NOP SACK-permitted (4), then NOP window-scale (4). */
@@ -53,69 +41,19 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 					const struct sg_synack *sa)
 {
 	u32 ip_len = f->ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	u32 new_len = synack_len(l3_off, f->ipv6, sa);
-	u32 tcp_len = new_len - l3_off - ip_len, ports;
-	u64 sum, addr_sum;
-	void *data, *data_end;
+	u32 tcp_len = synack_len(l3_off, f->ipv6, sa) - l3_off - ip_len;
+	struct sg_reply r;
+	void *data_end;
 	struct tcphdr *tcp;
+	u64 sum;
 	u32 *op;
+	int err = write_reply(ctx, l3_off, frame_len, f, sa->ttl, sa->flowlabel,
+			      tcp_len, &r);
 
-	/* IP options, a payload or padding in the SYN are not echoed. */
-	if (new_len != frame_len &&
-	    bpf_xdp_adjust_tail(ctx, (int)new_len - (int)frame_len))
-		return -1;
-
-	/* adjust_tail invalidated every packet pointer: start again. */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	/* 14 + two VLAN tags; bounds the offset for the verifier */
-	if (l3_off > 22)
-		return -2;
-	if (data + sizeof(struct ethhdr) > data_end)
-		return -2;
-	swap_macs(data);
-
-	if (f->ipv6) {
-		struct ipv6hdr *ip6 = data + l3_off;
-
-		tcp = (void *)(ip6 + 1);
-		if ((void *)(tcp + 1) > data_end)
-			return -2;
-		*(__be32 *)ip6 = bpf_htonl(0x60000000 | sa->flowlabel);
-		ip6->payload_len = bpf_htons(tcp_len);
-		ip6->nexthdr = IPPROTO_TCP;
-		ip6->hop_limit = sa->ttl;
-		__builtin_memcpy(&ip6->saddr, &f->w[2], 16);
-		__builtin_memcpy(&ip6->daddr, &f->w[0], 16);
-		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32) +
-			   (f->w[1] & 0xffffffff) + (f->w[1] >> 32) +
-			   (f->w[2] & 0xffffffff) + (f->w[2] >> 32) +
-			   (f->w[3] & 0xffffffff) + (f->w[3] >> 32);
-		ports = (u32)f->w[4];
-	} else {
-		struct iphdr *ip = data + l3_off;
-
-		tcp = (void *)(ip + 1);
-		if ((void *)(tcp + 1) > data_end)
-			return -2;
-		*(u16 *)ip = bpf_htons(0x4500); /* version 4, ihl 5, tos 0 */
-		ip->tot_len = bpf_htons(ip_len + tcp_len);
-		ip->id = 0;
-		ip->frag_off = bpf_htons(SG_IP_DF);
-		ip->ttl = sa->ttl;
-		ip->protocol = IPPROTO_TCP;
-		ip->saddr = f->w[0] >> 32;
-		ip->daddr = (u32)f->w[0];
-		addr_sum = (f->w[0] & 0xffffffff) + (f->w[0] >> 32);
-		ip->check = sg_csum_fold(
-			bpf_htons(0x4500) + bpf_htons(ip_len + tcp_len) +
-			bpf_htons(SG_IP_DF) +
-			bpf_htons((u16)sa->ttl << 8 | IPPROTO_TCP) + addr_sum);
-		ports = (u32)f->w[1];
-	}
-
-	/* TCP header: ports swapped. */
-	*(u32 *)tcp = ports >> 16 | ports << 16;
+	if (err)
+		return err;
+	tcp = r.tcp;
+	data_end = r.data_end;
 	tcp->seq = bpf_htonl(sa->iss);
 	tcp->ack_seq = bpf_htonl(sa->ack);
 	/* ECE without CWR: the ECN-setup SYN-ACK of RFC 3168 6.1.1. */
@@ -123,8 +61,7 @@ static __always_inline int write_synack(struct xdp_md *ctx, u32 l3_off,
 				      SG_TH_ACK | (sa->ecn ? SG_TH_ECE : 0));
 	tcp->window = bpf_htons(sa->window);
 	tcp->urg_ptr = 0;
-	sum = sg_csum_pseudo(addr_sum, tcp_len) + ports + tcp->seq +
-	      tcp->ack_seq + *((u16 *)tcp + 6) + tcp->window;
+	sum = r.sum + tcp->seq + tcp->ack_seq + *((u16 *)tcp + 6) + tcp->window;
 
 	/* Options, one 32-bit word at a time, each checked against the end. */
 	op = (void *)(tcp + 1);

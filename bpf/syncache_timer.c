@@ -10,7 +10,8 @@
  * processing, unconditionally remove all syncache entries"); an entry due
  * whose retransmissions ran out is removed (stale); one due otherwise is
  * rescheduled (base x 2, x 4, x 8) and its stored SYN-ACK copied to the
- * rexmt map, which the controller sends as it is. So neither a removal nor
+ * rexmt map, which the controller sends as it is, if its source prefix's
+ * reply budget allows (the reflection limit). So neither a removal nor
  * a retransmission costs a syscall of its own or a SYN-ACK built in Python.
  * The request header comes back with the outcome.
  */
@@ -31,6 +32,7 @@ static __always_inline void timer_one(struct sg_timer_req *req,
 	struct sg_syncache_entry *e = syncache.lookup(key);
 	u32 v6 = key->ipv6 ? 1 : 0, slot = req->rexmt;
 	struct sg_rexmt *out;
+	struct sg_addr src;
 
 	if (!e)
 		return; /* expanded, reset or removed since the controller read it */
@@ -50,13 +52,21 @@ static __always_inline void timer_one(struct sg_timer_req *req,
 		}
 		return;
 	}
-	out = rexmt.lookup(&slot);
-	if (!out)
-		return;
-	out->ipv6 = v6;
-	out->len = e->frame_len;
-	__builtin_memcpy(out->frame, e->frame, sizeof(out->frame));
-	req->rexmt++;
+	/* A retransmission spends its prefix's reply budget as a SYN-ACK
+	 * does: it is the only reply synguard sends unasked. Beyond the budget
+	 * it is skipped, and the entry ages as if it had gone. */
+	flow_source(key, &src);
+	if (!reply_budget(cfg, &src, v6, req->now_ns)) {
+		count(SG_C_rexmtlimited, v6);
+	} else {
+		out = rexmt.lookup(&slot);
+		if (!out)
+			return;
+		out->ipv6 = v6;
+		out->len = e->frame_len;
+		__builtin_memcpy(out->frame, e->frame, sizeof(out->frame));
+		req->rexmt++;
+	}
 	e->rxmits++;
 	e->rxt_ns = req->now_ns + ((u64)cfg->rexmt_ms * SG_MS << e->rxmits);
 pending:

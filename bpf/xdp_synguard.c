@@ -10,9 +10,15 @@
  *   ACK  syncache_expand: an entry must match exactly, else it is dropped
  *        (badack) and the cookie decides: a valid one goes on with its
  *        attributes in the handoffs map (maps.h), where tc_handoff.c turns
- *        them into a request socket (bpf_sk_assign_tcp_reqsk); a bad one is
- *        dropped.
+ *        them into a request socket (bpf_sk_assign_tcp_reqsk); a segment
+ *        nobody knows gets an RST as Linux would send it, within the RST
+ *        budgets, and is dropped beyond them.
  *   RST  syncache_chkrst: an in-window RST removes the entry.
+ * Every reply spends its source prefix's budget (the reflection limit),
+ * unless the source has completed a handshake with us (verified); a
+ * completed handshake gives its SYN-ACK back. In monitor mode every frame
+ * is judged and counted the same way and passed untouched; while draining,
+ * SYNs and segments nobody knows go to the kernel.
  * ICMP/ICMPv6 unreachable quoting our SYN-ACK: syncache_unreach.
  * MPTCP listeners, and anything else, pass untouched.
  * Built with SG_KERNEL_COOKIES (cookies = kernel, kcookie.h) the kernel
@@ -30,6 +36,7 @@
 #include "cookie.h"
 #include "flow.h"
 #include "ratelimit.h"
+#include "reset.h"
 #include "synack.h"
 #ifdef SG_KERNEL_COOKIES
 #include "kcookie.h"
@@ -37,6 +44,7 @@
 
 #define SG_PAUSE_MAX_BACKOFF 6	  /* FreeBSD's TCP_SYNCACHE_MAX_BACKOFF */
 #define SG_CONTINUE	     (-1) /* a step's "go on": every verdict is >= 0 */
+#define SG_TCP_NEW_SYN_RECV  12	  /* a request socket's state (tcp_states.h) */
 
 _Static_assert(SG_CF_WSCALE == SG_HAS_WSCALE && SG_CF_SACK == SG_HAS_SACK &&
 		       SG_CF_TIMESTAMPS == SG_HAS_TS &&
@@ -52,6 +60,8 @@ _Static_assert(SG_CF_WSCALE == SG_HAS_WSCALE && SG_CF_SACK == SG_HAS_SACK &&
 struct sg_scratch {
 	struct sg_tcpopts o;
 	struct sg_syncache_entry e;
+	struct sg_addr src; /* the client's address (source_of) */
+	struct sg_flow key; /* c->key: the stack has no 48 bytes to spare */
 };
 BPF_PERCPU_ARRAY(scratch, struct sg_scratch, 1);
 
@@ -71,8 +81,8 @@ struct sg_ctx {
 	struct sg_scratch *s; /* the options (s->o) once parsed */
 	/* the cookie's input: 4-tuple and the client's ISN */
 	struct sg_flow flow;
-	/* the 4-tuple: key of the syncache and the hand-offs */
-	struct sg_flow key;
+	/* the 4-tuple: key of the syncache and the hand-offs (in c->s) */
+	struct sg_flow *key;
 	u64 hash; /* the cookie's SipHash (SYN); picks the entry's bucket */
 	u64 now;
 };
@@ -145,35 +155,151 @@ static __always_inline int leave_to_kernel(int state, u32 ipv6)
 
 static __always_inline int handed_off_recently(struct sg_ctx *c)
 {
-	struct sg_handoff *h = handoffs.lookup(&c->key);
+	struct sg_handoff *h = handoffs.lookup(c->key);
 
 	/* The ACK path's clock read: a bogus pure ACK never gets here. */
 	c->now = bpf_ktime_get_ns();
 	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS;
 }
 
-/* GCRA (one "theoretical arrival time" per bucket of ratelimit.h), so that
- * SYNs spoofed from a victim's addresses cannot turn us into a SYN-ACK
- * cannon aimed at it. Updates race between CPUs; that can let a burst
- * overshoot by one SYN-ACK per CPU, never block a prefix for longer. */
-BPF_ARRAY(synack_tat, u64, SG_RATELIMIT_BUCKETS);
+/* A segment with no socket of a 4-tuple handed off less than
+ * SG_RST_HOLD_NS ago belongs to a connection that is being made: its third
+ * ACK was lost after XDP passed it (a full accept queue, a drop in the
+ * stack), or is still on its way up. The client retransmits from its
+ * first data segment, whose cookie is handed off again, so such a segment
+ * is dropped, never reset. Looked up only for a segment that would get an
+ * RST: an ACK flood beyond the budgets never pays for it. */
+#define SG_RST_HOLD_NS (3000 * SG_MS)
 
+static __always_inline int handed_off_lately(const struct sg_ctx *c)
+{
+	struct sg_handoff *h = handoffs.lookup(c->key);
+
+	return h && (c->now < h->at_ns || c->now - h->at_ns < SG_RST_HOLD_NS);
+}
+
+/* --- modes, clocks, the reflection limit, verified sources --------------- */
+
+static __always_inline int monitoring(const struct sg_ctx *c)
+{
+	return c->cfg->flags & SG_CF_MONITOR;
+}
+
+static __always_inline int draining(const struct sg_ctx *c)
+{
+	return c->cfg->flags & SG_CF_DRAIN;
+}
+
+/* The verdict enforce mode gives; monitor mode passes every frame. */
+static __always_inline int enforce(const struct sg_ctx *c, int verdict)
+{
+	return monitoring(c) ? XDP_PASS : verdict;
+}
+
+/* CLOCK_MONOTONIC_COARSE: up to a tick (1-10 ms) behind, a fraction of the
+ * cost of a precise read (~20 ns here); enough where a budget's burst
+ * covers at least SG_COARSE_TAU_NS. */
+#define SG_COARSE_TAU_NS (64 * SG_MS)
+
+static __always_inline u64 coarse_clock(void)
+{
+#ifdef SG_COMPAT_COARSE_CLOCK /* Linux < 5.11 has no coarse clock for BPF */
+	return bpf_ktime_get_ns();
+#else
+	return bpf_ktime_get_coarse_ns();
+#endif
+}
+
+/* The client's address of the flow in c->s->src. */
+static __always_inline struct sg_addr *source_of(struct sg_ctx *c)
+{
+	flow_source(&c->flow, &c->s->src);
+	return &c->s->src;
+}
+
+/* The source completed a handshake with us within verified_ns (c->s->src
+ * set). c->now may be the coarse clock, behind the time written. */
+static __always_inline int source_verified(const struct sg_ctx *c)
+{
+	u64 *at = verified.lookup(&c->s->src);
+
+	return at && (c->now < *at || c->now - *at < c->cfg->verified_ns);
+}
+
+/* A SYN-ACK to the SYN's source prefix fits its budget, or the source is
+ * verified. Looked up only beyond the budget: a flood never pays for it. */
 static __always_inline int synack_allowed(struct sg_ctx *c)
 {
-	const struct sg_config *cfg = c->cfg;
-	u32 idx;
-	u64 t, *tat;
-
-	if (!cfg->synack_interval_ns)
+	if (!c->cfg->synack_interval_ns ||
+	    reply_budget(c->cfg, source_of(c), c->p.ipv6, c->now))
 		return 1;
-	idx = prefix_bucket(&c->p, cfg);
-	tat = synack_tat.lookup(&idx);
-	if (!tat)
-		return 1;
-	t = *tat > c->now ? *tat : c->now;
-	if (t - c->now > cfg->synack_tau_ns)
+	if (!source_verified(c))
 		return 0;
-	*tat = t + cfg->synack_interval_ns;
+	count(SG_C_verified, c->p.ipv6);
+	return 1;
+}
+
+/* Note the SYN's source among the latest the limit dropped (maps.h). */
+static __always_inline void sample_limited(struct sg_ctx *c)
+{
+	u32 zero = 0;
+	struct sg_limited *l = limited.lookup(&zero);
+
+	if (l)
+		l->src[l->n++ & (SG_LIMITED_SAMPLES - 1)] = c->s->src;
+}
+
+/* A handshake with c's source completed (hand_off; in monitor mode the
+ * kernel's own): the SYN-ACK it answered is given back to its prefix's
+ * budget, and the source is verified from now. The map is written only
+ * for a new source or one whose time is old (a sixteenth of its
+ * lifetime), so a busy client costs no LRU update per connection. */
+static __always_inline void handshake_done(struct sg_ctx *c)
+{
+	const struct sg_config *cfg = c->cfg;
+	struct sg_addr *src = source_of(c);
+	u64 *at;
+
+	if (cfg->synack_interval_ns) {
+		u32 idx = prefix_bucket(src, c->p.ipv6, cfg);
+		u64 *tat = reply_tat.lookup(&idx);
+
+		/* on the SYNs' coarse clock: the precise one may run a tick
+		 * ahead of it, and a bucket given back to a time ahead of the
+		 * SYNs' now would lose part of its burst */
+		if (tat)
+			gcra_give_back(tat, coarse_clock(),
+				       cfg->synack_interval_ns);
+	}
+	if (!cfg->verified_ns)
+		return;
+	at = verified.lookup(src);
+	if (!at)
+		verified.update(src, &c->now);
+	else if (c->now - *at > cfg->verified_ns / 16)
+		*at = c->now;
+}
+
+/* An RST for a segment nobody knows fits both budgets: this CPU's share of
+ * rst_rate, and its source prefix's reply budget (unless verified). Both
+ * are checked before either is spent. */
+BPF_PERCPU_ARRAY(rst_tat, u64, 1);
+
+static __always_inline int reset_allowed(struct sg_ctx *c)
+{
+	const struct sg_config *cfg = c->cfg;
+	u32 zero = 0;
+	u64 *tat = rst_tat.lookup(&zero);
+
+	c->now = coarse_clock(); /* the budgets' bursts are a second long */
+	if (!tat || !gcra_fits(*tat, c->now, cfg->rst_tau_ns))
+		return 0;
+	if (!reply_budget(cfg, source_of(c), c->p.ipv6, c->now)) {
+		if (!source_verified(c))
+			return 0;
+		count(SG_C_verified, c->p.ipv6);
+	}
+	gcra_take(tat, c->now, cfg->rst_interval_ns, cfg->rst_tau_ns);
 	return 1;
 }
 
@@ -249,7 +375,10 @@ static __always_inline int listener_only(struct sg_ctx *c)
 	if (state != SG_TCP_LISTEN)
 		return leave_to_kernel(state, c->p.ipv6);
 	c->s = scratch.lookup(&zero);
-	return c->s ? SG_CONTINUE : XDP_PASS;
+	if (!c->s)
+		return XDP_PASS;
+	c->key = &c->s->key;
+	return SG_CONTINUE;
 }
 
 /* --- SYN: syncache_add -----------------------------------------------------
@@ -263,8 +392,8 @@ static __always_inline int keeps_entries(const struct sg_config *cfg)
 	return cfg->syncookies_only == 0 || cfg->syncookies == 0;
 }
 
-/* Whether this SYN looks for and makes an entry. Not while the syncache is
- * paused: cookies carry every connection then, and a flood is spared the
+/* Whether this SYN looks for and makes an entry. Not in monitor mode, nor
+ * while the syncache is paused: cookies carry every connection then, and a flood is spared the
  * lookup and the entry built for nothing. With syncookies=0 the entries are
  * all there is, so they still count (and a SYN without room is dropped). */
 static __always_inline int syncache_in_use(const struct sg_ctx *c)
@@ -272,7 +401,9 @@ static __always_inline int syncache_in_use(const struct sg_ctx *c)
 	u32 zero = 0;
 	struct sg_syncache_state *st;
 
-	if (!keeps_entries(c->cfg))
+	/* Monitor mode: the kernel answers, so an entry would retransmit a
+	 * SYN-ACK the client never had from us. */
+	if (!keeps_entries(c->cfg) || monitoring(c))
 		return 0;
 	if (!c->cfg->syncookies)
 		return 1;
@@ -280,24 +411,17 @@ static __always_inline int syncache_in_use(const struct sg_ctx *c)
 	return st && c->now >= st->pause_until_ns;
 }
 
-/* The SYN path's clock. CLOCK_MONOTONIC_COARSE, up to a tick (1-10 ms)
- * behind, costs a fraction of a precise read (which is ~20 ns, a tenth of
- * a SYN, here) and is enough without entries: our TSval counts ~1 ms units,
- * and a burst allowance of at least SG_COARSE_TAU_NS moves by a tick's
- * worth at most. Entries keep the precise clock (the controller times
- * their retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
-#define SG_COARSE_TAU_NS (64 * SG_MS)
-
+/* The SYN path's clock: the coarse one (a tenth of a SYN's cost saved)
+ * is enough without entries, since our TSval counts ~1 ms units and a
+ * burst allowance of at least SG_COARSE_TAU_NS moves by a tick's worth at
+ * most. Entries keep the precise clock (the controller times their
+ * retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
 static __always_inline u64 syn_clock(const struct sg_config *cfg)
 {
 	if (keeps_entries(cfg) ||
 	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
 		return bpf_ktime_get_ns();
-#ifdef SG_COMPAT_COARSE_CLOCK /* Linux < 5.11 has no coarse clock for BPF */
-	return bpf_ktime_get_ns();
-#else
-	return bpf_ktime_get_coarse_ns();
-#endif
+	return coarse_clock();
 }
 
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
@@ -319,12 +443,13 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 		return XDP_PASS;
 	}
 	c->now = syn_clock(c->cfg);
-	if (!synack_allowed(c)) {
-		count(SG_C_ratelimited, c->p.ipv6);
-		return XDP_DROP;
-	}
 	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq), &c->flow);
-	tuple_key(&c->flow, &c->key);
+	tuple_key(&c->flow, c->key);
+	if (!synack_allowed(c)) {
+		sample_limited(c);
+		count(SG_C_ratelimited, c->p.ipv6);
+		return enforce(c, XDP_DROP);
+	}
 	return SG_CONTINUE;
 }
 
@@ -337,7 +462,7 @@ static __always_inline struct sg_syncache_entry *syn_dupsyn(
 	struct sg_syncache_entry *e;
 	const struct sg_tcpopts *o = &c->s->o;
 
-	e = syncache.lookup(&c->key);
+	e = syncache.lookup(c->key);
 	if (!e)
 		return NULL;
 	if ((e->flags & SG_SCF_TIMESTAMP) && (o->flags & SG_HAS_TS))
@@ -513,7 +638,7 @@ static __always_inline int syncache_add(struct sg_ctx *c,
 		   (sa->sack ? SG_SCF_SACK : 0) | (sa->ecn ? SG_SCF_ECN : 0);
 	e->rxmits = 0;
 	e->ttl = sa->ttl;
-	return syncache_insert(&c->key, e, c->cfg, c->now);
+	return syncache_insert(c->key, e, c->cfg, c->now);
 }
 
 /* Our SYN-ACK in place of the SYN: SG_CONTINUE, or the verdict when it
@@ -535,8 +660,13 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	struct sg_syncache_entry *dup = NULL;
 	struct sg_synack sa = {};
 	u32 counter = SG_C_sendcookie;
-	int r = syn_validate(c), cache;
+	int r, cache;
 
+	if (draining(c)) { /* the kernel answers SYNs again */
+		count(SG_C_drained, c->p.ipv6);
+		return XDP_PASS;
+	}
+	r = syn_validate(c);
 	if (r != SG_CONTINUE)
 		return r;
 	cache = syncache_in_use(c);
@@ -551,6 +681,10 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 			count(SG_C_nocookie, c->p.ipv6);
 			return XDP_PASS;
 		}
+	}
+	if (monitoring(c)) { /* what enforce mode would have sent */
+		count(counter, c->p.ipv6);
+		return XDP_PASS;
 	}
 	r = syn_respond(c, &sa);
 	if (r != SG_CONTINUE)
@@ -577,17 +711,42 @@ struct sg_negotiated {
 	u8 wscale_ok, snd_wscale, rcv_wscale;
 };
 
+/* In monitor mode the kernel answers SYNs: the ACK that completes such a
+ * handshake (its request socket found) counts as one completed with us
+ * would, so that what monitor mode says the limit would do is what enforce
+ * mode, which gets these ACKs, does. */
+static __always_inline void monitor_handshake(struct sg_ctx *c, int state)
+{
+	u32 zero = 0;
+
+	if (state != SG_TCP_NEW_SYN_RECV || !monitoring(c))
+		return;
+	c->s = scratch.lookup(&zero);
+	if (!c->s)
+		return;
+	flow_from_pkt(&c->p, 0, &c->flow);
+	c->now = bpf_ktime_get_ns();
+	handshake_done(c);
+}
+
 /* Ours to judge: a listener and nothing else for the 4-tuple. Leaves the
  * flow (ISN = seq - 1) in c->flow and c->key; the options are parsed later,
  * only for ACKs that get that far. */
 static __always_inline int ack_validate(struct sg_ctx *c)
 {
-	int r = listener_only(c);
+	u32 zero = 0;
+	int state = sock_state(c);
 
-	if (r != SG_CONTINUE)
-		return r;
+	if (state != SG_TCP_LISTEN) {
+		monitor_handshake(c, state);
+		return leave_to_kernel(state, c->p.ipv6);
+	}
+	c->s = scratch.lookup(&zero);
+	if (!c->s)
+		return XDP_PASS;
+	c->key = &c->s->key;
 	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq) - 1, &c->flow);
-	tuple_key(&c->flow, &c->key);
+	tuple_key(&c->flow, c->key);
 	return SG_CONTINUE;
 }
 
@@ -600,7 +759,14 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 {
 	struct sg_tcpopts *o = &c->s->o;
 	struct sg_syncache_state *st;
-	struct sg_syncache_entry *e, ent;
+	struct sg_syncache_entry *e;
+	/* What the checks need, copied before the entry goes (its memory is
+	 * reused at once); not the whole entry: the stack is nearly full. */
+	struct {
+		u32 iss, irs, ts;
+		u16 peer_mss, bucket;
+		u8 flags, snd_wscale, rcv_wscale;
+	} ent;
 	u32 zero = 0, has_ts;
 
 	/* entries goes up before an insert and down after a delete, so it is
@@ -609,11 +775,18 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 	st = syncache_state.lookup(&zero);
 	if (st && !st->entries)
 		return 0;
-	e = syncache.lookup(&c->key);
+	e = syncache.lookup(c->key);
 	if (!e)
 		return 0;
-	ent = *e;
-	syncache_drop(&c->key, ent.bucket);
+	ent.iss = e->iss;
+	ent.irs = e->irs;
+	ent.ts = e->ts;
+	ent.peer_mss = e->peer_mss;
+	ent.bucket = e->bucket;
+	ent.flags = e->flags;
+	ent.snd_wscale = e->snd_wscale;
+	ent.rcv_wscale = e->rcv_wscale;
+	syncache_drop(c->key, ent.bucket);
 	parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
 	has_ts = !!(o->flags & SG_HAS_TS);
 	if (bpf_ntohl(c->p.tcp->ack_seq) - 1 != ent.iss ||
@@ -689,16 +862,46 @@ static __always_inline void cookie_negotiated(struct sg_ctx *c,
 }
 #endif
 
+/* A segment no socket, entry or cookie accounts for (a connection this
+ * host forgot, or a forged ACK): an RST as Linux would send it, within the
+ * budgets, else dropped, so that a client is told at once and an ACK flood
+ * still dies here. While draining it may be the kernel's (its own cookie):
+ * the kernel judges it. */
+static __always_inline int unknown_segment(struct sg_ctx *c)
+{
+	__be32 ack_seq = c->p.tcp->ack_seq;
+
+	if (draining(c)) {
+		count(SG_C_drained, c->p.ipv6);
+		return XDP_PASS;
+	}
+	count(SG_C_badcookie, c->p.ipv6);
+	if (!c->cfg->rst_interval_ns)
+		return enforce(c, XDP_DROP);
+	if (!reset_allowed(c)) {
+		count(SG_C_rstlimited, c->p.ipv6);
+		return enforce(c, XDP_DROP);
+	}
+	if (handed_off_lately(c)) {
+		count(SG_C_rstheld, c->p.ipv6);
+		return enforce(c, XDP_DROP);
+	}
+	count(SG_C_rstsent, c->p.ipv6);
+	if (monitoring(c))
+		return XDP_PASS;
+	if (write_reset(c->xdp, c->p.l3_off, c->p.frame_len, &c->flow,
+			c->cfg->ttl, ack_seq))
+		return XDP_DROP; /* -1 left the frame, -2 cannot happen */
+	return XDP_TX;
+}
+
 /* An ACK without an entry: its cookie decides. SG_CONTINUE with n filled,
  * or the verdict. */
 static __always_inline int cookie_check(struct sg_ctx *c,
 					struct sg_negotiated *n)
 {
-	if (!c->cfg->syncookies) {
-		/* no entry and no cookies: rejected */
-		count(SG_C_badcookie, c->p.ipv6);
-		return XDP_DROP;
-	}
+	if (!c->cfg->syncookies) /* no entry and no cookies: rejected */
+		return unknown_segment(c);
 	if (!cookie_valid(c)) {
 		/* Only segments with data or FIN can trail a hand-off; a bogus
 		 * pure ACK costs no map lookup. */
@@ -707,8 +910,7 @@ static __always_inline int cookie_check(struct sg_ctx *c,
 			count(SG_C_coalesced, c->p.ipv6);
 			return XDP_PASS;
 		}
-		count(SG_C_badcookie, c->p.ipv6);
-		return XDP_DROP;
+		return unknown_segment(c);
 	}
 	if (handed_off_recently(c)) {
 		count(SG_C_coalesced, c->p.ipv6);
@@ -726,6 +928,7 @@ static __always_inline int hand_off(struct sg_ctx *c,
 {
 	struct sg_handoff h = {};
 
+	handshake_done(c);
 	h.at_ns = c->now;
 	h.isn = bpf_ntohl(c->p.tcp->seq) - 1;
 	h.pending = 1;
@@ -734,7 +937,7 @@ static __always_inline int hand_off(struct sg_ctx *c,
 	 * costs only the coalescing window and, behind a firewall, the
 	 * conntrack entry, not the connection. */
 	count(counter, c->p.ipv6);
-	handoffs.update(&c->key, &h);
+	handoffs.update(c->key, &h);
 	return XDP_PASS;
 #else
 	h.attrs.mss = n->mss;
@@ -751,7 +954,7 @@ static __always_inline int hand_off(struct sg_ctx *c,
 		h.attrs.rcv_tsecr = bpf_ntohl(c->s->o.tsecr);
 	}
 	count(counter, c->p.ipv6);
-	if (handoffs.update(&c->key, &h))
+	if (handoffs.update(c->key, &h))
 		/* no room: the kernel will send an RST */
 		count(SG_C_aborted, c->p.ipv6);
 	return XDP_PASS;

@@ -7,6 +7,7 @@ import os
 
 from . import layout
 from .host import read_sysctl
+from .settings import SETTINGS
 
 
 def kernel_wscale():
@@ -36,12 +37,14 @@ def derive(mtu, settings, prefix_seed=None):
     """The sg_config for an interface of this MTU: settings (sg_config field:
     value) over the defaults; prefix_seed random unless given (an adopted
     data path keeps its own, so the rate limiter's buckets stay valid)."""
-    cfg = layout.Config(**{**layout.SETTING_DEFAULTS, **settings})
-    cfg.prefix_seed = int.from_bytes(os.urandom(8), "little") if prefix_seed is None else prefix_seed
+    fields = {**layout.SETTING_DEFAULTS, **settings}
+    switches = [s.flag for s in SETTINGS.values() if s.flag and fields.pop(s.field)]
+    cfg = layout.Config(**fields)
+    cfg.prefix_seed = prefix_seed or int.from_bytes(os.urandom(8), "little")
     cfg.mss4 = max(layout.mss_table(False)[0], min(mtu - 40, 65535))
     cfg.mss6 = max(layout.mss_table(True)[0], min(mtu - 60, 65535))
     cfg.window = 65535  # the seed's TCP_MAXWIN; SYN windows are never scaled
     cfg.wscale = kernel_wscale()
     cfg.ttl = int(read_sysctl("net.ipv4.ip_default_ttl", ["64"])[0])
-    cfg.flags = option_flags()
+    cfg.flags = option_flags() | sum(switches)
     return cfg.derive()

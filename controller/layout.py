@@ -7,6 +7,7 @@ from the C.
 """
 
 import ctypes as ct
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,8 @@ CF_SACK = constant("maps.h", "SG_CF_SACK")
 CF_TIMESTAMPS = constant("maps.h", "SG_CF_TIMESTAMPS")
 CF_ECN = constant("maps.h", "SG_CF_ECN")
 CF_CONNTRACK = constant("maps.h", "SG_CF_CONNTRACK")
+CF_MONITOR = constant("maps.h", "SG_CF_MONITOR")
+CF_DRAIN = constant("maps.h", "SG_CF_DRAIN")
 SCF_WINSCALE = constant("maps.h", "SG_SCF_WINSCALE")
 SCF_TIMESTAMP = constant("maps.h", "SG_SCF_TIMESTAMP")
 SCF_UNREACH = constant("maps.h", "SG_SCF_UNREACH")
@@ -62,6 +65,7 @@ SCF_SACK = constant("maps.h", "SG_SCF_SACK")
 SYNCACHE_BUCKETS = constant("maps.h", "SG_SYNCACHE_BUCKETS")
 TIMER_BATCH = constant("maps.h", "SG_TIMER_BATCH")
 SYNACK_MAX = constant("maps.h", "SG_SYNACK_MAX")
+LIMITED_SAMPLES = constant("maps.h", "SG_LIMITED_SAMPLES")
 
 
 @lru_cache(maxsize=None)
@@ -149,12 +153,27 @@ class Config(ct.Structure):
         ("synack_interval_ns", ct.c_uint64),
         ("synack_tau_ns", ct.c_uint64),
         ("prefix_seed", ct.c_uint64),
+        ("rst_rate", ct.c_uint32),
+        ("verified_s", ct.c_uint32),
+        ("rst_interval_ns", ct.c_uint64),
+        ("rst_tau_ns", ct.c_uint64),
+        ("verified_ns", ct.c_uint64),
     ]
 
-    def derive(self):
-        """The GCRA parameters the data path uses, from rate and burst."""
+    def derive(self, cpus=None):
+        """The parameters the data path uses, from the settings: the reply
+        budget's GCRA from rate and burst; each CPU's share of the RST rate
+        (a per-CPU budget: no cache line that every CPU writes), a second's
+        worth at once; the verified lifetime in ns."""
         self.synack_interval_ns = 10**9 // self.synack_rate if self.synack_rate else 0
         self.synack_tau_ns = (self.synack_burst - 1) * self.synack_interval_ns  # burst at once
+        if self.rst_rate:
+            per_cpu = max(1, self.rst_rate // (cpus or os.cpu_count() or 1))
+            self.rst_interval_ns = 10**9 // per_cpu
+            self.rst_tau_ns = (per_cpu - 1) * self.rst_interval_ns
+        else:
+            self.rst_interval_ns = self.rst_tau_ns = 0
+        self.verified_ns = self.verified_s * 10**9
         return self
 
 
@@ -170,9 +189,14 @@ SYNCACHE_DEFAULTS = dict(
     rexmt_ms=1000,
     pause_ms=16000,
 )
-# The reflection limit: 1000 SYN-ACKs a second, 1000 at once, per /24 or /64.
-RATELIMIT_DEFAULTS = dict(synack_rate=1000, synack_burst=1000, prefix4=24, prefix6=64)
-SETTING_DEFAULTS = {**SYNCACHE_DEFAULTS, **RATELIMIT_DEFAULTS}
+# The reflection limit: 1000 replies a second, 1000 at once, per /24 or /64,
+# beyond which only sources verified in the last hour are answered; RSTs for
+# segments nobody knows: 10,000 a second in all (docs/DEPLOYING.md says why).
+RATELIMIT_DEFAULTS = dict(
+    synack_rate=1000, synack_burst=1000, prefix4=24, prefix6=64, rst_rate=10000, verified_s=3600
+)
+# Enforce mode: monitor mode (a switch in sg_config.flags) is asked for.
+SETTING_DEFAULTS = {**SYNCACHE_DEFAULTS, **RATELIMIT_DEFAULTS, "monitor": 0}
 SYNCACHE_MAX = 1 << 22  # largest syncache map synguard makes (cachelimit's ceiling)
 
 
@@ -180,6 +204,25 @@ def syncache_map_size(cachelimit):
     """The syncache map's size for a cachelimit: a power of two (the kernel
     rounds the bucket count up to one anyway), at least 65536."""
     return max(65536, 1 << (max(1, cachelimit) - 1).bit_length())
+
+
+class Addr(ct.Structure):
+    """struct sg_addr: a source address, IPv4 mapped (::ffff:a.b.c.d)."""
+
+    _fields_ = [("w", ct.c_uint64 * 2)]
+
+    def ip(self):
+        """The address: IPv4Address or IPv6Address."""
+        import ipaddress
+
+        a = ipaddress.IPv6Address(bytes(self))
+        return a.ipv4_mapped or a
+
+
+class Limited(ct.Structure):
+    """struct sg_limited: the latest sources the reflection limit dropped."""
+
+    _fields_ = [("n", ct.c_uint64), ("src", Addr * LIMITED_SAMPLES)]
 
 
 class Flow(ct.Structure):
@@ -289,7 +332,7 @@ class Handoff(ct.Structure):
 
 
 assert ct.sizeof(Secrets) == 72
-assert ct.sizeof(Config) == 64
+assert ct.sizeof(Config) == 96
 assert ct.sizeof(Flow) == 48
 assert ct.sizeof(SyncacheEntry) == 160
 assert ct.sizeof(SyncacheState) == 32

@@ -1,7 +1,10 @@
 """The pinned maps of one protected interface, opened through libbpf, and
-what the controller reads and writes in them."""
+what the controller reads and writes in them; each map's layout signature,
+by which a new data path knows which maps of a running one it can share."""
 
 import ctypes
+import hashlib
+import re
 
 from . import layout, libbpf
 
@@ -20,6 +23,8 @@ class Maps:
         "syncache_buckets": (ctypes.c_uint32, ctypes.c_uint32, False),
         "handoffs": (layout.Flow, layout.Handoff, False),
         "rexmt": (ctypes.c_uint32, layout.Rexmt, False),
+        "verified": (layout.Addr, ctypes.c_uint64, False),
+        "limited": (ctypes.c_uint32, layout.Limited, True),
     }
 
     def __init__(self, pins):
@@ -96,3 +101,54 @@ class Maps:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _describe(t):
+    """A ctypes type as text: its name and size, and its fields, offsets and
+    types all the way down."""
+    if hasattr(t, "_fields_"):
+        fields = ",".join(
+            "%s@%d:%s" % (name, getattr(t, name).offset, _describe(ft)) for name, ft, *_ in t._fields_
+        )
+        return "%s(%d){%s}" % (t.__name__, ctypes.sizeof(t), fields)
+    if hasattr(t, "_length_"):
+        return "%s[%d]" % (_describe(t._type_), t._length_)
+    return "%s(%d)" % (t.__name__, ctypes.sizeof(t))
+
+
+def signature(name):
+    """What a map of this name holds, as this version reads and writes it:
+    two versions whose signatures agree can share the map itself."""
+    key, value, percpu = Maps.LAYOUT[name]
+    text = "%s|%s|%s|%s" % (name, _describe(key), _describe(value), percpu)
+    if name == "counters":  # slots by position: the names are the layout
+        text += "|" + ",".join(layout.counter_names())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def signatures():
+    """{map name: signature} of every pinned map."""
+    return {name: signature(name) for name in Maps.LAYOUT}
+
+
+# struct bpf_map_info's map types, for the maps.h declarations.
+MAP_TYPES = {"hash": 1, "array": 2, "percpu_array": 6, "lru_hash": 9}
+
+
+def declared():
+    """{map name: (bpf map type, max_entries)} from maps.h's pinned maps;
+    max_entries None where the loader sets it (the syncache's)."""
+    out = {}
+    for kind, name, size in re.findall(
+        r'BPF_TABLE_PINNED\("(\w+)",[^,]+,[^,]+,\s*(\w+),\s*([^,]+),\s*SG_PIN_DIR',
+        layout.bpf_source("maps.h"),
+    ):
+        entries = 1
+        for factor in size.split("*"):  # N, SG_NAME or N * SG_NAME
+            factor = factor.strip()
+            if factor == "SG_SYNCACHE_MAX":
+                entries = None
+                break
+            entries *= int(factor) if factor.isdigit() else layout.constant("maps.h", factor)
+        out[name] = (MAP_TYPES[kind], entries)
+    return out

@@ -1,8 +1,10 @@
 """The seed's sysctls, as synguard settings: names, ranges, parsing.
 
 One table for `attach` (flags), `synguard set IFACE KEY=VALUE` (at run
-time, written into the pinned config map) and `status`. A value outside its
-range is a ValueError with the reason; nothing is written then.
+time, written into the pinned config map), reload and `status`, and the
+rules that settings must keep with each other and with the running data
+path (check). A value outside its range is a ValueError with the reason;
+nothing is written then.
 """
 
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ class Setting:
     scale: int  # the field holds value * scale (seconds -> ms)
     help: str
     seconds: bool = False
+    flag: int = 0  # a switch in sg_config.flags, not a field of its own
+
+    def raw(self, cfg):
+        """The raw value in a layout.Config."""
+        return int(bool(cfg.flags & self.flag)) if self.flag else getattr(cfg, self.field)
 
     def parse(self, text):
         try:
@@ -95,21 +102,48 @@ SETTINGS = {
             0,
             10_000_000,
             1,
-            "SYN-ACKs per second to one source prefix (the reflection limit; 0: none)",
+            "replies (SYN-ACKs, retransmissions, RSTs) per second to one source prefix that has not "
+            "completed a handshake lately (the reflection limit; 0: none)",
         ),
-        Setting("ratelimit_burst", "synack_burst", 1, 10_000_000, 1, "SYN-ACKs to one source prefix at once"),
+        Setting("ratelimit_burst", "synack_burst", 1, 10_000_000, 1, "replies to one source prefix at once"),
         Setting("prefix4", "prefix4", 0, 32, 1, "IPv4 source prefix length the limit counts by"),
         Setting("prefix6", "prefix6", 0, 128, 1, "IPv6 source prefix length the limit counts by"),
+        Setting(
+            "verifiedtime",
+            "verified_s",
+            0,
+            86400,
+            1,
+            "seconds a source that completed a handshake stays exempt from its prefix's limit (0: never)",
+        ),
+        Setting(
+            "rstlimit",
+            "rst_rate",
+            0,
+            10_000_000,
+            1,
+            "RSTs per second, all sources together, for segments no socket, entry or cookie knows "
+            "(0: drop them)",
+        ),
+        Setting(
+            "monitor",
+            "monitor",
+            0,
+            1,
+            1,
+            "1: judge and count every frame as enforce mode would, and pass it to the kernel untouched",
+            flag=layout.CF_MONITOR,
+        ),
     )
 }
 
 
 def parse_assignments(items):
-    """['cachelimit=100', ...] -> {field: raw value}; ValueError names the
-    first bad one."""
+    """['cachelimit=100', ...] or [(name, text), ...] -> {field: raw value};
+    ValueError names the first bad one."""
     out = {}
     for item in items:
-        name, sep, value = item.partition("=")
+        name, sep, value = (item[0], "=", item[1]) if isinstance(item, tuple) else item.partition("=")
         if not sep:
             raise ValueError("expected KEY=VALUE, got %r" % item)
         if name not in SETTINGS:
@@ -119,13 +153,24 @@ def parse_assignments(items):
     return out
 
 
-def check_consistent(fields):
+def check(fields, cookies="synguard", syncache_size=None, ifname="IFACE"):
     """ValueError if the settings (sg_config field: raw value, all of them)
-    contradict each other."""
+    contradict each other, the cookie mode, or a syncache map of
+    syncache_size entries (a running data path's)."""
     if fields.get("syncookies_only") and not fields.get("syncookies"):
         raise ValueError(
             "syncookies_only=1 needs syncookies=1 (with syncookies=0 there would be neither "
             "cookies nor syncache entries)"
+        )
+    if cookies == "kernel" and not fields.get("syncookies", 1):
+        raise ValueError(
+            "syncookies=0 needs synguard's cookies (Linux >= 6.9): with the kernel's cookies only "
+            "a cookie makes the kernel's socket"
+        )
+    if syncache_size is not None and fields.get("cachelimit", 0) > syncache_size:
+        raise ValueError(
+            "cachelimit can grow to %d while the data path stays attached (the syncache map's size, "
+            "set at attach): synguard detach %s first for more" % (syncache_size, ifname)
         )
 
 
@@ -136,4 +181,9 @@ def show(values):
 
 def current(cfg):
     """{name: value} of a layout.Config, in the settings' own units."""
-    return {name: s.show(getattr(cfg, s.field)) for name, s in SETTINGS.items()}
+    return {name: s.show(s.raw(cfg)) for name, s in SETTINGS.items()}
+
+
+def raw_fields(cfg):
+    """{field: raw value} of every setting in a layout.Config."""
+    return {s.field: s.raw(cfg) for s in SETTINGS.values()}

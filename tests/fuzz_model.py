@@ -3,9 +3,10 @@
 The same rules as bpf/parse.h and bpf/xdp_synguard.c, written from the
 documented behaviour rather than from the C: parse or call it malformed,
 leave what is not TCP to a protected port alone, answer SYNs, judge ACKs,
-note RSTs. The model assumes cookies_only (no syncache entries), no rate
-limit, a listener on PORT, none on PORT_NO_LISTENER, and no other socket of
-the fuzzed 4-tuples.
+note RSTs, reset what nobody knows. The model assumes cookies_only (no
+syncache entries), no reflection limit, an RST budget never spent, a
+listener on PORT, none on PORT_NO_LISTENER, and no other socket of the
+fuzzed 4-tuples.
 """
 
 import struct
@@ -18,11 +19,18 @@ PASS, DROP, TX = "pass", "drop", "tx"
 
 
 class Expect:
-    def __init__(self, verdict, counter, handoff=False):
-        self.verdict, self.counter, self.handoff = verdict, counter, handoff
+    """verdict; the counters it moves beside packets; a hand-off; TX: a
+    SYN-ACK, or with reset an RST."""
+
+    def __init__(self, verdict, *counters, handoff=False, reset=False):
+        self.verdict, self.counters, self.handoff, self.reset = verdict, counters, handoff, reset
 
     def __repr__(self):
-        return "Expect(%s, %s%s)" % (self.verdict, self.counter, ", handoff" if self.handoff else "")
+        return "Expect(%s, %s%s)" % (
+            self.verdict,
+            ", ".join(self.counters),
+            ", handoff" if self.handoff else ", reset" if self.reset else "",
+        )
 
 
 def expect(frame, keys):
@@ -96,4 +104,4 @@ def expect(frame, keys):
         return Expect(PASS, "badrst")
     if cookie.check_ack(keys, src, dst, sport, dport, seq, ack):
         return Expect(PASS, "recvcookie", handoff=True)
-    return Expect(DROP, "badcookie")
+    return Expect(TX, "badcookie", "rstsent", reset=True)

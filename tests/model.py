@@ -5,7 +5,7 @@ import ctypes
 
 from synguard import layout, libbpf, packets
 from synguard.lab import cookie
-from synguard.packets import ACK, CWR, ECE, SYN, ack_for  # noqa: F401 (the tests import it from here)
+from synguard.packets import ACK, CWR, ECE, RST, SYN, ack_for  # noqa: F401 (the tests import it from here)
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
@@ -92,6 +92,26 @@ def expected_kernel_synack(syn_frame, maps, iss, tsval):
     mss, ws, sack, ts, ecn = negotiated(s, cfg, kernel=True)
     options = (min(s.options["wscale"], 14) if ws else 0xF) | sack << 4 | ecn << 5
     return synack_frame(s, cfg, iss, tsval, 0, mss, ws, sack, ts, ecn), options
+
+
+def expected_reset(frame, maps):
+    """The RST for a segment nobody knows (frame, from the client, with ACK
+    set), as Linux's tcp_v4_send_reset writes it: seq from the segment's
+    ACK number, no ACK of its own, no options, window 0."""
+    s = packets.parse_frame(frame)
+    return packets.tcp_frame(
+        s.dst,
+        s.src,
+        s.dport,
+        s.sport,
+        seq=s.ack,
+        flags=RST,
+        window=0,
+        src_mac=s.dst_mac,
+        dst_mac=s.src_mac,
+        vlans=s.vlans,
+        ttl=maps.config.lookup(0).ttl,
+    )
 
 
 def ecn_setup(s, cfg, ts):

@@ -129,7 +129,7 @@ def main(argv=None):
         worker.join()
         time.sleep(1)
         st = json.loads(bed.synguard_run("status", bed.server_if, "--json").stdout)
-        ctl.send_signal(signal.SIGTERM)
+        ctl.send_signal(signal.SIGQUIT)  # stop now: no drain
         if ctl.wait(30) != 0:
             failures.append("controller exit code %s" % ctl.returncode)
         srv.close()
@@ -142,13 +142,15 @@ def main(argv=None):
     growth_mb = (after_warmup[-1] - after_warmup[0]) / 1024
     times = sorted(connects["times"])
     print(
-        "soak: %d s, %d frames at XDP (%.0f/s), %d SYN-ACKs sent, %d bogus ACKs dropped, %d rate-limited"
+        "soak: %d s, %d frames at XDP (%.0f/s), %d SYN-ACKs sent, %d bogus ACKs refused (%d RSTs), "
+        "%d rate-limited"
         % (
             args.seconds,
             c["packets"],
             c["packets"] / args.seconds,
             c["sendcookie"] + c["dupsyn"],
             c["badcookie"],
+            c["rstsent"],
             c["ratelimited"],
         )
     )
@@ -171,6 +173,9 @@ def main(argv=None):
         failures.append("outcomes %d != packets %d" % (outcomes, c["packets"]))
     if abs(handoffs - settled) > 0:
         failures.append("hand-offs %d != completed+aborted+raced %d" % (handoffs, settled))
+    refused = c["rstsent"] + c["rstlimited"] + c["rstheld"]
+    if refused != c["badcookie"]:
+        failures.append("rstsent + rstlimited + rstheld %d != badcookie %d" % (refused, c["badcookie"]))
     if c["aborted"]:
         failures.append("%d hand-offs aborted" % c["aborted"])
     print("verdict: %s" % ("PASS" if not failures else "FAIL: " + "; ".join(failures)))

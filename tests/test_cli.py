@@ -191,19 +191,9 @@ def test_config_file_carries_every_option():
         "127.0.0.1:9717",
         False,
     )
-    assert o.settings == {
-        "syncookies": 1,
-        "syncookies_only": 0,
-        "cachelimit": 15360,
-        "bucketlimit": 30,
-        "rexmtlimit": 3,
-        "rexmt_ms": 1000,
-        "pause_ms": 16000,
-        "synack_rate": 1000,
-        "synack_burst": 1000,
-        "prefix4": 24,
-        "prefix6": 64,
-    }
+    from synguard import layout
+
+    assert o.settings == layout.SETTING_DEFAULTS  # the example says the defaults
     from synguard import configfile
     from synguard.settings import SETTINGS
 

@@ -11,12 +11,14 @@ SYNGUARD_FUZZ_EXAMPLES sets the number of frames (make fuzz: 100000).
 
 import os
 
-from conftest import PORT, PORT_NO_LISTENER
+import pytest
+from conftest import PORT, PORT_NO_LISTENER, reset
 from fuzz_model import DROP, PASS, TX, expect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model import expected_synack, handed_off, keys, run
+from model import expected_reset, expected_synack, handed_off, keys, run
 from synguard import libbpf, packets
+from synguard.lab import netns
 
 EXAMPLES = int(os.environ.get("SYNGUARD_FUZZ_EXAMPLES", "3000"))
 V4 = ["198.18.0.%d" % i for i in (1, 2, 77, 255)] + ["198.19.3.4", "0.0.0.0", "255.255.255.255"]
@@ -136,8 +138,10 @@ def check(prog, maps, frame):
     verdict, out = run(prog.xdp_fd, frame)
     after = maps.read_counters()
     delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-    assert delta == {"packets": 1, want.counter: 1}, (want, frame.hex())
-    if want.verdict == TX:
+    assert delta == {"packets": 1, **{c: 1 for c in want.counters}}, (want, frame.hex())
+    if want.reset:
+        assert (verdict, out) == (libbpf.XDP_TX, expected_reset(frame, maps)), frame.hex()
+    elif want.verdict == TX:
         assert verdict == libbpf.XDP_TX, frame.hex()
         s = packets.parse_frame(out)
         assert out == expected_synack(frame, maps, s.options.get("ts", (0, 0))[0])[0], frame.hex()
@@ -162,14 +166,24 @@ FUZZ = settings(
 )
 
 
+@pytest.fixture
+def fuzzed(datapath, unit_ns):
+    """cookies_only with an RST budget no run spends (the model cannot
+    count time)."""
+    prog, maps = datapath
+    reset(prog, maps, syncookies_only=1, rst_rate=10_000_000)
+    with netns.netns(unit_ns):
+        yield prog, maps
+
+
 @FUZZ
 @given(frame=frames())
-def test_fuzzed_frames(cookies_only, frame):
-    check(*cookies_only, frame)
+def test_fuzzed_frames(fuzzed, frame):
+    check(*fuzzed, frame)
 
 
 @settings(FUZZ, max_examples=max(200, EXAMPLES // 10))
 @given(data=st.data())
-def test_fuzzed_cookie_acks(cookies_only, data):
-    prog, maps = cookies_only
+def test_fuzzed_cookie_acks(fuzzed, data):
+    prog, maps = fuzzed
     check(prog, maps, data.draw(cookie_acks(prog)))

@@ -42,3 +42,13 @@ def test_the_timer_request_is_the_c_one(datapath):
     frame limit with a full batch of keys."""
     assert [layout.TimerRequest.keys.offset, layout.TimerRequest.removed.offset] == [16, 24]
     assert ctypes.sizeof(layout.TimerRequest) + layout.TIMER_BATCH * ctypes.sizeof(layout.Flow) <= 3520
+
+
+def test_design_describes_every_counter():
+    """docs/DESIGN.md's counter table names exactly the counters of maps.h."""
+    import os
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "DESIGN.md")) as f:
+        rows = [line.split("|")[1] for line in f if line.startswith("| `")]
+    assert set(re.findall(r"`(\w+)`", "".join(rows))) == set(layout.counter_names())

@@ -1,12 +1,17 @@
-"""The reflection limit: SYN-ACKs per source prefix (GCRA), through
+"""The reflection limit: replies per source prefix (GCRA), through
 BPF_PROG_TEST_RUN. Spoofed SYNs from one prefix must not become a stream of
-SYN-ACKs at it; other prefixes are not affected."""
+SYN-ACKs at it; other prefixes are not affected; and a client that
+completes its handshakes is never limited, however fast it connects and
+whoever floods from its prefix or its very address."""
 
+import os
 import time
 
+import pytest
 from conftest import reset
-from model import run, syn
+from model import ack_for, expected_reset, run, syn
 from synguard import libbpf, packets
+from synguard.packets import ACK
 
 
 def verdicts(prog, frames):
@@ -118,3 +123,168 @@ def test_prefixes_spread_over_the_buckets(dp):
     verdicts(prog, from_prefix("198.19.0", 10))
     others = [p for p in prefixes[1:60] if bucket(cfg, p) != bucket(cfg, "198.19.0")]
     assert all(run(prog.xdp_fd, syn(p + ".9", "198.18.0.2", options=b""))[0] == libbpf.XDP_TX for p in others)
+
+
+# --- what a real client must never suffer ----------------------------------
+
+
+def handshake(prog, frame):
+    """SYN, then the ACK of its SYN-ACK: the verdicts."""
+    verdict, synack = run(prog.xdp_fd, frame)
+    if verdict != libbpf.XDP_TX:
+        return verdict, None
+    return verdict, run(prog.xdp_fd, ack_for(synack))[0]
+
+
+def test_a_client_that_completes_its_handshakes_is_never_limited(dp):
+    """Each completed handshake gives its SYN-ACK back: one client opening
+    connections back to back (here 10x its prefix's burst) never meets the
+    limit, and its neighbours keep their whole budget."""
+    prog, maps = dp
+    reset(prog, maps, synack_rate=10, synack_burst=10, syncookies_only=1)
+    before = maps.read_counters()
+    for i in range(100):
+        assert handshake(prog, syn("198.19.20.1", "198.18.0.2", sport=10000 + i)) == (
+            libbpf.XDP_TX,
+            libbpf.XDP_PASS,
+        )
+    after = maps.read_counters()
+    assert after["ratelimited"] == before["ratelimited"]
+    assert after["recvcookie"] - before["recvcookie"] == 100
+    neighbours = from_prefix("198.19.20", 10, base=30000)[1:] + [
+        syn("198.19.20.200", "198.18.0.2", options=b"")
+    ]
+    assert verdicts(prog, neighbours) == [libbpf.XDP_TX] * 10
+
+
+@pytest.mark.parametrize("spoofed", ["its prefix", "its own address"])
+def test_a_flood_spoofed_from_a_verified_client_does_not_lock_it_out(dp, spoofed):
+    """A source that completed a handshake is answered beyond its prefix's
+    budget (counted verified); the spoofed rest of the prefix is not."""
+    prog, maps = dp
+    reset(prog, maps, synack_rate=5, synack_burst=5, syncookies_only=1)
+    assert handshake(prog, syn("198.19.21.7", "198.18.0.2", sport=999)) == (libbpf.XDP_TX, libbpf.XDP_PASS)
+    if spoofed == "its prefix":
+        flood = from_prefix("198.19.21", 50, base=20000)
+    else:
+        flood = [syn("198.19.21.7", "198.18.0.2", sport=20000 + i, options=b"") for i in range(50)]
+    got = verdicts(prog, flood)
+    before = maps.read_counters()
+    for i in range(20):  # the client, during the flood
+        assert handshake(prog, syn("198.19.21.7", "198.18.0.2", sport=40000 + i)) == (
+            libbpf.XDP_TX,
+            libbpf.XDP_PASS,
+        )
+    after = maps.read_counters()
+    if spoofed == "its prefix":  # the .7 among them is the client's address
+        assert got.count(libbpf.XDP_TX) <= 5 + 1
+    else:
+        assert got == [libbpf.XDP_TX] * 50
+    # beyond the budget it was answered as verified (each completed
+    # handshake then gave its SYN-ACK back, so not every SYN needed that)
+    assert after["verified"] > before["verified"]
+    assert after["ratelimited"] == before["ratelimited"]
+
+
+def test_a_verified_source_is_forgotten_after_verifiedtime(dp):
+    prog, maps = dp
+    reset(prog, maps, synack_rate=2, synack_burst=2, syncookies_only=1, verified_s=1)
+    handshake(prog, syn("198.19.22.1", "198.18.0.2", sport=1))
+    verdicts(prog, from_prefix("198.19.22", 5, base=100))
+    assert run(prog.xdp_fd, syn("198.19.22.1", "198.18.0.2", sport=2, options=b""))[0] == libbpf.XDP_TX
+    time.sleep(1.1)
+    verdicts(prog, from_prefix("198.19.22", 5, base=200))  # spend what 1.1 s gave back
+    assert run(prog.xdp_fd, syn("198.19.22.1", "198.18.0.2", sport=3, options=b""))[0] == libbpf.XDP_DROP
+
+
+def test_no_verification_with_verifiedtime_0(dp):
+    prog, maps = dp
+    reset(prog, maps, synack_rate=2, synack_burst=2, syncookies_only=1, verified_s=0)
+    handshake(prog, syn("198.19.23.1", "198.18.0.2", sport=1))
+    verdicts(prog, from_prefix("198.19.23", 5, base=100))
+    assert run(prog.xdp_fd, syn("198.19.23.1", "198.18.0.2", sport=2, options=b""))[0] == libbpf.XDP_DROP
+
+
+def test_the_latest_limited_sources_are_sampled(dp):
+    """The controller's log line names the heaviest prefixes from these."""
+    prog, maps = dp
+    reset(prog, maps, synack_rate=1, synack_burst=1, syncookies_only=1)
+    verdicts(prog, from_prefix("198.19.24", 4))
+    rings = maps.limited.lookup(0)
+    seen = sorted(str(r.src[i].ip()) for r in rings for i in range(min(r.n, 64)))
+    assert seen == ["198.19.24.2", "198.19.24.3", "198.19.24.4"]
+
+
+def test_retransmissions_spend_the_prefix_budget(dp):
+    """The syncache's retransmissions are the one reply nobody asked for:
+    beyond the prefix's budget they are skipped (rexmtlimited) and the
+    entry ages as if they had gone."""
+    from synguard.syncache import Syncache
+    from test_syncache import Wire, entry
+
+    prog, maps = dp
+    reset(prog, maps, synack_rate=1, synack_burst=2, rexmt_ms=10)
+    frames = from_prefix("198.19.25", 2)
+    assert verdicts(prog, frames) == [libbpf.XDP_TX] * 2
+    due = max(entry(maps, f).rxt_ns for f in frames)
+    wire = Wire()
+    before = maps.read_counters()
+    assert Syncache(maps, prog.timer_fd, wire=wire).tick(due) == (0, 0)
+    after = maps.read_counters()
+    assert wire.frames == [] and after["rexmtlimited"] - before["rexmtlimited"] == 2
+    assert all(entry(maps, f).rxmits == 1 for f in frames)
+
+
+# --- RSTs for what nobody knows --------------------------------------------
+
+
+def bogus_acks(prefix, n, base=5000):
+    return [
+        packets.tcp_frame(
+            "%s.%d" % (prefix, 1 + i % 250), "198.18.0.2", base + i, 8080, seq=i, ack=7, flags=ACK
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def one_cpu():
+    """The test on one CPU: the global RST budget is per CPU."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    yield os.cpu_count()
+    os.sched_setaffinity(0, saved)
+
+
+def test_rsts_stay_within_the_global_budget(dp, one_cpu):
+    """rstlimit RSTs a second in all, a CPU's share at once; then drops."""
+    prog, maps = dp
+    reset(prog, maps, rst_rate=4 * one_cpu, syncookies_only=1)
+    before = maps.read_counters()
+    got = verdicts(prog, bogus_acks("198.19.30", 10))
+    assert got == [libbpf.XDP_TX] * 4 + [libbpf.XDP_DROP] * 6
+    after = maps.read_counters()
+    assert after["rstsent"] - before["rstsent"] == 4
+    assert after["rstlimited"] - before["rstlimited"] == 6
+    assert after["badcookie"] - before["badcookie"] == 10
+
+
+def test_rsts_spend_the_prefix_budget_unless_verified(dp):
+    prog, maps = dp
+    reset(prog, maps, synack_rate=3, synack_burst=3, syncookies_only=1)
+    assert handshake(prog, syn("198.19.31.9", "198.18.0.2", sport=1)) == (libbpf.XDP_TX, libbpf.XDP_PASS)
+    got = verdicts(prog, bogus_acks("198.19.31", 8))
+    assert got == [libbpf.XDP_TX] * 3 + [libbpf.XDP_DROP] * 5
+    forgotten = packets.tcp_frame("198.19.31.9", "198.18.0.2", 4444, 8080, seq=1, ack=2, flags=ACK)
+    assert run(prog.xdp_fd, forgotten) == (libbpf.XDP_TX, expected_reset(forgotten, maps))
+    assert verdicts(prog, bogus_acks("198.19.32", 3)) == [libbpf.XDP_TX] * 3  # another prefix
+
+
+def test_no_rsts_with_rstlimit_0(dp):
+    prog, maps = dp
+    reset(prog, maps, rst_rate=0, syncookies_only=1)
+    before = maps.read_counters()
+    assert verdicts(prog, bogus_acks("198.19.33", 3)) == [libbpf.XDP_DROP] * 3
+    after = maps.read_counters()
+    assert after["badcookie"] - before["badcookie"] == 3
+    assert after["rstsent"] == before["rstsent"] and after["rstlimited"] == before["rstlimited"]

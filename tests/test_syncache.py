@@ -183,8 +183,13 @@ def test_syncache_badack_drops_the_entry_and_the_cookie_decides(dp, kind, then):
     synack = run(prog.xdp_fd, frame)[1]
     before = maps.read_counters()
     verdict, _ = run(prog.xdp_fd, _mismatch(synack, kind))
-    assert verdict == (libbpf.XDP_PASS if then == "recvcookie" else libbpf.XDP_DROP)
-    assert delta(maps, before) == {"packets": 1, "badack": 1, then: 1}
+    assert verdict == (libbpf.XDP_PASS if then == "recvcookie" else libbpf.XDP_TX)  # TX: an RST
+    assert delta(maps, before) == {
+        "packets": 1,
+        "badack": 1,
+        then: 1,
+        **({"rstsent": 1} if then == "badcookie" else {}),
+    }
     assert entry(maps, frame) is None and state(maps).entries == 0
 
 
@@ -307,6 +312,8 @@ def test_syncookies_0_drops_beyond_the_limit_and_refuses_cookies(dp):
     reset(prog, maps, syncookies_only=1)
     synack = run(prog.xdp_fd, syn(sport=4000))[1]
     reset(prog, maps, syncookies=0)
+    assert run(prog.xdp_fd, ack_for(synack))[0] == libbpf.XDP_TX  # nobody knows it: an RST
+    reset(prog, maps, syncookies=0, rst_rate=0)
     assert run(prog.xdp_fd, ack_for(synack))[0] == libbpf.XDP_DROP
 
 

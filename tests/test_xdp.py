@@ -19,7 +19,9 @@ from model import (
     SERVER4,
     SERVER6,
     ack_for,
+    expected_reset,
     expected_synack,
+    flow_key,
     handed_off,
     handoff,
     keys,
@@ -189,7 +191,8 @@ def _v6_hop_by_hop():
 
 ARP = packets.SERVER_MAC + packets.CLIENT_MAC + b"\x08\x06" + bytes(28)
 
-# Katran-style table: what the frame is, the frame, the verdict, the counter.
+# Katran-style table: what the frame is, the frame, the verdict, the counter
+# (or counters). An XDP_TX here is the RST for a segment nobody knows.
 OTHER_CASES = [
     ("ARP", ARP, libbpf.XDP_PASS, "passed"),
     ("IPv4 UDP", _udp4(), libbpf.XDP_PASS, "passed"),
@@ -222,12 +225,32 @@ OTHER_CASES = [
     ("TCP data offset < 5", _doff(4), libbpf.XDP_PASS, "malformed"),
     ("TCP data offset past the segment", _doff(15), libbpf.XDP_PASS, "malformed"),
     (
-        "ACK with a bad cookie",
+        "ACK with a bad cookie: an RST",
         packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, seq=5, ack=99, flags=ACK),
-        libbpf.XDP_DROP,
-        "badcookie",
+        libbpf.XDP_TX,
+        ("badcookie", "rstsent"),
+    ),
+    (
+        "v6 data with a bad cookie, in QinQ: an RST",
+        packets.tcp_frame(
+            CLIENT6, SERVER6, 2, PORT, seq=5, ack=7, flags=ACK, payload=b"x" * 100, vlans=(5, 6)
+        ),
+        libbpf.XDP_TX,
+        ("badcookie", "rstsent"),
+    ),
+    (
+        "FIN with a bad cookie, IP options: an RST",
+        packets.tcp_frame(
+            CLIENT4, SERVER4, 3, PORT, seq=5, ack=0xFFFFFFFF, flags=ACK | FIN, ip_options=b"\x01" * 4
+        ),
+        libbpf.XDP_TX,
+        ("badcookie", "rstsent"),
     ),
 ]
+
+
+def counted(counter):
+    return {"packets": 1, **{c: 1 for c in ((counter,) if isinstance(counter, str) else counter)}}
 
 
 @pytest.mark.parametrize("name,frame,verdict,counter", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
@@ -238,7 +261,11 @@ def test_other_frames(dp, name, frame, verdict, counter):
     assert got == verdict
     if verdict == libbpf.XDP_PASS:
         assert out == frame  # untouched
-    assert counters_delta(maps, before) == {"packets": 1, counter: 1}
+    if verdict == libbpf.XDP_TX:
+        seg = packets.parse_frame(out)
+        assert seg.ip_csum_ok and seg.tcp_csum_ok
+        assert out == expected_reset(frame, maps)
+    assert counters_delta(maps, before) == counted(counter)
 
 
 @pytest.mark.parametrize(
@@ -320,7 +347,8 @@ def test_second_segment_of_a_fresh_handshake_is_not_handed_off_twice(cookies_onl
 def test_later_segments_right_behind_a_hand_off_go_up_plain(cookies_only):
     """Data segments behind the handshake in the same batch carry no cookie
     (seq > ISN+1) and find no socket yet: within 10 ms of the hand-off they
-    pass; a bogus pure ACK for the same 4-tuple is still dropped."""
+    pass; a bogus pure ACK for the same 4-tuple is dropped, and so is any
+    segment of it for 3 s (a connection being made: no RST)."""
     prog, maps = cookies_only
     synack, ack = _handshake(prog, maps, syn())
     a = packets.parse_frame(ack)
@@ -343,10 +371,16 @@ def test_later_segments_right_behind_a_hand_off_go_up_plain(cookies_only):
     before = maps.read_counters()
     assert run(prog.xdp_fd, second) == (libbpf.XDP_PASS, second)
     assert run(prog.xdp_fd, fin) == (libbpf.XDP_PASS, fin)
-    assert run(prog.xdp_fd, bare)[0] == libbpf.XDP_DROP
-    assert counters_delta(maps, before) == {"packets": 3, "coalesced": 2, "badcookie": 1}
+    assert run(prog.xdp_fd, bare)[0] == libbpf.XDP_DROP  # of a connection being made: no RST
+    assert counters_delta(maps, before) == {"packets": 3, "coalesced": 2, "badcookie": 1, "rstheld": 1}
     time.sleep(0.02)
     assert run(prog.xdp_fd, second)[0] == libbpf.XDP_DROP
+    # Seconds after its hand-off, a segment nobody knows is one of a
+    # connection this host forgot: reset.
+    h = handoff(maps, ack)
+    h.at_ns -= 4 * 10**9
+    maps.handoffs.update(flow_key(ack), h)
+    assert run(prog.xdp_fd, second) == (libbpf.XDP_TX, expected_reset(second, maps))
 
 
 def test_ack_with_data_and_cookie_is_handed_on(cookies_only):
@@ -357,7 +391,7 @@ def test_ack_with_data_and_cookie_is_handed_on(cookies_only):
 
 
 @pytest.mark.parametrize("field", ["ack", "seq", "meta", "sport", "src"])
-def test_tampered_cookie_ack_is_dropped(cookies_only, field):
+def test_tampered_cookie_ack_gets_an_rst(cookies_only, field):
     prog, maps = cookies_only
     synack, ack = _handshake(prog, maps, syn())
     a = packets.parse_frame(ack)
@@ -375,8 +409,8 @@ def test_tampered_cookie_ack_is_dropped(cookies_only, field):
         src = "198.18.0.9"
     forged = packets.tcp_frame(src, a.dst, sport, a.dport, flags=ACK, **kw)
     before = maps.read_counters()
-    assert run(prog.xdp_fd, forged)[0] == libbpf.XDP_DROP
-    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1}
+    assert run(prog.xdp_fd, forged) == (libbpf.XDP_TX, expected_reset(forged, maps))
+    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1, "rstsent": 1}
 
 
 def test_cookie_under_the_previous_key_is_accepted(cookies_only):
@@ -393,7 +427,7 @@ def test_cookie_under_an_expired_key_is_rejected(cookies_only):
     rotator = KeyRotator(maps.secrets)
     rotator.rotate()
     rotator.rotate()  # the slot the cookie names now holds a new key
-    assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_DROP
+    assert run(prog.xdp_fd, ack) == (libbpf.XDP_TX, expected_reset(ack, maps))
 
 
 def test_new_cookies_use_the_new_key_after_rotation(cookies_only):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import PORT, reset
-from model import CLIENT4, SERVER4, ack_for, expected_kernel_synack, run, syn
+from model import CLIENT4, SERVER4, ack_for, expected_kernel_synack, expected_reset, run, syn
 from synguard import datapath, host, layout, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, CWR, ECE, SYN, tcp_options
@@ -89,7 +89,7 @@ def test_ack_matching_an_entry_goes_up_and_takes_the_entry(kdp):
         ("random ack", lambda s: {"ack": 0x5A5A5A5A}),
     ],
 )
-def test_acks_the_kernel_did_not_mint_are_dropped(kdp, what, change):
+def test_acks_the_kernel_did_not_mint_get_an_rst(kdp, what, change):
     prog, maps = kdp
     reset(prog, maps, syncookies_only=1)  # no entries: the cookie alone decides
     _, synack = run(prog.xdp_fd, syn())
@@ -99,8 +99,8 @@ def test_acks_the_kernel_did_not_mint_are_dropped(kdp, what, change):
         a.src, a.dst, fields["sport"], a.dport, seq=fields["seq"], ack=fields["ack"], flags=ACK
     )
     before = maps.read_counters()
-    assert run(prog.xdp_fd, bogus)[0] == libbpf.XDP_DROP
-    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1}
+    assert run(prog.xdp_fd, bogus) == (libbpf.XDP_TX, expected_reset(bogus, maps))
+    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1, "rstsent": 1}
 
 
 def test_without_timestamps_only_the_mss_is_offered(kdp):

@@ -10,6 +10,7 @@ usage: python -m synguard.demo [--syns N] [--acks N] [--clients N] [--seconds S]
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import threading
@@ -150,12 +151,14 @@ def main(argv=None):
                 and answered + c["ratelimited"] == syns_sent
                 and made == real_total
                 and c["badcookie"] == acks_sent
+                and c["rstsent"] + c["rstlimited"] + c["rstheld"] == c["badcookie"]
                 and forged_accepted == 0
             )
             print(
                 "verdict: %s: %d/%d real connections completed (%d during the flood), %d/%d spoofed SYNs "
                 "answered at XDP with cookie SYN-ACKs (%d held back by the reflection limit), "
-                "%d/%d forged ACKs dropped, %d accepted by the listener"
+                "%d/%d forged ACKs refused at XDP (%d answered with an RST within the budget, %d dropped), "
+                "%d accepted by the listener"
                 % (
                     "PASS" if good else "FAIL",
                     real_ok,
@@ -166,15 +169,19 @@ def main(argv=None):
                     c["ratelimited"],
                     c["badcookie"],
                     acks_sent,
+                    c["rstsent"],
+                    c["rstlimited"],
                     forged_accepted,
                 )
             )
         finally:
-            proc.terminate()
+            # At once: SIGTERM (systemctl stop) would first drain for up to
+            # two key periods, 32 s, so that handshakes in flight complete.
+            proc.send_signal(signal.SIGQUIT)
             rc = proc.wait(30)
             srv.close()
             print(
-                "7. SIGTERM: synguard exited %d (%s); removing the test bed"
+                "7. SIGQUIT (stop now; SIGTERM drains first): synguard exited %d (%s); removing the test bed"
                 % (rc, proc.stdout.read().strip())
             )
     return 0 if good and rc == 0 else 1

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 
 from .. import host, layout
 from ..datapath import Datapath
@@ -27,7 +28,16 @@ CONFIG = dict(
     flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
 )
 # The maps the data path changes as it runs (the others are the controller's).
-RUNTIME_MAPS = (b"handoffs", b"syncache", b"syncache_state", b"syncache_buckets", b"synack_tat")
+RUNTIME_MAPS = (
+    b"handoffs",
+    b"syncache",
+    b"syncache_state",
+    b"syncache_buckets",
+    b"reply_tat",
+    b"rst_tat",
+    b"verified",
+    b"limited",
+)
 
 
 @contextlib.contextmanager
@@ -83,11 +93,25 @@ def configure(dp, maps, ports=(PORT,), keys=True, **config):
     """The data path as after attach: config (the seed's defaults unless
     given), ports, fresh keys (unless keys=False: cookies made before stay
     valid), and nothing the data path made before."""
-    maps.config.update(0, layout.Config(**{**CONFIG, **layout.SETTING_DEFAULTS, **config}).derive())
+    fields = {**CONFIG, **layout.SETTING_DEFAULTS, **config}
+    if fields.pop("monitor"):
+        fields["flags"] |= layout.CF_MONITOR
+    maps.config.update(0, layout.Config(**fields).derive())
     maps.set_ports(list(ports))
     if keys:
         KeyRotator(maps.secrets).install_initial()
     clear(dp)
+
+
+def wait_until(predicate, timeout, every=0.05):
+    """predicate()'s first true value within timeout seconds (polled), else
+    its last value: synchronisation on what is awaited, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(every)
 
 
 def load_conntrack():
