@@ -1,6 +1,6 @@
-"""Attach, adopt and detach: putting the data path on an interface and
-taking it off, so that a failure never leaves the interface worse than it
-was.
+"""Attach, adopt, take over and detach: putting the data path on an
+interface and taking it off, so that a failure never leaves the interface
+worse than it was, and a restart or an upgrade never leaves it bare.
 
 attach() first checks everything that can be checked without touching the
 interface (the name, privileges, bcc, the kernel's kfunc, the driver's XDP,
@@ -9,8 +9,18 @@ side (compiled, loaded, configured, pinned in a staging directory), and
 only then changes the interface: sysctls, tc, XDP, each step with its undo.
 If any step fails, the undos run in reverse, so XDP and tc are exactly as
 before (a program that --force replaced is put back) and the error is
-raised. A data path left attached by a controller that is gone is adopted
-instead when it was built from the same sources.
+raised.
+
+A data path of ours already on the interface is never taken off first:
+- built from the same sources and left by a controller that is gone (a
+  crash, or a restart's handover): adopted as it is, nothing compiled;
+- else (an upgrade, a bigger syncache): the new one is built beside it on
+  the very maps it can share (datapath.share: the keys, so cookies already
+  issued stay valid, and the syncache where its layout is the same), then
+  replaces it in one step per hook.
+A controller still running hands over first when it is draining, or when
+asked to (--takeover): the new one builds while the old one protects, then
+asks, waits for its lock, and swaps.
 """
 
 import errno
@@ -21,33 +31,30 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import datapath, firewall, host, kernelconf, layout, libbpf, netlink
+from . import datapath, firewall, host, layout, libbpf, liveconfig, maps, netlink
 from .datapath import TC_PROG, XDP_PROG
-from .runstate import ControllerLock, RunState, pid_ns, pin_dir, remove_state, staging_dir, valid_ifname
+from .runstate import (
+    ControllerLock,
+    RunState,
+    pid_ns,
+    pin_dir,
+    remove_state,
+    staging_dir,
+    takeover_path,
+    valid_ifname,
+)
 
 # Our filter's place on the ingress hook: handle 1, priority "SG".
 TC_HANDLE, TC_PRIORITY = 1, 0x5347
 
 
+# How long a new controller waits for a running one to hand over (its loop
+# looks for the request every tick, at most 250 ms).
+TAKEOVER_SECONDS = 10.0
+
+
 class AttachError(Exception):
     """Bad input or a refused attach: reported as one line, exit code 2."""
-
-
-@dataclass
-class Request:
-    """What `synguard attach` was asked to do."""
-
-    ifname: str
-    ports: list
-    mode: str = "auto"  # auto | native | generic
-    force: bool = False
-    rotate_seconds: float = 16.0
-    metrics_addr: str = ""
-    settings: dict = field(default_factory=dict)  # sg_config field: value
-    conntrack: str = "auto"  # firewall.OPTIONS
-    cookies: str = "auto"  # datapath.COOKIE_MODES; attach resolves auto
-    config: str = ""  # the --config file (absolute), for `set --save`
-    flag_settings: list = field(default_factory=list)  # settings given as flags
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Attached:
     lock: ControllerLock
     adopted: bool = False
     notes: list = field(default_factory=list)  # what attach changed on the host, for the log
+    shared: list = field(default_factory=list)  # maps carried over from the data path replaced
 
     def close(self):
         self.maps.close()
@@ -82,6 +90,57 @@ class OnInterface:
     def ours(self):
         """The XDP program is one synguard pinned for this interface."""
         return bool(self.xdp_id) and self.xdp_id == self.pinned.get(XDP_PROG)
+
+
+class Claim:
+    """The controller's lock on an interface: taken at once, or, where a
+    controller runs that is draining (a stop in progress) or that opts ask
+    to replace (--takeover), once that one has handed over (take())."""
+
+    def __init__(self, opts):
+        self.ifname, self.lock, self.previous = opts.iface, None, None
+        try:
+            self.lock = ControllerLock(opts.iface)
+        except FileExistsError:
+            state = RunState.load(opts.iface)
+            if not (opts.takeover or (state and state.phase == "draining")):
+                raise AttachError(
+                    "%s is already protected by a running synguard%s; --takeover replaces it "
+                    "without a gap" % (opts.iface, " (pid %d)" % state.pid if state else "")
+                ) from None
+            self.previous = state
+
+    def take(self, timeout=TAKEOVER_SECONDS):
+        """The lock, from the running controller if need be: it sees the
+        request, stops its loop and lets go. AttachError if it does not."""
+        if self.lock:
+            return self.lock
+        path = takeover_path(self.ifname)
+        with open(path, "w") as f:
+            f.write("%d\n" % os.getpid())
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self.lock = ControllerLock(self.ifname)
+                    return self.lock
+                except FileExistsError:
+                    if time.monotonic() > deadline:
+                        pid = self.previous.pid if self.previous else 0
+                        raise AttachError(
+                            "the controller of %s (pid %d) did not hand over within %g s (one from "
+                            "before takeovers?): stop it first" % (self.ifname, pid, timeout)
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def close(self):
+        if self.lock:
+            self.lock.close()
 
 
 def check_interface(ifname):
@@ -121,31 +180,36 @@ def inspect(ifname, idx):
     )
 
 
-def pick_mode(req, on):
-    """The XDP mode to attach in, decided before touching anything."""
+def pick_mode(opts, on):
+    """The XDP mode to attach in, decided before touching anything. A data
+    path of ours that is replaced keeps its mode unless another is asked
+    for: the kernel holds one mode at a time, so a change of mode cannot be
+    one atomic swap."""
     native = netlink.native_xdp(on.ifindex)
-    if req.mode == "native" and native is False:
+    if opts.mode == "native" and native is False:
         raise AttachError(
             "the driver of %s has no native XDP (its XDP features lack BASIC): use --mode generic"
-            % req.ifname
+            % opts.iface
         )
-    if req.mode == "auto":
+    if opts.mode == "auto":
+        if on.ours:
+            return on.xdp_mode
         return "generic" if native is False else "native"
-    return req.mode
+    return opts.mode
 
 
-def check_place(req, on):
+def check_place(opts, on):
     """Refuse to take over what is not ours unless told to."""
     if on.tc_id and on.tc_id != on.pinned.get(TC_PROG):
         raise AttachError(
             "%s has a tc ingress filter at synguard's place (handle %d, priority 0x%x, program id %d) "
             "that is not synguard's: remove it first (tc filter del dev %s ingress pref %d)"
-            % (req.ifname, TC_HANDLE, TC_PRIORITY, on.tc_id, req.ifname, TC_PRIORITY)
+            % (opts.iface, TC_HANDLE, TC_PRIORITY, on.tc_id, opts.iface, TC_PRIORITY)
         )
-    if on.xdp_id and not on.ours and not req.force:
+    if on.xdp_id and not on.ours and not opts.force:
         raise AttachError(
             "%s already has an XDP program (id %d%s); --force replaces it"
-            % (req.ifname, on.xdp_id, _named(on.xdp_id))
+            % (opts.iface, on.xdp_id, _named(on.xdp_id))
         )
 
 
@@ -154,56 +218,58 @@ def _named(prog_id):
     return ", %r" % name if name else ""
 
 
-def attach(req, rotator):
-    """Load, pin and attach; or adopt what a controller that died left
-    attached. rotator(secrets map) is the key source. Returns Attached."""
-    idx = check_interface(req.ifname)
-    req.cookies = check_kernel(req.cookies)
-    try:
-        lock = ControllerLock(req.ifname)
-    except FileExistsError:
-        state = RunState.load(req.ifname)
-        raise AttachError(
-            "%s is already protected by a running synguard%s"
-            % (req.ifname, " (pid %d)" % state.pid if state else "")
-        ) from None
+def attach(opts, rotator, claimed=lambda: None):
+    """Load, pin and attach; or adopt what a controller that is gone (or
+    hands over) left attached. rotator(secrets map) is the key source;
+    claimed() runs once the interface is ours to change (the lock held),
+    before anything on it changes. Returns Attached."""
+    idx = check_interface(opts.iface)
+    opts.cookies = check_kernel(opts.cookies)
+    claim = Claim(opts)
     try:
         host.ensure_bpffs()
-        on = inspect(req.ifname, idx)
-        fw = check_firewall(req)
+        on = inspect(opts.iface, idx)
+        fw = check_firewall(opts)
         # A data path that cannot make the conntrack entries the rule set
         # now needs is replaced, not adopted.
         if (
             on.ours
             and adoptable(on)
-            and on.state.cookies == req.cookies
+            and on.state.cookies == opts.cookies
             and (not fw.insert or on.state.conntrack_built)
         ):
+            claim.take()
+            claimed()
             try:
-                return adopt(req, on, lock, fw)
+                # as the previous controller left it (a draining one may
+                # have finished meanwhile: then there is nothing to adopt)
+                on = inspect(opts.iface, idx)
+                if adoptable(on):
+                    return adopt(opts, on, claim.lock, fw)
             except host.SysctlRefused as e:
                 raise AttachError(e.strerror) from None
-        check_place(req, on)
-        mode = pick_mode(req, on)
-        return _attach_new(req, on, mode, fw, rotator, lock)
+        check_place(opts, on)
+        mode = pick_mode(opts, on)
+        return _attach_new(opts, on, mode, fw, rotator, claim, claimed)
     except BaseException:
-        lock.close()
+        claim.close()
         raise
 
 
-def check_firewall(req):
+def check_firewall(opts):
     try:
-        return firewall.check(req.ports, req.ifname, req.conntrack)
+        return firewall.check(opts.ports, opts.iface, opts.conntrack)
     except firewall.FirewallRefusal as e:
         raise AttachError(str(e)) from None
 
 
 def adoptable(on):
-    """A complete data path whose controller is gone, built from our sources."""
+    """A complete data path built from our sources whose controller is gone
+    (or hands over: a restart, a stop that was draining)."""
     st = on.state
     return bool(
         st
-        and st.phase == "protecting"
+        and st.phase in ("protecting", "handover", "draining")
         and st.source_hash == datapath.source_hash()
         and on.xdp_id == st.xdp_prog_id
         and on.tc_id == st.tc_prog_id == on.pinned.get(TC_PROG)
@@ -211,42 +277,48 @@ def adoptable(on):
     )
 
 
-def adopt(req, on, lock, fw):
+def _take_options(state, opts, fw):
+    """What this attach says, into the run state of the data path it keeps
+    or makes."""
+    state.pid, state.pid_ns = os.getpid(), pid_ns()
+    state.ports = sorted(opts.ports)
+    state.rotate_seconds = opts.rotate_seconds
+    state.metrics_addr = opts.metrics_addr
+    state.config, state.flag_settings = opts.config, list(opts.flag_settings)
+    state.fw_insert, state.fw_noscale = fw.insert, fw.noscale
+    state.phase, state.drain_until, state.handover_at = "protecting", 0.0, 0.0
+
+
+def configure(m, state, opts):
+    """The settings and ports of opts into the maps m of state's data path."""
+    try:
+        liveconfig.apply(m, state, opts.settings)
+    except liveconfig.ConfigRefused as e:
+        raise AttachError(str(e)) from None
+    m.set_ports(opts.ports)
+
+
+def adopt(opts, on, lock, fw):
     """Take over a data path left attached: keep its keys (cookies already
     sent stay valid), its syncache and its counters; apply this attach's
-    ports and settings."""
+    ports and settings (a drain the last controller began ends here)."""
     state = on.state
     dp = datapath.Pinned(state.pins)
     try:
-        maps = dp.open_maps()
+        m = dp.open_maps()
     except BaseException:
         dp.close()
         raise
     try:
-        size = maps.syncache.max_entries
-        if req.settings.get("cachelimit", 0) > size:
-            raise AttachError(
-                "cachelimit can grow to %d while the data path stays attached; "
-                "synguard detach %s first for more" % (size, req.ifname)
-            )
-        old = maps.config.lookup(0)
-        mtu = netlink.link_attrs(on.ifindex)["mtu"]
-        cfg = kernelconf.derive(mtu, req.settings, prefix_seed=old.prefix_seed)
-        cfg.flags = fw.config_flags(cfg.flags)
-        maps.config.update(0, cfg)
-        maps.set_ports(req.ports)
-        notes = mode_sysctls(req.cookies, state.sysctls) + fw.apply(state.sysctls)
+        _take_options(state, opts, fw)
+        configure(m, state, opts)
+        notes = mode_sysctls(opts.cookies, state.sysctls) + fw.apply(state.sysctls)
     except BaseException:
-        maps.close()
+        m.close()
         dp.close()
         raise
-    state.pid, state.pid_ns = os.getpid(), pid_ns()
-    state.ports = sorted(req.ports)
-    state.rotate_seconds = req.rotate_seconds
-    state.metrics_addr = req.metrics_addr
-    state.config, state.flag_settings = req.config, list(req.flag_settings)
     state.save()
-    return Attached(dp, maps, state, lock, adopted=True, notes=notes)
+    return Attached(dp, m, state, lock, adopted=True, notes=notes)
 
 
 class _Undo:
@@ -267,62 +339,79 @@ class _Undo:
                 pass
 
 
-def _attach_new(req, on, mode, fw, rotator, lock):
-    pins = pin_dir(req.ifname)
+def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
+    pins = pin_dir(opts.iface)
     staging = staging_dir(pins)
     shutil.rmtree(staging, ignore_errors=True)
+    # A data path of ours in the same cookie mode is carried over: the maps
+    # it can share, the sysctls as they were before the first attach, its
+    # clsact qdisc. Any other is put back as it was if this attach fails.
+    carry = on.ours and on.state is not None and on.state.cookies == opts.cookies
     state = RunState(
-        req.ifname,
+        opts.iface,
         on.ifindex,
         host.netns_id(),
         os.getpid(),
         mode,
-        sorted(req.ports),
-        req.rotate_seconds,
-        metrics_addr=req.metrics_addr,
-        config=req.config,
-        flag_settings=list(req.flag_settings),
+        sorted(opts.ports),
+        opts.rotate_seconds,
         source_hash=datapath.source_hash(),
-        cookies=req.cookies,
+        cookies=opts.cookies,
+        map_layouts=maps.signatures(),
     )
+    _take_options(state, opts, fw)
+    state.phase = "attaching"
     undo = _Undo()
     held = []  # fds of programs we may have to put back
     notes = []
-    dp = maps = None
+    shared = []
+    dp = m = None
     try:
-        # 1. The new data path, beside whatever runs now.
-        cachelimit = req.settings.get("cachelimit", layout.SYNCACHE_DEFAULTS["cachelimit"])
+        # 1. The new data path, beside whatever runs now (on its maps where
+        # it can share them).
+        cachelimit = opts.settings.get("cachelimit", layout.SYNCACHE_DEFAULTS["cachelimit"])
+        size = layout.syncache_map_size(cachelimit)
         undo.push(shutil.rmtree, staging, True)
+        if carry:
+            shared = datapath.share(on.state.pins, staging, on.state.map_layouts, size)
         # With the conntrack code wherever it can load, so that a firewall
         # that appears later can be met without a restart (daemon.py).
         state.conntrack_built = not firewall.cannot_insert()
-        dp = datapath.build(staging, layout.syncache_map_size(cachelimit), state.conntrack_built, req.cookies)
-        maps = dp.open_maps()
-        mtu = netlink.link_attrs(on.ifindex)["mtu"]
-        cfg = kernelconf.derive(mtu, req.settings)
-        cfg.flags = fw.config_flags(cfg.flags)
-        maps.config.update(0, cfg)
-        maps.set_ports(req.ports)
-        rotator(maps.secrets).install_initial()
+        dp = datapath.build(staging, size, state.conntrack_built, opts.cookies)
+        m = dp.open_maps()
+        if "secrets" not in shared:
+            rotator(m.secrets).install_initial()
 
-        # 2. The host: sysctls the cookies need, set back on detach. What a
+        # 2. The running controller, if any, hands over; from here on the
+        # interface is ours to change.
+        claim.take()
+        claimed()
+        configure(m, state, opts)
+
+        # 3. The host: sysctls the cookies need, set back on detach. What a
         # data path we replace changed is set back first, as its detach
         # would (and again as it was if this attach fails), so that ours
-        # records the values from before either.
-        if on.state and on.state.sysctls:
+        # records the values from before either; one we carry over keeps
+        # its record.
+        if carry:
+            state.sysctls = dict(on.state.sysctls)
+            state.created_clsact = on.state.created_clsact
+        elif on.state and on.state.sysctls:
             undo.push(host.restore_sysctls, _current(on.state.sysctls))
             host.restore_sysctls(on.state.sysctls)
-        undo.push(host.restore_sysctls, state.sysctls)
-        notes += mode_sysctls(req.cookies, state.sysctls)
+        if not carry:
+            undo.push(host.restore_sysctls, state.sysctls)
+        notes += mode_sysctls(opts.cookies, state.sysctls)
         notes += fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
-        undo.push(state.remove)
+        if not carry:
+            undo.push(state.remove)
         state.save()  # from here on, `synguard detach` knows what to undo
 
-        # 3. tc first: no validated ACK may arrive before the hand-off exists.
-        state.created_clsact = netlink.clsact_create(on.ifindex)
-        if state.created_clsact:
+        # 4. tc first: no validated ACK may arrive before the hand-off exists.
+        if netlink.clsact_create(on.ifindex):
+            state.created_clsact = True
             undo.push(netlink.clsact_destroy, on.ifindex)
-        if on.tc_id:  # a stale synguard filter (check_place): replaced in one step
+        if on.tc_id:  # a synguard filter (check_place): replaced in one step
             held.append(_pinned_fd(pins, TC_PROG))
             netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY, replace=True)
             undo.push(netlink.tc_attach, on.ifindex, held[-1], TC_PROG, TC_HANDLE, TC_PRIORITY, True)
@@ -330,14 +419,14 @@ def _attach_new(req, on, mode, fw, rotator, lock):
             netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY)
             undo.push(netlink.tc_detach, on.ifindex, TC_HANDLE, TC_PRIORITY)
 
-        # 4. XDP: in place of what was there, atomically where the mode allows.
+        # 5. XDP: in place of what was there, atomically where the mode allows.
         state.mode = _swap_xdp(on, dp.xdp_fd, mode, pins, undo, held)
 
-        # 5. Check, and move the pins where status, detach and a restart look.
+        # 6. Check, and move the pins where status, detach and a restart look.
         now_xdp = netlink.xdp_query(on.ifindex)
         now_tc = netlink.tc_query(on.ifindex, TC_HANDLE, TC_PRIORITY)
         if now_xdp != (dp.ids[XDP_PROG], state.mode) or now_tc != dp.ids[TC_PROG]:
-            raise OSError(errno.EAGAIN, "the programs on %s changed while attaching" % req.ifname)
+            raise OSError(errno.EAGAIN, "the programs on %s changed while attaching" % opts.iface)
         shutil.rmtree(pins, ignore_errors=True)
         os.rename(staging, pins)
         dp.pins = pins
@@ -346,19 +435,21 @@ def _attach_new(req, on, mode, fw, rotator, lock):
         state.save()
     except BaseException as e:
         undo.run()
-        if maps:
-            maps.close()
+        if on.ours and on.state:
+            on.state.save()  # the data path that stays is the one it describes
+        if m:
+            m.close()
         if dp:
             dp.close()
         if isinstance(e, (OSError, AttachError, datapath.LoadError)):
             why = e.strerror or str(e) if isinstance(e, OSError) else str(e)
-            raise AttachError("attach failed, %s left as it was: %s" % (req.ifname, why)) from e
+            raise AttachError("attach failed, %s left as it was: %s" % (opts.iface, why)) from e
         raise
     finally:
         for fd in held:
             if fd is not None:
                 os.close(fd)
-    return Attached(dp, maps, state, lock, notes=notes)
+    return Attached(dp, m, state, claim.lock, notes=notes, shared=shared)
 
 
 def _current(sysctls):
@@ -494,20 +585,47 @@ def detach(ifname, state=None):
     return "; ".join(said)
 
 
-def stop_controller(state, timeout=5.0):
-    """Ask a running controller to detach itself (SIGTERM) and wait for it.
-    True if it stopped."""
+def stop_controller(state, now=False, said=lambda line: None):
+    """Ask a running controller to stop (SIGTERM: it drains first; SIGQUIT
+    when now: at once) and wait until it lets go of the interface. said(line)
+    hears about the drain. True if it stopped."""
     if not state.same_pid_ns():
         raise AttachError(
             "the controller of %s runs in another PID namespace (a container?): stop it there" % state.ifname
         )
     try:
-        os.kill(state.pid, signal.SIGTERM)
+        os.kill(state.pid, signal.SIGQUIT if now and catches(state.pid, signal.SIGQUIT) else signal.SIGTERM)
     except ProcessLookupError:
         return True
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (5.0 if now else DRAIN_WAIT_SECONDS)
+    told = now
     while time.monotonic() < deadline:
         if not state.controller_alive():
             return True
+        if not told:
+            st = RunState.load(state.ifname)
+            if st and st.phase == "draining":
+                said(
+                    "draining: new SYNs go to the kernel; handshakes synguard answered complete for "
+                    "%.0f s more (detach --now skips this)" % max(0.0, st.drain_until - time.time())
+                )
+                told = True
         time.sleep(0.05)
+    return False
+
+
+# The longest a stop can take: the drain (daemon.DRAIN_MAX_SECONDS) and a margin.
+DRAIN_WAIT_SECONDS = 75.0
+
+
+def catches(pid, signum):
+    """Whether process pid has a handler for signum (/proc/PID/status SigCgt):
+    a controller from before a signal was handled would die of it."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
     return False

@@ -4,22 +4,24 @@ usage:
   synguard attach IFACE --ports 80,443 [--mode auto|native|generic]
                   [--rotate-seconds 16] [--metrics-addr 127.0.0.1:9717 | --no-metrics]
                   [--force] [--fleet-key FILE] [--conntrack auto|noscale|off]
-                  [--config FILE] [--SETTING VALUE ...]
+                  [--monitor] [--takeover] [--config FILE [--watch-config]]
+                  [--SETTING VALUE ...]
   synguard status IFACE [--json]
   synguard list IFACE [--json]
   synguard set IFACE SETTING=VALUE [...] [--save]
-  synguard detach IFACE
+  synguard detach IFACE [--now]
   synguard rotate IFACE          # a new cookie key now
   synguard top IFACE [INTERVAL [COUNT]]
   synguard keygen FILE
   synguard ebpf                  # print the C that attach compiles, and its cflags
 
 examples:
-  sudo synguard attach eth0 --ports 80,443       # protect until SIGINT/SIGTERM
+  sudo synguard attach eth0 --ports 80,443       # protect until SIGINT/SIGTERM (then drain)
   sudo synguard status eth0 --json               # from another shell
   sudo synguard list eth0                        # half-open connections (SYN_RECEIVED)
   sudo synguard set eth0 cachelimit=50000 rexmtlimit=2
-  sudo synguard detach eth0                      # also after a crash of attach
+  sudo synguard detach eth0                      # drains (32 s), also after a crash of attach
+  sudo synguard set eth0 monitor=0               # from monitor mode to enforce, no detach
   sudo synguard top eth0 1 10                    # rates under attack, 10 lines
   curl -s 127.0.0.1:9717/metrics
 
@@ -44,7 +46,7 @@ from . import __version__, attach, datapath, fleet, host, journal, layout, netli
 from .maps import Maps
 from .options import DEFAULT_METRICS, UsageError, attach_options, format_ports
 from .runstate import RUN_DIR, RunState, controller_lock_held, pin_dir, valid_ifname
-from .settings import SETTINGS, check_consistent, current, num, parse_assignments, show
+from .settings import SETTINGS, current, num, parse_assignments, raw_fields, show
 
 log = logging.getLogger("synguard")
 
@@ -69,7 +71,13 @@ SUBCOMMANDS = {
   sudo synguard attach eth0 --config /etc/synguard/eth0.toml
   sudo synguard attach eth0 --ports 443 --mode generic --metrics-addr :9717
   sudo synguard attach eth0 --ports 443 --fleet-key /etc/synguard/fleet.key
-  sudo synguard attach eth0 --ports 443 --cachelimit 50000 --ratelimit 200""",
+  sudo synguard attach eth0 --ports 443 --cachelimit 50000 --ratelimit 200
+  sudo synguard attach eth0 --ports 443 --monitor            # count what it would do, pass everything
+  sudo synguard attach eth0 --config eth0.toml --takeover    # replace a running one without a gap
+
+signals: SIGHUP reloads --config; SIGTERM/SIGINT drain, then detach (under a
+systemd restart: hand over to the next controller); SIGQUIT or a second
+SIGTERM stops at once; SIGUSR1 rotates the key.""",
     ),
     "status": (
         "whether IFACE is protected (the exit code), counters, syncache, key age, mode",
@@ -91,8 +99,9 @@ SUBCOMMANDS = {
   sudo synguard set eth0 syncookies_only=1""",
     ),
     "detach": (
-        "remove everything synguard attached to IFACE (stopping its controller first)",
-        """  sudo synguard detach eth0
+        "remove everything synguard attached to IFACE, after a drain (stopping its controller first)",
+        """  sudo synguard detach eth0          # new SYNs to the kernel now, handshakes in flight complete
+  sudo synguard detach eth0 --now    # no drain: handshakes synguard answered get an RST
   sudo nsenter --net=/run/netns/web synguard detach eth0""",
     ),
     "rotate": (
@@ -188,6 +197,17 @@ def build_parser():
     m.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     a.add_argument("--force", action="store_true", help="replace another XDP program on IFACE")
     a.add_argument(
+        "--takeover",
+        action="store_true",
+        help="IFACE's running controller hands its data path over to this one, which swaps in its own "
+        "(an upgrade) without a gap; a rolling update starts the new one first",
+    )
+    a.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload when the --config file changes (a Kubernetes ConfigMap), as on SIGHUP",
+    )
+    a.add_argument(
         "--conntrack",
         choices=("auto", "noscale", "off"),
         help="where the firewall would drop handed-off connections: auto (default) makes their "
@@ -207,6 +227,9 @@ def build_parser():
         "address validate each other's cookies (default: a random key per host)",
     )
     for name, s in SETTINGS.items():
+        if s.flag:  # a switch: --monitor; monitor = 0|1 in the file and in set
+            a.add_argument("--" + name, dest="set_" + name, action="store_const", const="1", help=s.help[3:])
+            continue
         default = s.show(layout.SETTING_DEFAULTS[s.field])
         a.add_argument(
             "--" + name.replace("_", "-"),
@@ -233,7 +256,14 @@ def build_parser():
         "change: if either fails, neither is changed",
     )
 
-    iface(command("detach"))
+    d = command("detach")
+    iface(d)
+    d.add_argument(
+        "--now",
+        action="store_true",
+        help="no drain: take everything off at once (handshakes synguard answered and that have not "
+        "completed get an RST)",
+    )
     iface(command("rotate"))
 
     t = command("top")
@@ -258,7 +288,7 @@ def build_parser():
 def cmd_attach(args):
     from . import daemon
 
-    return daemon.run(attach_options(args))
+    return daemon.run(attach_options(args), reread=(lambda: attach_options(args)) if args.config else None)
 
 
 def checked_iface(iface):
@@ -313,6 +343,10 @@ def print_status(st):
     )
     if st["reason"]:
         print("  %s" % st["reason"])
+    if st["monitor"]:
+        print(
+            "  MONITOR mode: every frame is counted as enforce mode would judge it, and passed to the kernel"
+        )
     print("controller: %s" % ("pid %d" % st["controller_pid"] if st["controller_running"] else "not running"))
     if st["cookies"] == "kernel":
         print("cookies: the kernel's (its own per-boot secret; bpf_tcp_gen_syncookie)")
@@ -408,48 +442,35 @@ LIST_OPTIONS = (("sack", "sack"), ("timestamps", "ts"), ("ecn", "ecn"), ("unreac
 
 
 def cmd_set(args):
+    from . import liveconfig
+
     try:
         changes = parse_assignments(args.assignments)
     except ValueError as e:
         raise UsageError(str(e)) from None
     maps = open_maps(args.iface)
-    if maps is None:
+    state = RunState.load(args.iface)
+    if maps is None or state is None:
         raise UsageError("%s is not protected" % args.iface)
     with maps:
-        size = maps.syncache.max_entries
-        if changes.get("cachelimit", 0) > size:
-            raise UsageError(
-                "cachelimit can grow to %d while attached (the syncache map's size, set by "
-                "attach --cachelimit)" % size
-            )
-        cfg = maps.config.lookup(0)
+        old = raw_fields(maps.config.lookup(0))
+        settings = {**old, **changes}
         try:
-            check_consistent(
-                {**{f: getattr(cfg, f) for f in (s.field for s in SETTINGS.values())}, **changes}
-            )
-        except ValueError as e:
+            liveconfig.check(maps, state, settings)
+        except liveconfig.ConfigRefused as e:
             raise UsageError(str(e)) from None
-        state = RunState.load(args.iface)
-        if state and state.cookies == "kernel" and changes.get("syncookies", 1) == 0:
-            raise UsageError(
-                "syncookies=0 needs synguard's cookies: %s answers with the kernel's, and only a "
-                "cookie makes the kernel's socket" % args.iface
-            )
         # --save: the new config file is written beside the old one first
         # (where a read-only or full disk fails, nothing changed yet), then
         # the live change, then the rename; if the rename fails, the live
         # settings are put back.
         pending, flag_settings = save_plan(args.iface, changes) if args.save else (None, [])
-        old = maps.config.lookup(0)
         try:
-            for field, value in changes.items():
-                setattr(cfg, field, value)
-            maps.config.update(0, cfg.derive())
+            cfg = liveconfig.apply(maps, state, settings)
             if pending:
                 try:
                     pending.commit()
                 except ValueError as e:
-                    maps.config.update(0, old)
+                    liveconfig.apply(maps, state, old)
                     raise UsageError("--save: %s; nothing changed" % e) from None
         finally:
             if pending:
@@ -457,8 +478,14 @@ def cmd_set(args):
         print("synguard: %s: %s" % (args.iface, show(current(cfg))))
     if not pending:
         print(
-            "synguard: this lasts until the controller stops (attach starts from its flags and --config): "
-            "--save writes it into the config file",
+            "synguard: %s"
+            % (
+                "this lasts until the controller reloads or stops (both start from its flags and --config): "
+                "--save writes it into the config file"
+                if state.controller_alive()
+                else "no controller runs: the data path keeps this until the next attach, which starts "
+                "from its flags and --config (--save writes it into the config file)"
+            ),
             file=sys.stderr,
         )
         return 0
@@ -578,11 +605,12 @@ def cmd_detach(args):
             % (args.iface, "; " + hint if hint else "")
         )
     done = []
+    said = lambda line: print("synguard: %s: %s" % (args.iface, line), flush=True)  # noqa: E731
     if state and state.controller_alive() and state.pid != os.getpid():
         # The controller takes its own things down and sets sysctls back:
         # what it removed is what was there before and is gone after.
         before = attached_things(args.iface, state)
-        if attach.stop_controller(state) and wait_exited(state.pid):
+        if attach.stop_controller(state, args.now, said) and wait_exited(state.pid):
             gone = [t for t in before if t not in attached_things(args.iface, state)]
             restored = [
                 "%s=%s" % (name, value)
@@ -598,6 +626,8 @@ def cmd_detach(args):
             done.append(said)
         else:
             done.append("the controller (pid %d) did not stop" % state.pid)
+    elif state and not args.now:
+        drain_orphan(args.iface, state, said)
     left = attach.detach(args.iface)
     if left:
         done.append(left)
@@ -606,6 +636,34 @@ def cmd_detach(args):
         done.append("nothing attached" + ("; " + hint if hint else ""))
     print("synguard: %s: %s" % (args.iface, "; ".join(done)))
     return 0
+
+
+def drain_orphan(iface, state, said):
+    """The drain of a data path whose controller is gone (a crash): new
+    SYNs to the kernel, cookies and entries already issued still handed
+    off, until the keys they were minted with have rotated out (nobody
+    rotates now, so: two periods from the last rotation) or at most
+    DRAIN_MAX_SECONDS."""
+    from . import daemon, liveconfig
+    from .status import protection
+
+    protected, _, _ = protection(iface)
+    maps = open_maps(iface)
+    if not protected or maps is None:
+        return
+    with maps:
+        age = (time.monotonic_ns() - maps.secrets.lookup(0).rotated_ns) / 1e9
+        seconds = max(0.0, min(daemon.DRAIN_MAX_SECONDS, 2 * state.rotate_seconds - age))
+        if not seconds:
+            return
+        state.phase, state.drain_until = "draining", time.time() + seconds
+        liveconfig.apply(maps, state, raw_fields(maps.config.lookup(0)))
+        state.save()
+        said(
+            "no controller runs; draining: new SYNs go to the kernel; handshakes synguard answered "
+            "complete for %.0f s (detach --now skips this)" % seconds
+        )
+        time.sleep(seconds)
 
 
 def controller_of(iface, command):
@@ -630,19 +688,6 @@ def controller_of(iface, command):
     return state
 
 
-def catches(pid, signum):
-    """Whether process pid has a handler for signum (/proc/PID/status SigCgt):
-    a controller from before `synguard rotate` would die of SIGUSR1."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
-
-
 def cmd_rotate(args):
     """The controller is the one writer of the secrets map: it rotates on
     SIGUSR1 in its own loop, exactly as on time (the idle slot, then the
@@ -661,7 +706,7 @@ def cmd_rotate(args):
                 "%s is in fleet mode: its keys come from the fleet's master key (change it with "
                 "next_key in the key file), not from here" % args.iface
             )
-        if not catches(state.pid, signal.SIGUSR1):
+        if not attach.catches(state.pid, signal.SIGUSR1):
             raise Failure(
                 "the controller of %s (pid %d) predates synguard rotate: restart it" % (args.iface, state.pid)
             )

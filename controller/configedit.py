@@ -23,9 +23,9 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 
-from . import configfile, layout
+from . import configfile, layout, settings
 from .files import FileError, read_text
-from .settings import SETTINGS, check_consistent, num, parse_assignments
+from .settings import SETTINGS, num, parse_assignments
 
 _TABLE = re.compile(r"\s*\[")  # a table header: [name] or [[name]]
 _SETTINGS = re.compile(r"\s*\[\s*(settings|\"settings\"|'settings')\s*\]\s*(#.*)?$")
@@ -94,8 +94,8 @@ def check(path, old_text, new_text, values):
         )
     conf = configfile.loads(new_text, path)
     try:
-        parsed = parse_assignments("%s=%s" % kv for kv in conf.get("settings", {}).items())
-        check_consistent({**layout.SETTING_DEFAULTS, **parsed})
+        parsed = parse_assignments(conf.get("settings", {}).items())
+        settings.check({**layout.SETTING_DEFAULTS, **parsed})
     except ValueError as e:
         raise ValueError("%s would then say: %s" % (path, e)) from None
 

@@ -16,12 +16,13 @@ and `kernel` (the kernel's own cookies and cookie check, bpf/kcookie.h, for
 the kernels before that).
 """
 
+import ctypes
 import hashlib
 import os
 import subprocess
 import sys
 
-from . import kfunc, layout, libbpf
+from . import kfunc, layout, libbpf, maps
 from .maps import Maps
 
 SOURCES = ("common.c", "xdp_synguard.c", "tc_handoff.c", "syncache_timer.c")
@@ -125,6 +126,47 @@ def source_hash():
 def pinned_ids(pins):
     """{program name: id} of the programs pinned under pins (0: none)."""
     return {name: libbpf.pinned_prog_id(os.path.join(pins, pin)) for name, pin in PROG_PINS.items()}
+
+
+# Maps that only mean something together: the syncache and its counts.
+SHARED_TOGETHER = (("syncache", "syncache_state", "syncache_buckets"),)
+# What a data path from before layouts were recorded can share: its keys
+# (struct sg_secrets has not changed since fleet mode came, in 0fa8f10).
+UNRECORDED_LAYOUTS = ("secrets",)
+
+
+def share(old_pins, staging, old_layouts, syncache_max):
+    """Pin into staging the maps of the data path at old_pins that this
+    version can take as they are: the same layout signature (old_layouts,
+    from its run state) and the same kind and size as this version declares.
+    The build then opens them instead of making its own, and the new
+    programs work on the very maps the old ones do: cookies already issued
+    stay valid, the syncache, pending hand-offs, counters and verified
+    sources carry over. Returns the names shared."""
+    old_layouts = old_layouts or {name: maps.signature(name) for name in UNRECORDED_LAYOUTS}
+    ours = maps.signatures()
+    shared = set()
+    for name, (kind, entries) in maps.declared().items():
+        if old_layouts.get(name) != ours[name]:
+            continue
+        key, value, _ = Maps.LAYOUT[name]
+        want = (kind, ctypes.sizeof(key), ctypes.sizeof(value), entries or syncache_max)
+        try:
+            if libbpf.map_info(os.path.join(old_pins, name))[:4] == want:
+                shared.add(name)
+        except OSError:
+            pass
+    for group in SHARED_TOGETHER:
+        if not shared.issuperset(group):
+            shared.difference_update(group)
+    os.makedirs(staging, exist_ok=True)
+    for name in sorted(shared):
+        fd = libbpf.obj_get(os.path.join(old_pins, name))
+        try:
+            libbpf.obj_pin(fd, os.path.join(staging, name))
+        finally:
+            os.close(fd)
+    return sorted(shared)
 
 
 class LoadError(Exception):

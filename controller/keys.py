@@ -23,12 +23,20 @@ log = logging.getLogger("synguard")
 
 
 class KeyRotator:
-    """Random keys, rotated every period seconds from now on."""
+    """Random keys, rotated every period seconds after the last rotation
+    the map records (a controller that takes over keeps the schedule; a
+    schedule missed while no controller ran rotates at once)."""
 
     def __init__(self, secrets_map, period=16.0):
         self.map = secrets_map
         self.period = period
-        self._next = time.monotonic() + period
+        self.reschedule(period)
+
+    def reschedule(self, period):
+        """A new period, counted from the last rotation."""
+        self.period = period
+        last = self.map.lookup(0).rotated_ns / 1e9 or time.monotonic()
+        self._next = last + period
 
     @staticmethod
     def _fresh_key():
@@ -55,7 +63,12 @@ class KeyRotator:
         s.rotated_ns = time.monotonic_ns()
         s.rotations += 1
         self.map.update(0, s)
+        # On time: keep the cadence. Late (no controller ran for a while):
+        # one rotation now and the next a full period later, never two at
+        # once, which would void the cookies minted meanwhile.
         self._next += self.period
+        if self._next < time.monotonic():
+            self._next = time.monotonic() + self.period
 
     def rotate_now(self):
         """Rotate off schedule (`synguard rotate`); the new key then lives a

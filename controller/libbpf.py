@@ -145,6 +145,17 @@ def pinned_prog_id(path):
         os.close(fd)
 
 
+def map_info(path):
+    """(type, key_size, value_size, max_entries, map_flags) of the map
+    pinned at path (struct bpf_map_info)."""
+    fd = obj_get(path)
+    try:
+        kind, _id, key_size, value_size, max_entries, flags = struct.unpack_from("<6I", _info(fd, 80))
+    finally:
+        os.close(fd)
+    return kind, key_size, value_size, max_entries, flags
+
+
 class PinnedMap:
     """A map opened from its bpffs pin, read and written with ctypes values.
     The pinned map's key and value sizes must be the types' (a map made by

@@ -103,15 +103,34 @@ class SynguardCollector:
                 "Cookie key rotations since attach.",
                 snap["key_rotations"],
             ),
+            (
+                "synguard_monitor",
+                GaugeMetricFamily,
+                "1 in monitor mode: frames are counted as enforce mode would judge them, and all passed.",
+                int(snap["monitor"]),
+            ),
+            (
+                "synguard_drain_remaining_seconds",
+                GaugeMetricFamily,
+                "While draining (a stop): seconds until the data path is taken off.",
+                snap["drain_remaining_seconds"],
+            ),
         ):
-            if value is None:  # the kernel's cookies: no key of ours
+            if value is None:  # the kernel's cookies: no key of ours; not draining
                 continue
             m = kind(name, help_text, labels=["interface"])
             m.add_metric([ifname], value)
             yield m
         info = InfoMetricFamily("synguard_attach", "How synguard is attached.", labels=["interface"])
         info.add_metric(
-            [ifname], {"mode": snap["mode"], "cookies": snap["cookies"], "ports": format_ports(snap["ports"])}
+            [ifname],
+            {
+                "mode": snap["mode"],
+                "cookies": snap["cookies"],
+                "ports": format_ports(snap["ports"]),
+                "enforce": "monitor" if snap["monitor"] else "enforce",
+                "phase": snap["phase"],
+            },
         )
         yield info
 

@@ -3,11 +3,10 @@ defaults, checked and turned into one AttachOptions. Every bad value is a
 UsageError with one line that names it."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import configfile, datapath, firewall, fleet, layout
-from .attach import Request
-from .settings import SETTINGS, check_consistent, parse_assignments
+from .settings import SETTINGS, check, parse_assignments
 
 
 class UsageError(Exception):
@@ -50,33 +49,23 @@ def format_ports(ports):
 
 @dataclass
 class AttachOptions:
+    """What `synguard attach` is asked to do: attach(), the daemon and a
+    reload take it as it is."""
+
     iface: str
     ports: list
-    mode: str
-    rotate_seconds: float
-    metrics_addr: str  # "" for none
-    force: bool
-    settings: dict  # sg_config field: value
-    fleet_key: str  # "" for per-host keys
-    conntrack: str  # firewall.OPTIONS
-    cookies: str  # datapath.COOKIE_MODES
-    config: str = ""  # --config FILE, absolute ("" for none): `set --save` writes into it
+    mode: str = "auto"  # MODES
+    rotate_seconds: float = DEFAULT_ROTATE_SECONDS
+    metrics_addr: str = ""  # "" for none
+    force: bool = False
+    settings: dict = field(default_factory=dict)  # sg_config field: value
+    fleet_key: str = ""  # "" for per-host keys
+    conntrack: str = "auto"  # firewall.OPTIONS
+    cookies: str = "auto"  # datapath.COOKIE_MODES; attach resolves auto
+    config: str = ""  # --config FILE, absolute ("" for none): reload reads it, `set --save` writes it
     flag_settings: tuple = ()  # the settings given as flags, which win over the file
-
-    def request(self):
-        return Request(
-            self.iface,
-            self.ports,
-            self.mode,
-            self.force,
-            self.rotate_seconds,
-            self.metrics_addr,
-            self.settings,
-            self.conntrack,
-            self.cookies,
-            self.config,
-            list(self.flag_settings),
-        )
+    takeover: bool = False  # a running controller hands over (attach.Claim)
+    watch_config: bool = False  # reload when the config file changes (a ConfigMap)
 
     def check_mode(self, cookies):
         """UsageError for what the resolved cookie mode cannot do. The
@@ -95,11 +84,10 @@ class AttachOptions:
                 "--rotate-seconds needs synguard's cookies (Linux >= 6.9): the kernel's cookie secret "
                 "does not rotate (its cookies live 1-2 minutes)"
             )
-        if not self.settings.get("syncookies", 1):
-            raise UsageError(
-                "syncookies=0 needs synguard's cookies (Linux >= 6.9): with the kernel's cookies only "
-                "a cookie makes the kernel's socket"
-            )
+        try:
+            check({**layout.SETTING_DEFAULTS, **self.settings}, cookies)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 def metrics_address(text):
@@ -157,8 +145,8 @@ def attach_options(args):
         if getattr(args, "set_" + name) is not None:
             settings[name] = getattr(args, "set_" + name)
     try:
-        parsed = parse_assignments("%s=%s" % kv for kv in settings.items())
-        check_consistent({**layout.SETTING_DEFAULTS, **parsed})
+        parsed = parse_assignments(settings.items())
+        check({**layout.SETTING_DEFAULTS, **parsed})
     except ValueError as e:
         raise UsageError(str(e)) from None
     conntrack, origin = pick("conntrack", "auto")
@@ -176,18 +164,20 @@ def attach_options(args):
         except fleet.FleetKeyError as e:
             raise UsageError(str(e)) from None
     return AttachOptions(
-        args.iface,
-        ports,
-        mode,
-        rotate_seconds,
-        metrics_addr,
-        bool(args.force or conf.get("force", False)),
-        parsed,
-        fleet_key,
-        conntrack,
-        cookies,
-        os.path.abspath(args.config) if args.config else "",
-        tuple(name for name in SETTINGS if getattr(args, "set_" + name) is not None),
+        iface=args.iface,
+        ports=ports,
+        mode=mode,
+        rotate_seconds=rotate_seconds,
+        metrics_addr=metrics_addr,
+        force=bool(args.force or conf.get("force", False)),
+        settings=parsed,
+        fleet_key=fleet_key,
+        conntrack=conntrack,
+        cookies=cookies,
+        config=os.path.abspath(args.config) if args.config else "",
+        flag_settings=tuple(name for name in SETTINGS if getattr(args, "set_" + name) is not None),
+        takeover=bool(args.takeover),
+        watch_config=bool(args.watch_config),
     )
 
 

@@ -7,6 +7,8 @@ interface name, so that namespaces can each protect their own eth0:
                                         in IFACE becomes ':', as bpffs wants)
     /run/synguard/NETNS/IFACE.json      the run state: what attach did
     /run/synguard/NETNS/IFACE.lock      held (flock) while a controller runs
+    /run/synguard/NETNS/IFACE.takeover  a new controller's request that the
+                                        running one hand the data path over
 
 The lock tells whether the controller is alive without trusting a pid,
 also from another PID namespace (a container) and after the pid is reused.
@@ -59,7 +61,10 @@ class RunState:
     mode: str
     ports: list
     rotate_seconds: float
-    phase: str = "attaching"  # "protecting" once XDP and tc are on
+    # attaching; protecting once XDP and tc are on; draining (stop: new SYNs
+    # go to the kernel until drain_until); handover (the controller left the
+    # data path protecting for the next one: a restart)
+    phase: str = "attaching"
     xdp_prog_id: int = 0
     tc_prog_id: int = 0
     created_clsact: bool = False
@@ -70,6 +75,11 @@ class RunState:
     sysctls: dict = field(default_factory=dict)  # name: value before attach changed it
     source_hash: str = ""
     cookies: str = "synguard"  # datapath.COOKIE_MODES (resolved): whose cookies answer
+    fw_insert: bool = False  # the firewall needs the conntrack entries (firewall.Plan)
+    fw_noscale: bool = False  # ... and no window scale is offered
+    drain_until: float = 0.0  # wall clock: the drain ends (phase draining)
+    handover_at: float = 0.0  # wall clock: the controller left (phase handover)
+    map_layouts: dict = field(default_factory=dict)  # map: layout signature (maps.signatures)
     pid_ns: int = field(default_factory=pid_ns)
     started: float = field(default_factory=time.time)
 
@@ -109,11 +119,13 @@ class RunState:
 
 
 def _remove(path):
-    """Remove a run-state file and its lock; True if the file was there."""
-    try:
-        os.unlink(_lock_path(path))
-    except FileNotFoundError:
-        pass
+    """Remove a run-state file, its lock and any takeover request; True if
+    the file was there."""
+    for other in (_lock_path(path), path[: -len(".json")] + ".takeover"):
+        try:
+            os.unlink(other)
+        except FileNotFoundError:
+            pass
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -131,6 +143,11 @@ def remove_state(ifname):
 
 def _lock_path(state_file):
     return state_file[: -len(".json")] + ".lock"
+
+
+def takeover_path(ifname, netns=None):
+    """Where a new controller asks the running one to hand over."""
+    return state_path(ifname, netns)[: -len(".json")] + ".takeover"
 
 
 class ControllerLock:

@@ -24,7 +24,7 @@ def protection(ifname):
     idx = netlink.ifindex(ifname)
     if not idx or idx != state.ifindex:
         return False, "the interface is gone (attached to ifindex %d)" % state.ifindex, state
-    if state.phase != "protecting":
+    if state.phase == "attaching":
         alive = state.controller_alive()
         return False, "attach is still under way" if alive else "attach did not finish", state
     on = inspect(ifname, idx)
@@ -35,6 +35,20 @@ def protection(ifname):
         return False, "the XDP program on %s (id %d) is not synguard's" % (ifname, on.xdp_id), state
     if on.tc_id != state.tc_prog_id or on.tc_id != pinned[datapath.TC_PROG]:
         return False, "synguard's tc filter is missing on %s" % ifname, state
+    if state.phase == "draining":
+        return (
+            False,
+            "draining: new SYNs go to the kernel; handshakes synguard answered complete for %.0f s more"
+            % max(0.0, state.drain_until - time.time()),
+            state,
+        )
+    if state.phase == "handover":
+        return (
+            True,
+            "handed over %.0f s ago: protection goes on, and the next attach takes it over"
+            % (time.time() - state.handover_at),
+            state,
+        )
     if state.controller_alive():
         return True, "", state
     if adoptable(on):
@@ -64,6 +78,11 @@ def snapshot(maps, state, now_ns=None):
         "key_rotations": secrets.rotations if ours else None,
         "fleet": bool(secrets.fleet),
         "metrics_addr": state.metrics_addr if state else "",
+        "monitor": bool(cfg.flags & layout.CF_MONITOR),
+        "phase": state.phase if state else "unknown",
+        "drain_remaining_seconds": round(max(0.0, state.drain_until - time.time()), 1)
+        if state and state.phase == "draining"
+        else None,
         "sysctls_changed": dict(state.sysctls) if state else {},
         "settings": current(cfg),
         "syncache": syncache.status(maps, now_ns),

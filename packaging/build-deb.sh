@@ -126,6 +126,15 @@ if [ "$1" = configure ] && command -v py3compile >/dev/null 2>&1; then
 fi
 if [ -d /run/systemd/system ]; then
 	systemctl --system daemon-reload >/dev/null || true
+	# An upgrade: each running synguard@ restarts on the new version. During
+	# a restart job the old controller hands its data path over (nothing
+	# taken off, cookies already issued stay valid) and the new one takes
+	# it over in place.
+	if [ "$1" = configure ] && [ -n "$2" ]; then
+		for unit in $(systemctl list-units --no-legend --plain --state=active 'synguard@*.service' | awk '{print $1}'); do
+			systemctl try-restart "$unit" || true
+		done
+	fi
 fi
 EOF
 cat >"$root/DEBIAN/prerm" <<'EOF'

@@ -138,7 +138,7 @@ def check_installed():
     assert Path(EXAMPLE).is_file()
 
     assert completions("synguard at") == ["attach"]
-    assert completions("synguard attach eth0 --mo") == ["--mode"]
+    assert completions("synguard attach eth0 --mo") == ["--mode", "--monitor"]
     assert completions("synguard attach eth0 --mode ") == ["auto", "native", "generic"]
     assert "lo" in completions("synguard status l")
     assert completions("synguard set lo cachel") == ["cachelimit="]

@@ -112,6 +112,19 @@ def test_bad_input_exits_with_the_code_the_unit_does_not_restart(tmp_path):
     assert r.stderr == "synguard: error: %s: mode must be auto, native or generic, not 'fast'\n" % conf
 
 
+def test_unit_reloads_and_stops_as_the_controller_expects():
+    """ExecReload sends SIGHUP (reload); the unit names itself, so that a
+    SIGTERM during `systemctl restart` hands over; the stop timeout covers
+    the longest drain."""
+    from synguard import attach, daemon
+
+    service = unit_directives()["Service"]
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert service["Environment"] == ["SYNGUARD_UNIT=%n"]
+    (timeout,) = service["TimeoutStopSec"]
+    assert int(timeout.removesuffix("s")) > attach.DRAIN_WAIT_SECONDS > daemon.DRAIN_MAX_SECONDS
+
+
 def test_docs_describe_the_unit_as_it_is():
     """The unit has no ExecStopPost (a restart adopts): the docs must not say otherwise."""
     assert "ExecStopPost" not in unit_directives()["Service"]
@@ -135,7 +148,13 @@ def test_daemonset():
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert mounts["bpffs"] == "/sys/fs/bpf" and volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
     assert volumes["config"]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
-    assert c["args"][-2:] == ["--config", mounts["config"] + "/synguard.toml"]
+    assert c["args"][3:7] == ["--config", mounts["config"] + "/synguard.toml", "--watch-config", "--takeover"]
+    # A rolling update: the new pod first, which takes over from the old one
+    # (so no host port may be declared, or the surge pod never schedules),
+    # and a grace period that covers a drain.
+    assert spec["terminationGracePeriodSeconds"] >= 75
+    roll = docs["DaemonSet"]["spec"]["updateStrategy"]["rollingUpdate"]
+    assert (roll["maxSurge"], roll["maxUnavailable"]) == (1, 0) and "ports" not in c
     # metrics on the node's internal address, not on every address
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"

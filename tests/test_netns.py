@@ -41,7 +41,7 @@ def protected():
         try:
             yield bed, srv
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             srv.close()
 
@@ -163,7 +163,7 @@ def test_real_clients_connect_during_a_syn_flood(protected):
 @pytest.mark.parametrize("cookies", ["synguard", "kernel"])
 def test_connection_survives_attach_and_detach(cookies):
     """A connection opened before attach keeps working while synguard is
-    attached and after it is detached; SIGTERM removes everything, and sets
+    attached and after it is detached; SIGQUIT (stop now) removes everything, and sets
     back the sysctls the mode changed."""
     with Testbed() as bed:
         srv = EchoServer(bed, PORT)
@@ -183,7 +183,7 @@ def test_connection_survives_attach_and_detach(cookies):
             assert echo(100000)
             assert bed.connect(SERVER4, PORT)["echo_ok"]
             assert status(bed)["counters"]["established"] > 0
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             assert "detached" in proc.stdout.read()
             assert leftovers(bed) == NOTHING_LEFT
@@ -205,7 +205,7 @@ def test_detach_after_a_crash_removes_everything(cookies):
             # The programs stay attached without their controller: still protected.
             assert leftovers(bed)["xdp"] and leftovers(bed)["tc"]
             assert bed.connect(SERVER6, PORT)["echo_ok"]
-            r = bed.synguard_run("detach", bed.server_if)
+            r = bed.synguard_run("detach", bed.server_if, "--now")
             assert r.returncode == 0 and "removed" in r.stdout
             assert leftovers(bed) == NOTHING_LEFT
             assert bed.connect(SERVER4, PORT)["echo_ok"]
@@ -223,7 +223,7 @@ def test_generic_mode():
             st = status(bed)
             assert st["mode"] == "generic" and st["counters"]["completed"] == 4
             # detach from another process stops the running controller first
-            r = bed.synguard_run("detach", bed.server_if)
+            r = bed.synguard_run("detach", bed.server_if, "--now")
             assert r.returncode == 0
             assert proc.wait(30) == 0
             assert leftovers(bed) == NOTHING_LEFT
@@ -254,7 +254,7 @@ def test_refuses_a_foreign_xdp_program_unless_forced():
             second = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--no-metrics")
             assert second.returncode == 2
             assert "already protected by a running synguard (pid %d)" % proc.pid in second.stderr
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
         finally:
             srv.close()

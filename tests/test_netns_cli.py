@@ -30,7 +30,7 @@ def protected():
         try:
             yield bed, proc
         finally:
-            proc.terminate()
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             srv.close()
 
@@ -212,7 +212,7 @@ def test_set_says_how_long_it_lasts(protected):
     r = bed.synguard_run("set", bed.server_if, "ratelimit=10000000")
     assert r.returncode == 0
     assert "ratelimit=10000000" in r.stdout and "e+" not in r.stdout
-    assert r.stderr.startswith("synguard: this lasts until the controller stops")
+    assert r.stderr.startswith("synguard: this lasts until the controller reloads or stops")
     r = bed.synguard_run("set", bed.server_if, "syncookies=0", "syncookies_only=1")
     assert r.returncode == 2 and r.stderr.startswith("synguard: error: syncookies_only=1 needs syncookies=1")
 
@@ -259,7 +259,7 @@ def configured(tmp_path_factory):
         try:
             yield bed, conf
         finally:
-            proc.terminate()
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             srv.close()
 
@@ -364,7 +364,7 @@ def test_detach_says_what_it_did(tmp_path):
         assert r.stderr.startswith("synguard: error: %s is in fleet mode: its keys come from" % bed.server_if)
         state = bed.synguard_run("status", bed.server_if, "--json")
         assert state.returncode == 0
-        r = bed.synguard_run("detach", bed.server_if)
+        r = bed.synguard_run("detach", bed.server_if, "--now")  # the drain: test_netns_lifecycle.py
         assert r.returncode == 0 and proc.wait(30) == 0
         said = r.stdout.strip()
         prefix = "synguard: %s: stopped the controller (pid %d), which removed XDP program " % (

@@ -17,6 +17,7 @@ from synguard.keys import KeyRotator
 from synguard.lab import netns
 from synguard.lab.support import on_interface as interface
 from synguard.lab.testbed import SERVER4, EchoServer, Testbed
+from synguard.options import AttachOptions
 
 pytestmark = pytest.mark.netns
 PORT = 8080
@@ -44,9 +45,9 @@ def foreign():
 def attach_in(bed, **kw):
     """attach.attach in the server namespace, in this process (so that a
     step can be made to fail)."""
-    req = attach.Request(bed.server_if, [PORT], **{"force": True, **kw})
+    opts = AttachOptions(bed.server_if, [PORT], **{"force": True, **kw})
     with netns.netns(bed.server_ns):
-        return attach.attach(req, KeyRotator)
+        return attach.attach(opts, KeyRotator)
 
 
 def fail(monkeypatch, module, name, after=0):
@@ -173,7 +174,7 @@ def test_force_replaces_and_detach_leaves_no_trace_but_the_foreign_program_is_go
         proc = bed.attach([PORT], "--no-metrics", "--force")
         assert bed.connect(SERVER4, PORT)["echo_ok"]
         assert interface(bed)["sysctls"]["net.ipv4.tcp_syncookies"] == ["1"]
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGQUIT)
         assert proc.wait(30) == 0
         after = interface(bed)
         assert after["xdp"] == (0, None) and not after["tc"] and not after["clsact"]
@@ -216,7 +217,7 @@ def test_status_says_protected_only_when_it_is():
             proc.wait()
             r = bed.synguard_run("status", bed.server_if)
             assert r.returncode == 0 and "controller not running; protection goes on" in r.stdout
-            assert bed.synguard_run("detach", bed.server_if).returncode == 0
+            assert bed.synguard_run("detach", bed.server_if, "--now").returncode == 0
             r = bed.synguard_run("status", bed.server_if)
             assert r.returncode == 1 and "not protected: not attached" in r.stderr
         finally:

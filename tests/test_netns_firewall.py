@@ -4,6 +4,7 @@ flood), attach makes conntrack entries exactly where the rule set needs
 them, and a rule set it cannot meet is refused with the rule named."""
 
 import os
+import signal
 import struct
 import sys
 import threading
@@ -119,7 +120,7 @@ def test_handed_off_connections_pass_the_firewall(case, cookies):
             if inserts:
                 info = srv.accepted[-1]["info"]
                 assert info["wscale"] == (option != "noscale")
-            proc.terminate()
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             assert sysctl(bed, LIBERAL) == liberal_before  # set back on detach
         finally:
@@ -227,7 +228,7 @@ def test_a_firewall_enabled_after_attach_is_met_without_a_restart():
             results = [bed.connect(s, PORT, payload=b"z" * (1 << 20), timeout=20) for s in (SERVER4, SERVER6)]
             assert all(r["echo_ok"] for r in results)
             assert status(bed)["counters"]["ctinserted"] == 2
-            proc.terminate()
+            proc.send_signal(signal.SIGQUIT)
             out = proc.communicate(timeout=30)[1]
             assert "firewall changed: making the conntrack entries" in out
         finally:

@@ -62,7 +62,7 @@ def test_fleet_key_lets_host_b_complete_what_host_a_answered(bed, mode):
     st = json.loads(bed.synguard_run("b", "status", bed.ifs["b"], "--json").stdout)
     assert st["fleet"] is True
     for p in procs:
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGQUIT)
         assert p.wait(30) == 0
 
 
@@ -76,7 +76,7 @@ def test_without_the_fleet_key_host_b_drops_what_host_a_answered(bed):
     assert b["badcookie"] >= 1 and b["completed"] == 0
     assert not bed.servers["b"].accepted and not bed.servers["a"].accepted
     for p in procs:
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGQUIT)
         assert p.wait(30) == 0
 
 

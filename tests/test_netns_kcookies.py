@@ -66,7 +66,7 @@ def protected():
         try:
             yield bed, srv, proc
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             srv.close()
             assert server_sysctls(bed) == MODE_SYSCTLS, "detach sets the sysctls back"
@@ -205,7 +205,7 @@ def test_refusals_in_kernel_mode(protected):
 def test_restart_adopts_and_detach_restores():
     """kill -9: the data path keeps answering; a restart adopts it (same
     mode); a restart asking for synguard's cookies replaces it instead;
-    SIGTERM sets the sysctls back and leaves nothing."""
+    SIGQUIT (stop now) sets the sysctls back and leaves nothing."""
     with Testbed() as bed:
         srv = EchoServer(bed, PORT)
         try:
@@ -224,7 +224,7 @@ def test_restart_adopts_and_detach_restores():
             st = status(bed)
             assert st["cookies"] == "synguard" and st["counters"]["sendcookie"] == 0, "replaced, not adopted"
             assert connect(bed, SERVER4, PORT, b"w")["echo_ok"]
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             assert server_sysctls(bed) == MODE_SYSCTLS
         finally:
@@ -245,7 +245,7 @@ def test_an_mptcp_listener_is_answered_with_the_kernels_cookies():
             c = status(bed)["counters"]
             assert c["sendcookie"] == 4 and c["mptcp"] == 0
             assert tcp_ext(bed, "SyncookiesRecv") - recv == 4
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
         finally:
             srv.close()

@@ -2,6 +2,7 @@
 (Go's default since 1.24) answers plain TCP and MPTCP clients through the
 kernel while synguard protects the port, and attach names the port."""
 
+import signal
 import socket
 import struct
 import time
@@ -41,7 +42,7 @@ def test_an_mptcp_listener_is_left_to_the_kernel_and_named():
             c = st["counters"]
             assert c["completed"] == 2 and c["aborted"] == 0  # the plain listener's, through synguard
             assert c["mptcp"] > 0 and st["mptcp_ports"] == [PORT_MPTCP]
-            proc.terminate()
+            proc.send_signal(signal.SIGQUIT)
             err = proc.communicate(timeout=30)[1]
             assert "port %d has an MPTCP listener" % PORT_MPTCP in err
         finally:

@@ -55,7 +55,7 @@ def bed():
         try:
             yield b
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGQUIT)
             assert proc.wait(30) == 0
             srv.close()
 

@@ -42,7 +42,7 @@ def test_two_namespaces_each_protect_their_own_eth0():
                 assert bed.connect(SERVER4, PORT)["echo_ok"] and bed.connect(SERVER6, PORT)["echo_ok"]
                 assert status(bed)["counters"]["completed"] == 2
             # detach in one leaves the other alone
-            r = a.synguard_run("detach", "eth0.5")
+            r = a.synguard_run("detach", "eth0.5", "--now")
             assert r.returncode == 0 and "stopped the controller (pid %d)" % procs[0].pid in r.stdout
             assert procs[0].wait(30) == 0
             assert procs[1].poll() is None
@@ -79,7 +79,7 @@ def test_ip_netns_exec_works_like_nsenter():
             assert r.returncode == 0 and "protected" in r.stdout and "completed" in r.stdout, r.stderr
             assert run("list", bed.server_if).returncode == 0
             assert run("set", bed.server_if, "rexmtlimit=2").returncode == 0
-            r = run("detach", bed.server_if)
+            r = run("detach", bed.server_if, "--now")
             assert r.returncode == 0 and "stopped the controller" in r.stdout, r.stdout + r.stderr
             assert proc.wait(30) == 0
             assert not os.path.exists(bed.pins()) and not os.path.exists(bed.state_path())

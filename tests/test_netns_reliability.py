@@ -68,7 +68,7 @@ def test_restart_adopts_the_data_path_and_a_handshake_across_it_completes(path):
             assert after["counters"][counter] == before["counters"][counter] + 1
             assert after["counters"]["completed"] == before["counters"]["completed"] + 1
             assert after["counters"]["packets"] > before["counters"]["packets"]
-            second.send_signal(signal.SIGTERM)
+            second.send_signal(signal.SIGQUIT)
             assert second.wait(30) == 0
             assert "adopted the data path left attached on %s" % bed.server_if in second.stderr.read()
         finally:
@@ -176,10 +176,10 @@ def test_keys_never_appear_in_any_output(tmp_path):
                 with netns.netns(bed.server_ns):
                     outputs.append(urllib.request.urlopen("http://127.0.0.1:9717/metrics").read().decode())
                 time.sleep(1.1)
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGQUIT)
             assert p.wait(30) == 0
             outputs += [p.stdout.read(), p.stderr.read()]
-            r = bed.synguard_run("detach", bed.server_if)
+            r = bed.synguard_run("detach", bed.server_if, "--now")
             outputs += [r.stdout, r.stderr]
         finally:
             srv.close()
@@ -210,6 +210,7 @@ def test_no_key_files_anywhere():
                     "config",
                     "counters",
                     "handoffs",
+                    "limited",
                     "listeners",
                     "prog_syncache_timer",
                     "prog_tc",
@@ -219,9 +220,10 @@ def test_no_key_files_anywhere():
                     "syncache",
                     "syncache_buckets",
                     "syncache_state",
+                    "verified",
                 ]
             )
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGQUIT)
             assert p.wait(30) == 0
         finally:
             srv.close()
@@ -265,7 +267,7 @@ def test_status_and_restart_with_only_the_units_capabilities():
             bed._procs.append(second)
             assert "protecting" in second.stdout.readline(), second.stderr.read()
             assert bed.connect(SERVER4, PORT)["echo_ok"]
-            second.send_signal(signal.SIGTERM)
+            second.send_signal(signal.SIGQUIT)
             assert second.wait(30) == 0
             assert "adopted the data path" in second.stderr.read()
         finally:

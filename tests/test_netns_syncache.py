@@ -63,7 +63,7 @@ def bed():
         try:
             yield b
         finally:
-            b.proc.send_signal(signal.SIGTERM)
+            b.proc.send_signal(signal.SIGQUIT)
             assert b.proc.wait(30) == 0
             srv.close()
 
@@ -237,7 +237,7 @@ def test_pause_engages_is_shown_and_expires(bed):
 def test_set_refuses_bad_values_and_leaves_the_settings(bed):
     before = status(bed)["settings"]
     for bad, message in (
-        ("cachelimit=70000", "cachelimit can grow to 65536 while attached"),
+        ("cachelimit=70000", "cachelimit can grow to 65536 while the data path stays attached"),
         ("rexmtlimit=11", "rexmtlimit must be within 0..10, not 11"),
         ("syncookies=2", "syncookies must be within 0..1, not 2"),
         ("rexmtbase=fast", "rexmtbase: 'fast' is not a number"),
@@ -256,7 +256,7 @@ def test_set_refuses_bad_values_and_leaves_the_settings(bed):
 
 def test_controller_logged_each_pause_once(bed):
     """Runs last in this module: the controller's log, read at its exit."""
-    bed.proc.send_signal(signal.SIGTERM)
+    bed.proc.send_signal(signal.SIGQUIT)
     assert bed.proc.wait(30) == 0
     log = bed.proc.stderr.read()
     bed.proc = bed.attach([PORT], "--mode", "native", "--no-metrics", "--rexmtbase", str(BASE))

@@ -269,26 +269,27 @@ class Testbed(_Bed):
             timeout=60,
         )
 
-    def attach(self, ports, *extra, timeout=60, iface=None):
+    def attach(self, ports, *extra, timeout=60, iface=None, env=None):
         """Start `synguard attach` (on the client link unless iface says
-        otherwise) and wait for its "protecting" line."""
+        otherwise; ports None: from its --config) and wait for its
+        "protecting" (or "monitoring") line."""
         p = self.synguard(
             "attach",
             iface or self.server_if,
-            "--ports",
-            ",".join(map(str, ports)),
+            *(("--ports", ",".join(map(str, ports))) if ports else ()),
             *extra,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline:
             line = p.stdout.readline()
-            if "protecting" in line or not line:
+            if "protecting" in line or "monitoring" in line or not line:
                 break
-        if "protecting" not in line:
+        if "protecting" not in line and "monitoring" not in line:
             p.kill()
             raise RuntimeError("synguard attach failed: %s" % p.stderr.read())
         return p
