@@ -14,8 +14,11 @@ deadline, is dropped.
 The flood rate is the defence's own answering rate (the CPU runs the chain
 flat out), so what a flood measures is CPU per SYN and SYNs/s at
 saturation. A defence that does not answer a SYN ends that frame's chain:
-the driver keeps `inflight` frames per CPU and re-seeds from a timer what
-was lost, and every figure says how many frames it seeded.
+the driver starts `inflight` frames per CPU, re-seeds a CPU whose chain
+bounced nothing for a timer's tick (10 ms), stops when nothing moved for
+0.5 s, and reports what it seeded and what never came back ("lost"). A
+defence that drops some SYNs thins the chain until it dies and is seeded
+again: its rate is then below saturation, and says so.
 
 The kernel's own defences answer with skbs, which the attacker's veth must
 copy into XDP buffers before `bounce` runs: a cost a NIC's transmit does
@@ -27,6 +30,7 @@ import ctypes as ct
 import os
 import random
 import socket
+import threading
 import time
 
 from synguard import netlink, packets
@@ -157,29 +161,40 @@ class Bounce:
     _options = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
 
     def flood(
-        self, ns, ifname, count, seconds, cpus=(0,), inflight=128, tick=0.01, dst=("198.18.10.2", 8080)
+        self,
+        ns,
+        ifname,
+        count,
+        seconds,
+        cpus=(0,),
+        inflight=128,
+        tick=0.01,
+        stall=0.5,
+        dst=("198.18.10.2", 8080),
     ):
         """About `count` SYNs out of ifname (in ns), the chains running on
-        `cpus` (count split evenly), `inflight` frames per CPU, re-seeded
-        every `tick` s where a chain lost frames; stops after `seconds` at
-        the latest. Returns {sent, seeded, reseeds, seconds, ...}; `seconds`
+        `cpus` (count split evenly), `inflight` frames per CPU, a chain
+        seeded anew when it bounced nothing for `tick` s; stops after `seconds` at
+        the latest, or when no SYN was bounced for `stall` s (a defence
+        that answers nothing). Returns {sent, seeded, reseeds, seconds, ...}; `seconds`
         is from the first seed to the last SYN sent (the kernel's clock, in
         the program)."""
         share = {c: count // len(cpus) + (1 if i < count % len(cpus) else 0) for i, c in enumerate(cpus)}
         c0 = self.counts()
         with netns.netns(ns):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        before = os.sched_getaffinity(0)
         seeded = dict.fromkeys(cpus, 0)
-        reseeds = 0
+        reseeds, stalled = 0, False
         try:
             sock.bind((ifname, 0))
             self.set_budget(share)
             t0 = time.monotonic_ns()
             deadline = t0 + int(seconds * 1e9)
             self.set_cfg(deadline)
-            for c in cpus:
-                seeded[c] += self._seed(sock, c, min(inflight, share[c]), dst)
+            progress, moved = 0, time.monotonic_ns()
+            before = c0["sent"]
+            for c, n in self._seed(sock, {c: min(inflight, share[c]) for c in cpus}, dst).items():
+                seeded[c] += n
             while True:
                 time.sleep(tick)
                 now = time.monotonic_ns()
@@ -188,45 +203,68 @@ class Bounce:
                 left = list(self.budget[ct.c_int(0)])
                 if not any(left[c] for c in cpus) or now > deadline:
                     break
-                for c in cpus:
-                    back = sum(got[k][c] - c0[k][c] for k in ("synack", "rst", "other"))
-                    flying = seeded[c] + got["sent"][c] - c0["sent"][c] - back
-                    lack = min(inflight - flying, left[c])
-                    if lack >= max(8, inflight // 8):
-                        seeded[c] += self._seed(sock, c, lack, dst)
-                        reseeds += 1
+                if sum(got["sent"]) != progress:
+                    progress, moved = sum(got["sent"]), now
+                elif now - moved > stall * 1e9:
+                    stalled = True
+                    break
+                # A chain that bounced nothing for a tick lost its frames
+                # (a round trip takes microseconds): seed it anew.
+                lacking = {c: min(inflight, left[c]) for c in cpus if left[c] and got["sent"][c] == before[c]}
+                before = got["sent"]
+                if lacking:
+                    for c, n in self._seed(sock, lacking, dst).items():
+                        seeded[c] += n
+                    reseeds += 1
             t1 = time.monotonic_ns()
             # what is still in flight comes back and is dropped
             time.sleep(0.05)
         finally:
             self.set_budget({})
             self.set_cfg(0)
-            os.sched_setaffinity(0, before)
             sock.close()
         c1 = self.counts()
         d = {k: [b - a for a, b in zip(c0[k], c1[k])] for k in c1}
         last = max(self.bpf[b"last_tx"][ct.c_int(0)])
         sent = sum(d["sent"]) + sum(seeded.values())
+        back = sum(sum(d[k]) for k in ("synack", "rst", "other"))
         return {
             "sent": sent,
+            "lost": max(0, sent - back),
             "bounced": sum(d["sent"]),
             "seeded": sum(seeded.values()),
             "reseeds": reseeds,
             "per_cpu_sent": [d["sent"][c] + seeded.get(c, 0) for c in range(self.ncpu)],
             "seconds": (last - t0) / 1e9 if last > t0 else (t1 - t0) / 1e9,
             "timed_out": t1 > deadline,
+            "stalled": stalled,
             "back": {k: sum(d[k]) for k in ("synack", "rst", "other")},
             "stopped": sum(d["stopped"]),
             "short": sum(d["short"]),
         }
 
-    def _seed(self, sock, cpu, n, dst):
-        """n SYNs from AF_PACKET on `cpu`: a packet socket picks its queue by
-        the sending CPU, and veth's peer queue follows it."""
-        os.sched_setaffinity(0, {cpu})
-        for f in self.seeds(dst[0], dst[1], n):
-            sock.send(f)
-        return n
+    def _seed(self, sock, plan, dst):
+        """plan[cpu] SYNs from AF_PACKET on each cpu, the CPUs at once: one
+        thread per CPU, pinned (a packet socket picks its queue by the
+        sending CPU and veth's peer queue follows it), started together.
+        Each send also runs the softirqs it raised, so the first CPU's
+        chain starts during its own seeding; one thread seeding every CPU
+        in turn started the second chain up to 0.8 s late. Returns plan."""
+        frames = {c: self.seeds(dst[0], dst[1], n) for c, n in plan.items()}
+        start = threading.Barrier(len(plan))
+
+        def send(cpu):
+            os.sched_setaffinity(0, {cpu})  # this thread only
+            start.wait()
+            for f in frames[cpu]:
+                sock.send(f)
+
+        threads = [threading.Thread(target=send, args=(c,)) for c in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return plan
 
 
 def frame_template(dst_mac, src_mac, dst="198.18.10.2", dport=8080):
