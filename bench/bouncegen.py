@@ -225,7 +225,8 @@ class Bounce:
             sock.close()
         c1 = self.counts()
         d = {k: [b - a for a, b in zip(c0[k], c1[k])] for k in c1}
-        last = max(self.bpf[b"last_tx"][ct.c_int(0)])
+        lasts = list(self.bpf[b"last_tx"][ct.c_int(0)])
+        last = max(lasts)
         sent = sum(d["sent"]) + sum(seeded.values())
         back = sum(sum(d[k]) for k in ("synack", "rst", "other"))
         return {
@@ -236,6 +237,8 @@ class Bounce:
             "reseeds": reseeds,
             "per_cpu_sent": [d["sent"][c] + seeded.get(c, 0) for c in range(self.ncpu)],
             "seconds": (last - t0) / 1e9 if last > t0 else (t1 - t0) / 1e9,
+            # each chain's own: a CPU that other work held back ends later
+            "per_cpu_seconds": [round((lasts[c] - t0) / 1e9, 4) if lasts[c] > t0 else None for c in cpus],
             "timed_out": t1 > deadline,
             "stalled": stalled,
             "back": {k: sum(d[k]) for k in ("synack", "rst", "other")},

@@ -1,28 +1,41 @@
 """SYN and ACK floods against synguard, kernel syncookies and nftables SYNPROXY,
 side by side in one run, in the namespace test bed.
 
-    client ns (real clients) ---- server ns (listener, the defence) ---- attacker ns (trafgen)
+    client ns (real clients) ---- server ns (listener, the defence) ---- attacker ns (generator)
 
-The attacker has a link of its own (trafgen's TX ring stalls when other
-traffic leaves its namespace), spoofs SYNs from 198.19.0.0/16 with random
-ports and ISNs, pinned to CPU 0, at stepped rates up to what one core of
-trafgen sends. On a veth the receive path runs on the sender's CPU: native
-XDP always (in the NAPI poll the sender schedules), the kernel's paths too
-unless RPS moves them; with RPS, trafgen's TX ring stalled at the highest
-rate (seen), so every defence shares CPU 0 with the generator here, and
-"the highest rate answered in full" compares them on that same budget.
-SYN-ACKs come back over the attacker's link, where an XDP program counts
-and drops them. For each defence and rate: SYN-ACKs/s
-returned, the machine's busy CPU (all cores, /proc/stat) minus that of the
-same flood into a server that drops it at once (XDP_DROP: the generator's
-own cost), real clients' connect-and-echo (success,
-median, p99), and the controller's own CPU. Then an ACK flood with random numbers.
+The attacker has a link of its own, a veth with 2 queues each way (XPS:
+queue i on CPU i at both ends, as a NIC's RSS and XPS spread flows).
+Three parts, each naming the way its SYNs are delivered (METHODS):
 
-Defences: synguard native XDP and generic XDP (cookies and syncache as
-shipped, the reflection limit off: one generator stands for many sources),
-kernel syncookies (net.ipv4.tcp_syncookies=2, no XDP), nftables SYNPROXY.
+1. Rounds: the same count of spoofed SYNs (198.19.0.0/16, random ports and
+   ISNs, Linux's options) per defence, interleaved, with the generators:
+   - live frames (livegen: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)
+     where the kernel allows them (probed once: "live frames: refused:
+     EPERM" otherwise), or the bounce (bouncegen: XDP_TX between the
+     attacker's XDP and the server's, seeded from AF_PACKET, a budget in a
+     map). Both deliver xdp_frames into the server veth's NAPI poll, as a
+     NIC's frames reach XDP. --generators auto picks; live or bounce name one.
+   - trafgen (AF_PACKET skbs that veth copies for XDP): the lower bound.
+   Per SYN: the machine's busy CPU (/proc/stat, all cores) minus the same
+   generator's baseline (null: XDP_DROP on the server; for the bounce, whose
+   rate is the defence's own answering rate: a reflector that XDP_TXes each
+   SYN back), and for synguard the controller's CPU until its syncache is
+   empty again. The skb reflector (XDP_PASS, tc redirects the skb back out)
+   measures what answering through the kernel's skb path costs the bounce.
+2. Scaling: the bounce at saturation with one chain on CPU 0, then one chain
+   per CPU, per defence: SYNs/s and the 2 / 1 ratio.
+3. Stepped rates (trafgen, pinned to CPU 0, 100k-200k/s and its maximum,
+   real clients connecting throughout), then an ACK flood. SYN-ACKs/s
+   returned, busy CPU minus a server that XDP_DROPs (the generator's own
+   cost), real clients' connect-and-echo, the controller's CPU.
 
-usage: sudo python bench/flood.py [--seconds 5] [--rates 100000,150000,200000,max] [--out docs/bench]
+Defences: synguard (default settings and syncookies_only=1 in the rounds;
+native and generic XDP in the stepped floods; the reflection limit off: one
+generator stands for many sources), kernel syncookies
+(net.ipv4.tcp_syncookies=2, no XDP), nftables SYNPROXY.
+
+usage: sudo python bench/flood.py [--rounds 3] [--count N] [--generators auto,trafgen]
+                                  [--scaling-count N] [--no-stepped] [--out docs/bench]
 """
 
 import argparse
@@ -389,10 +402,15 @@ ROUND_DEFENCES = [
     "baseline",
     "skb-reflector",  # bounce only: the kernel's skb path answers, trivially
     "kernel-syncookies",
+    # trafgen only: the same with an XDP_PASS program on the server's veth,
+    # which then copies each skb into an XDP buffer (the copy the bounce's
+    # attacker side makes of the kernel's answers)
+    "kernel-syncookies-xdp-pass",
     "nft-synproxy",
     "synguard-default",
     "synguard-cookies-only",
 ]
+ONLY = {"skb-reflector": "bounce", "kernel-syncookies-xdp-pass": "trafgen"}
 SCALING_DEFENCES = [
     "baseline",
     "kernel-syncookies",
@@ -561,6 +579,7 @@ class Rounds:
             "seeded": info.get("seeded"),
             "reseeds": info.get("reseeds"),
             "lost": info.get("lost"),
+            "per_cpu_seconds": info.get("per_cpu_seconds"),
             "stalled": info.get("stalled"),
             "link_drops": {end: [b - a for a, b in zip(d0[end], d1[end])] for end in d0},
             "synguard": {
@@ -573,6 +592,8 @@ class Rounds:
         bed = self.bed
         if defence in ("baseline", "skb-reflector"):
             return lambda: None  # per generator: extra()
+        if defence == "kernel-syncookies-xdp-pass":
+            defence = "kernel-syncookies"
         if defence == "synguard-default":
             self.controller = bed.attach(
                 [PORT],
@@ -619,6 +640,8 @@ class Rounds:
             verdict = "XDP_DROP"
         elif defence in ("kernel-syncookies", "nft-synproxy") and generator != "trafgen":
             verdict = "XDP_PASS"
+        elif defence == "kernel-syncookies-xdp-pass":
+            verdict = "XDP_PASS"
         else:
             return lambda: None
         stub = xdp_stub(bed.server_ns, bed.attack_if, verdict)
@@ -653,8 +676,14 @@ def show(label, row):
             row["controller_after_s"],
             row["answered"],
             " (+%d retransmitted)" % row["retransmitted"] if row["retransmitted"] else "",
-            " seeded %d (%d re-seeds, %d lost%s)"
-            % (row["seeded"], row["reseeds"], row["lost"], ", stalled" if row["stalled"] else "")
+            " seeded %d (%d re-seeds, %d lost%s) chains ended at %s s"
+            % (
+                row["seeded"],
+                row["reseeds"],
+                row["lost"],
+                ", stalled" if row["stalled"] else "",
+                row["per_cpu_seconds"],
+            )
             if row["seeded"]
             else "",
         ),
@@ -668,7 +697,7 @@ def rounds(fl, n, generators, defences=ROUND_DEFENCES):
     results = {d: [] for d in defences}
     for r in range(n):
         for d in defences:
-            gens = [g for g in generators if d != "skb-reflector" or g == "bounce"]
+            gens = [g for g in generators if ONLY.get(d, g) == g]
             if not gens:
                 continue
             down = fl.up(d)
@@ -722,12 +751,13 @@ def summary(results):
             per = lambda r, v: v / r["sent"] * 1e9  # noqa: E731
             during = [per(r, sum(r["cpu_s"])) - per(b[r["round"]], sum(b[r["round"]]["cpu_s"])) for r in mine]
             after = [per(r, r["controller_after_s"]) for r in mine]
+            chain = [per(r, _chain(r)) - per(b[r["round"]], _chain(b[r["round"]])) for r in mine]
             s = {
+                "chain_ns_per_syn_with_after": _stats([a + c for a, c in zip(chain, after)]),
                 "ns_per_syn_flood": _stats(during),
                 "ns_per_syn_with_after": _stats([a + c for a, c in zip(during, after)]),
-                "ns_per_syn_absolute": _stats(
-                    [per(r, sum(r["cpu_s"]) + r["controller_after_s"]) for r in mine]
-                ),
+                # no baseline taken off: flood CPU + controller, with after
+                "ns_per_syn_absolute": _stats([per(r, _chain(r) + r["controller_after_s"]) for r in mine]),
                 "controller_after_ns_per_syn": _stats(after),
                 "answered_all": all(r["answered"] == r["sent"] for r in mine),
                 "answered": "%d/%d" % (sum(r["answered"] for r in mine), sum(r["sent"] for r in mine)),
@@ -742,6 +772,13 @@ def summary(results):
                 s["lost"] = sum(r["lost"] or 0 for r in mine)
             out.setdefault(d, {})[g] = s
     return out
+
+
+def _chain(row):
+    """CPU seconds of the CPUs the flood ran on (the generator's and the
+    receive path's; /proc/stat) plus the controller's: what other work on
+    the other core leaves out."""
+    return sum(row["cpu_s"][c] for c in row["cpus"]) + row["controller_flood_s"]
 
 
 def _accounted(row):
@@ -761,22 +798,28 @@ def rounds_markdown(summ, count, n, rexmtbase, probe, f):
     gens = sorted({g for by in summ.values() for g in by}, key=list(METHODS).index)
     f.write(
         "%d SYNs per flood, %d interleaved rounds; ns of CPU per SYN above the generator's baseline "
-        "(median, lowest-highest round); machine: both cores' busy time (/proc/stat); with after: plus "
+        "(median, lowest-highest round); flood CPU: busy time of the CPU the flood ran on (CPU 0: the "
+        "generator and the receive path) plus the controller's; machine: both cores' busy time "
+        "(/proc/stat); with after: plus "
         "the controller until its syncache is empty (--rexmtbase %s). Live frames on this machine: %s.\n\n"
         % (count, n, rexmtbase, probe or "allowed")
     )
     for g in gens:
         f.write("Method: %s. Baseline: %s.\n\n" % (METHODS[g], BASELINES[g]))
         acc = g != "bounce"
-        head = ["defence", "machine, flood", "machine, with after"]
+        head = ["defence", "flood CPU + controller, with after", "machine, with after"]
         head += ["accounted, with after"] if acc else []
-        head += ["absolute, with after", "SYNs/s" + (" (at saturation)" if g == "bounce" else ""), "answered"]
+        head += [
+            "absolute (no baseline off)",
+            "SYNs/s" + (" (at saturation)" if g == "bounce" else ""),
+            "answered",
+        ]
         f.write("| %s |\n|%s\n" % (" | ".join(head), "---|" + "---:|" * (len(head) - 1)))
         for d, by in summ.items():
             s = by.get(g)
             if not s:
                 continue
-            cells = [cell(s["ns_per_syn_flood"], False), cell(s["ns_per_syn_with_after"])]
+            cells = [cell(s["chain_ns_per_syn_with_after"]), cell(s["ns_per_syn_with_after"], False)]
             if acc:
                 cells.append(cell(s["accounted_ns_per_syn_with_after"], False))
             r = s["rate"]
@@ -796,21 +839,25 @@ def scaling_markdown(sc, count, f):
     f.write(
         "Method: %s, one chain of 128 frames per CPU on a 2-queue veth (queue i on CPU i, both ends), "
         "%d SYNs per flood. SYNs/s at saturation: SYNs / seconds from the first seed to the last SYN; "
-        "busy: each CPU's busy share of those seconds (/proc/stat).\n\n" % (METHODS["bounce"], count)
+        "busy: each CPU's busy share of those seconds (/proc/stat); chains ended: each one's last SYN, "
+        "from the first seed (a chain that other work held back ends later).\n\n" % (METHODS["bounce"], count)
     )
-    f.write("| defence | 1 CPU: SYNs/s | busy | 2 CPUs: SYNs/s | busy | 2 / 1 | answered |\n")
-    f.write("|---|---:|---|---:|---|---:|---:|\n")
+    f.write(
+        "| defence | 1 CPU: SYNs/s | busy | 2 CPUs: SYNs/s | busy | chains ended (s) | 2 / 1 | answered |\n"
+    )
+    f.write("|---|---:|---|---:|---|---|---:|---:|\n")
     for d, by in sc.items():
         one, two = by.get(1), by.get(2)
         busy = lambda r: " ".join("%.0f%%" % (100 * c / r["seconds"]) for c in r["cpu_s"])  # noqa: E731
         f.write(
-            "| %s | %.0fk | %s | %.0fk | %s | **%.2f** | %d/%d |\n"
+            "| %s | %.0fk | %s | %.0fk | %s | %s | **%.2f** | %d/%d |\n"
             % (
                 d if d != "baseline" else "baseline (reflector)",
                 one["rate"] / 1e3,
                 busy(one),
                 two["rate"] / 1e3,
                 busy(two),
+                " / ".join("%.2f" % x for x in two["per_cpu_seconds"] or []),
                 two["rate"] / one["rate"],
                 one["answered"] + two["answered"] if d != "baseline" else 0,
                 one["sent"] + two["sent"],
