@@ -662,7 +662,7 @@ class _NoBench:
 
 
 def show(label, row):
-    per = " ".join("%.0f%%" % (100 * c / row["seconds"]) for c in row["cpu_s"])
+    per = " ".join("%.0f%%" % (100 * c / row["wall_s"]) for c in row["cpu_s"])
     print(
         "%-42s %8d SYNs in %6.3fs (%8.0f/s, CPUs busy %s): cpu %s ctl %.2f+%.2f s answered %d%s%s"
         % (
@@ -839,7 +839,8 @@ def scaling_markdown(sc, count, f):
     f.write(
         "Method: %s, one chain of 128 frames per CPU on a 2-queue veth (queue i on CPU i, both ends), "
         "%d SYNs per flood. SYNs/s at saturation: SYNs / seconds from the first seed to the last SYN; "
-        "busy: each CPU's busy share of those seconds (/proc/stat); chains ended: each one's last SYN, "
+        "busy: each CPU's busy share of the flood's wall time, seeding and draining included "
+        "(/proc/stat); chains ended: each one's last SYN, "
         "from the first seed (a chain that other work held back ends later).\n\n" % (METHODS["bounce"], count)
     )
     f.write(
@@ -848,7 +849,7 @@ def scaling_markdown(sc, count, f):
     f.write("|---|---:|---|---:|---|---|---:|---:|\n")
     for d, by in sc.items():
         one, two = by.get(1), by.get(2)
-        busy = lambda r: " ".join("%.0f%%" % (100 * c / r["seconds"]) for c in r["cpu_s"])  # noqa: E731
+        busy = lambda r: " ".join("%.0f%%" % (100 * c / r["wall_s"]) for c in r["cpu_s"])  # noqa: E731
         f.write(
             "| %s | %.0fk | %s | %.0fk | %s | %s | **%.2f** | %d/%d |\n"
             % (
