@@ -716,19 +716,23 @@ def rounds(fl, n, generators, defences=ROUND_DEFENCES):
     return {d: rows for d, rows in results.items() if rows}
 
 
-def scaling(fl, count, cpu_sets, defences=SCALING_DEFENCES):
-    """The bounce on each set of CPUs (one chain per CPU) per defence:
-    {defence: {ncpus: row}}."""
+def scaling(fl, count, cpu_sets, repeats=2, defences=SCALING_DEFENCES):
+    """The bounce on each set of CPUs (one chain per CPU) per defence, the
+    sets alternating `repeats` times: {defence: {ncpus: [row per repeat]}}.
+    Other work on a CPU takes it from the chain there (seen: CPU 1 busy
+    with another session's compile, the reflector scaled 1.4x), so the
+    table takes each set's best repeat: what the defence did with the CPUs."""
     out = {}
     for d in defences:
         down = fl.up(d)
         try:
             undo = fl.extra(d, "bounce")
             try:
-                for cpus in cpu_sets:
-                    row = fl.flood("bounce", count=count, cpus=cpus)
-                    out.setdefault(d, {})[len(cpus)] = row
-                    show("scaling %s on CPUs %s" % (d, ",".join(map(str, cpus))), row)
+                for _ in range(repeats):
+                    for cpus in cpu_sets:
+                        row = fl.flood("bounce", count=count, cpus=cpus)
+                        out.setdefault(d, {}).setdefault(len(cpus), []).append(row)
+                        show("scaling %s on CPUs %s" % (d, ",".join(map(str, cpus))), row)
             finally:
                 undo()
         finally:
@@ -836,32 +840,38 @@ def rounds_markdown(summ, count, n, rexmtbase, probe, f):
 
 
 def scaling_markdown(sc, count, f):
+    repeats = len(next(iter(sc.values()))[1])
     f.write(
         "Method: %s, one chain of 128 frames per CPU on a 2-queue veth (queue i on CPU i, both ends), "
-        "%d SYNs per flood. SYNs/s at saturation: SYNs / seconds from the first seed to the last SYN; "
+        "%d SYNs per flood, 1 and 2 CPUs alternating, %d times each; the best of them (the other in "
+        "brackets). SYNs/s at saturation: SYNs / seconds from the first seed to the last SYN; "
         "busy: each CPU's busy share of the flood's wall time, seeding and draining included "
         "(/proc/stat); chains ended: each one's last SYN, "
-        "from the first seed (a chain that other work held back ends later).\n\n" % (METHODS["bounce"], count)
+        "from the first seed (a chain that other work held back ends later).\n\n"
+        % (METHODS["bounce"], count, repeats)
     )
     f.write(
         "| defence | 1 CPU: SYNs/s | busy | 2 CPUs: SYNs/s | busy | chains ended (s) | 2 / 1 | answered |\n"
     )
     f.write("|---|---:|---|---:|---|---|---:|---:|\n")
     for d, by in sc.items():
-        one, two = by.get(1), by.get(2)
+        one, two = (max(by[n], key=lambda r: r["rate"]) for n in (1, 2))
+        others = {n: [r["rate"] for r in by[n] if r is not b] for n, b in ((1, one), (2, two))}
         busy = lambda r: " ".join("%.0f%%" % (100 * c / r["wall_s"]) for c in r["cpu_s"])  # noqa: E731
         f.write(
-            "| %s | %.0fk | %s | %.0fk | %s | %s | **%.2f** | %d/%d |\n"
+            "| %s | %.0fk (%s) | %s | %.0fk (%s) | %s | %s | **%.2f** | %d/%d |\n"
             % (
                 d if d != "baseline" else "baseline (reflector)",
                 one["rate"] / 1e3,
+                ", ".join("%.0fk" % (x / 1e3) for x in others[1]),
                 busy(one),
                 two["rate"] / 1e3,
+                ", ".join("%.0fk" % (x / 1e3) for x in others[2]),
                 busy(two),
                 " / ".join("%.2f" % x for x in two["per_cpu_seconds"] or []),
                 two["rate"] / one["rate"],
-                one["answered"] + two["answered"] if d != "baseline" else 0,
-                one["sent"] + two["sent"],
+                sum(r["answered"] for n in by for r in by[n]) if d != "baseline" else 0,
+                sum(r["sent"] for n in by for r in by[n]),
             )
         )
     f.write("\n")
@@ -892,6 +902,7 @@ def main(argv=None):
     ap.add_argument("--no-stepped", action="store_true", help="leave out the stepped-rate trafgen floods")
     args = ap.parse_args(argv)
     rates = [r if r == "max" else int(r) for r in args.rates.split(",")]
+    load0 = os.getloadavg()
     probe = livegen.probe()
     print("live frames: %s" % (probe or "allowed"), flush=True)
     generators = []
@@ -975,7 +986,7 @@ def main(argv=None):
             {
                 "machine": os.uname().release,
                 "nproc": os.cpu_count(),
-                "loadavg": os.getloadavg(),
+                "loadavg_start_end": [load0, os.getloadavg()],
                 "live_frames": probe or "allowed",
                 "methods": {g: METHODS[g] for g in generators},
                 "seconds": args.seconds,
