@@ -64,7 +64,7 @@ bench: setup        ## per-packet cost, syncache timer, controller footprint, fl
 	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md $(if $(SYNPROXY_REF),--reference $(SYNPROXY_REF))
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
 	cd bench && $(PYTHON) footprint.py --markdown ../docs/bench/footprint.md
-	cd bench && $(PYTHON) flood.py --rounds 3 --seconds 3 --out ../docs/bench
+	cd bench && $(PYTHON) flood.py --rounds 3 --seconds 3 --count 1000000 --scaling-count 1000000 --out ../docs/bench
 
 vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)
 	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \

@@ -1,28 +1,41 @@
 """SYN and ACK floods against synguard, kernel syncookies and nftables SYNPROXY,
 side by side in one run, in the namespace test bed.
 
-    client ns (real clients) ---- server ns (listener, the defence) ---- attacker ns (trafgen)
+    client ns (real clients) ---- server ns (listener, the defence) ---- attacker ns (generator)
 
-The attacker has a link of its own (trafgen's TX ring stalls when other
-traffic leaves its namespace), spoofs SYNs from 198.19.0.0/16 with random
-ports and ISNs, pinned to CPU 0, at stepped rates up to what one core of
-trafgen sends. On a veth the receive path runs on the sender's CPU: native
-XDP always (in the NAPI poll the sender schedules), the kernel's paths too
-unless RPS moves them; with RPS, trafgen's TX ring stalled at the highest
-rate (seen), so every defence shares CPU 0 with the generator here, and
-"the highest rate answered in full" compares them on that same budget.
-SYN-ACKs come back over the attacker's link, where an XDP program counts
-and drops them. For each defence and rate: SYN-ACKs/s
-returned, the machine's busy CPU (all cores, /proc/stat) minus that of the
-same flood into a server that drops it at once (XDP_DROP: the generator's
-own cost), real clients' connect-and-echo (success,
-median, p99), and the controller's own CPU. Then an ACK flood with random numbers.
+The attacker has a link of its own, a veth with 2 queues each way (XPS:
+queue i on CPU i at both ends, as a NIC's RSS and XPS spread flows).
+Three parts, each naming the way its SYNs are delivered (METHODS):
 
-Defences: synguard native XDP and generic XDP (cookies and syncache as
-shipped, the reflection limit off: one generator stands for many sources),
-kernel syncookies (net.ipv4.tcp_syncookies=2, no XDP), nftables SYNPROXY.
+1. Rounds: the same count of spoofed SYNs (198.19.0.0/16, random ports and
+   ISNs, Linux's options) per defence, interleaved, with the generators:
+   - live frames (livegen: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES)
+     where the kernel allows them (probed once: "live frames: refused:
+     EPERM" otherwise), or the bounce (bouncegen: XDP_TX between the
+     attacker's XDP and the server's, seeded from AF_PACKET, a budget in a
+     map). Both deliver xdp_frames into the server veth's NAPI poll, as a
+     NIC's frames reach XDP. --generators auto picks; live or bounce name one.
+   - trafgen (AF_PACKET skbs that veth copies for XDP): the lower bound.
+   Per SYN: the machine's busy CPU (/proc/stat, all cores) minus the same
+   generator's baseline (null: XDP_DROP on the server; for the bounce, whose
+   rate is the defence's own answering rate: a reflector that XDP_TXes each
+   SYN back), and for synguard the controller's CPU until its syncache is
+   empty again. The skb reflector (XDP_PASS, tc redirects the skb back out)
+   measures what answering through the kernel's skb path costs the bounce.
+2. Scaling: the bounce at saturation with one chain on CPU 0, then one chain
+   per CPU, per defence: SYNs/s and the 2 / 1 ratio.
+3. Stepped rates (trafgen, pinned to CPU 0, 100k-200k/s and its maximum,
+   real clients connecting throughout), then an ACK flood. SYN-ACKs/s
+   returned, busy CPU minus a server that XDP_DROPs (the generator's own
+   cost), real clients' connect-and-echo, the controller's CPU.
 
-usage: sudo python bench/flood.py [--seconds 5] [--rates 100000,150000,200000,max] [--out docs/bench]
+Defences: synguard (default settings and syncookies_only=1 in the rounds;
+native and generic XDP in the stepped floods; the reflection limit off: one
+generator stands for many sources), kernel syncookies
+(net.ipv4.tcp_syncookies=2, no XDP), nftables SYNPROXY.
+
+usage: sudo python bench/flood.py [--rounds 3] [--count N] [--generators auto,trafgen]
+                                  [--scaling-count N] [--no-stepped] [--out docs/bench]
 """
 
 import argparse
@@ -36,10 +49,12 @@ import tempfile
 import threading
 import time
 
+import livegen
+from bouncegen import Bounce, frame_template
 from livegen import LiveGen, template
 from synguard import netlink
 from synguard.lab import netns
-from synguard.lab.testbed import SERVER4, EchoServer, Testbed, xdp_stub
+from synguard.lab.testbed import SERVER4, SPOOF_NET4, EchoServer, Testbed, xdp_stub
 from synguard.maps import Maps
 
 PORT = 8080
@@ -360,7 +375,7 @@ def plot(results, path):
 
 # --- the headline: the same count of SYNs per defence, interleaved rounds ---
 
-# trafgen's SYN for the per-SYN comparison: the live generator's frame (Linux
+# trafgen's SYN for the per-SYN comparison: the generators' frame (Linux
 # options: MSS 1460, SACK-permitted, timestamps, NOP, wscale 7).
 TRAFGEN_LINUX = """
 {
@@ -371,7 +386,38 @@ TRAFGEN_LINUX = """
   0x02, 0x04, 0x05, 0xb4,  0x04, 0x02, 0x08, 0x0a,  const32(1), const32(0),  0x01, 0x03, 0x03, 0x07,
 }
 """
-LIVE_DEFENCES = ["null", "kernel-syncookies", "nft-synproxy", "synguard-default", "synguard-cookies-only"]
+# How each generator delivers its SYNs, as the output and the tables name it.
+METHODS = {
+    "live": "live frames (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX: xdp_frames)",
+    "bounce": "bounce (XDP_TX between the attacker's and the server's XDP: xdp_frames)",
+    "trafgen": "trafgen (AF_PACKET: skbs the server veth copies for XDP; the lower bound)",
+}
+# The baseline each generator's figures are taken above.
+BASELINES = {
+    "live": "null: the server XDP_DROPs every SYN",
+    "trafgen": "null: the server XDP_DROPs every SYN",
+    "bounce": "reflector: the server XDP_TXes every SYN back as it is",
+}
+ROUND_DEFENCES = [
+    "baseline",
+    "skb-reflector",  # bounce only: the kernel's skb path answers, trivially
+    "kernel-syncookies",
+    # trafgen only: the same with an XDP_PASS program on the server's veth,
+    # which then copies each skb into an XDP buffer (the copy the bounce's
+    # attacker side makes of the kernel's answers)
+    "kernel-syncookies-xdp-pass",
+    "nft-synproxy",
+    "synguard-default",
+    "synguard-cookies-only",
+]
+ONLY = {"skb-reflector": "bounce", "kernel-syncookies-xdp-pass": "trafgen"}
+SCALING_DEFENCES = [
+    "baseline",
+    "kernel-syncookies",
+    "nft-synproxy",
+    "synguard-default",
+    "synguard-cookies-only",
+]
 
 
 def macs(bed):
@@ -380,18 +426,59 @@ def macs(bed):
     return server, attacker
 
 
-class Live:
-    """One flood of `count` SYNs per defence and generator, measured as
-    machine busy CPU over the flood (/proc/stat, both cores) and, for
-    synguard, the controller's CPU (/proc/PID/stat) from the flood's end
-    until its syncache is empty again (retransmissions and expiry)."""
+class FloodBed(Testbed):
+    """The test bed with the attacker's link made with `queues` queues each
+    way (RSS-like: a queue per CPU) and XPS mapping queue i to CPU i on both
+    ends, so that what a CPU sends, the kernel's SYN-ACKs included, goes
+    into the peer's queue of that CPU and is received on it."""
 
-    def __init__(self, bed, count, tmp, rexmtbase, settle_timeout=90):
+    def __init__(self, queues):
+        super().__init__(attacker=True)
+        self.queues = queues
+
+    def up(self):
+        self.attacker = False  # the client and server namespaces as usual
+        super().up()
+        self.attacker = True
+        netns.create(self.attacker_ns)
+        q = ["numtxqueues", str(self.queues), "numrxqueues", str(self.queues)]
+        subprocess.run(
+            ["ip", "-n", self.server_ns, "link", "add", self.attack_if] + q
+            + ["type", "veth", "peer", "name", self.attacker_if] + q + ["netns", self.attacker_ns],
+            check=True,
+        )  # fmt: skip
+        netns.address(self.attacker_ns, self.attacker_if, "198.18.10.1/24")
+        netns.address(self.server_ns, self.attack_if, "198.18.10.2/24")
+        netns.route(self.server_ns, str(SPOOF_NET4), "198.18.10.1")
+        mac = netns.link_attr(self.attacker_ns, self.attacker_if, "IFLA_ADDRESS")
+        netns.neigh(self.server_ns, self.attack_if, "198.18.10.1", mac)
+        ncpu = os.cpu_count()
+        for ns, ifname in ((self.server_ns, self.attack_if), (self.attacker_ns, self.attacker_if)):
+            script = "; ".join(
+                "echo %x > /sys/class/net/%s/queues/tx-%d/xps_cpus" % (1 << (i % ncpu), ifname, i)
+                for i in range(self.queues)
+            )
+            subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", script], check=True)
+        self._stubs.append(xdp_stub(self.attacker_ns, self.attacker_if, "XDP_DROP"))
+
+
+class Rounds:
+    """Floods of `count` SYNs per defence and generator, measured as machine
+    busy CPU over the flood (/proc/stat, both cores) and, for synguard, the
+    controller's CPU (/proc/PID/stat) from the flood's end until its
+    syncache is empty again (retransmissions and expiry).
+
+    The attacker's veth runs bouncegen's `bounce` throughout: with a budget
+    it is the bounce generator, without one a sink that counts what comes
+    back (for the live frames and trafgen)."""
+
+    def __init__(self, bed, count, tmp, rexmtbase, live=False, settle_timeout=90):
         self.bed, self.count, self.tmp, self.rexmtbase = bed, count, tmp, rexmtbase
         self.settle_timeout = settle_timeout
         server_mac, attacker_mac = macs(bed)
-        self.gen = LiveGen(template(SERVER4, PORT, server_mac, attacker_mac))
-        self.gen.attach_sink(bed.attacker_ns, bed.attacker_if)
+        self.bounce = Bounce(frame_template(server_mac, attacker_mac, dst=SERVER4, dport=PORT))
+        self.bounce.attach(bed.attacker_ns, bed.attacker_if)
+        self.live = LiveGen(template(SERVER4, PORT, server_mac, attacker_mac)) if live else None
         fmt = lambda mac: ", ".join("0x" + b for b in mac.split(":"))  # noqa: E731
         self.trafgen_conf = os.path.join(tmp, "syn-linux.cfg")
         with open(self.trafgen_conf, "w") as f:
@@ -400,22 +487,32 @@ class Live:
         self.ksoftirqd = ksoftirqd_pids()
 
     def close(self):
-        self.gen.cleanup()
+        if self.live:
+            self.live.cleanup()
+        self.bounce.cleanup()
 
-    def send_live(self):
-        return self.gen.send(self.bed.attacker_ns, self.bed.attacker_if, self.count, seconds=60, cpu=0)
-
-    def send_trafgen(self):
+    def send(self, generator, count, cpus):
+        """(SYNs sent, seconds, details) of one flood."""
+        if generator == "live":
+            sent, s = self.live.send(
+                self.bed.attacker_ns, self.bed.attacker_if, count, seconds=60, cpu=cpus[0]
+            )
+            return sent, s, {}
+        if generator == "bounce":
+            r = self.bounce.flood(
+                self.bed.attacker_ns, self.bed.attacker_if, count, 60, cpus=cpus, dst=(SERVER4, PORT)
+            )
+            return r["sent"], r["seconds"], r
         t0 = time.monotonic()
         netns.run(
             self.bed.attacker_ns,
-            ["timeout", "60", "taskset", "-c", "0", "trafgen", "--dev", self.bed.attacker_if]
-            + ["--conf", self.trafgen_conf, "-P", "1", "-n", str(self.count)],
+            ["timeout", "60", "taskset", "-c", str(cpus[0]), "trafgen", "--dev", self.bed.attacker_if]
+            + ["--conf", self.trafgen_conf, "-P", "1", "-n", str(count)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=True,
         )
-        return self.count, time.monotonic() - t0
+        return count, time.monotonic() - t0, {}
 
     def counters(self):
         return self.maps.read_counters() if self.maps else {}
@@ -431,11 +528,13 @@ class Live:
                 time.sleep(0.05)
         return time.monotonic() - t0
 
-    def flood(self, generator):
+    def flood(self, generator, count=None, cpus=(0,)):
+        count = count or self.count
         ctl = (lambda: proc_cpu(self.controller.pid)) if self.controller else (lambda: 0.0)
         # The generator's own CPU: this thread for the live frames, the
         # child (trafgen) otherwise; the receive path runs in its context
-        # (softirqs at the end of each batch or send) or in ksoftirqd.
+        # (softirqs at the end of each batch or send) or in ksoftirqd. The
+        # bounce runs in softirqs wherever they fall: no such figure.
         who = resource.RUSAGE_THREAD if generator == "live" else resource.RUSAGE_CHILDREN
         if self.maps:
             # Each flood meets the syncache as after attach: the pause that
@@ -443,29 +542,31 @@ class Live:
             st = self.maps.syncache_state.lookup(0)
             st.pause_until_ns, st.backoff = 0, 0
             self.maps.syncache_state.update(0, st)
-        g0, k0, d0 = self.gen.counts(), self.counters(), link_drops(self.bed)
+        g0, k0, d0 = Bounce.total(self.bounce.counts()), self.counters(), link_drops(self.bed)
         ctl0 = ctl()
         soft0 = sum(proc_cpu(p) for p in self.ksoftirqd)
         own0 = rusage_cpu(who)
-        cpu0 = busy_jiffies()
-        sent, seconds = self.send_live() if generator == "live" else self.send_trafgen()
-        cpu1 = busy_jiffies()
+        cpu0, t0 = busy_jiffies(), time.monotonic()
+        sent, seconds, info = self.send(generator, count, cpus)
+        cpu1, wall = busy_jiffies(), time.monotonic() - t0
         own1 = rusage_cpu(who)
         soft1 = sum(proc_cpu(p) for p in self.ksoftirqd)
         ctl1 = ctl()
         settle = self.settle()
         ctl2 = ctl()
         time.sleep(0.1)  # the last SYN-ACKs reach the sink
-        g1, k1, d1 = self.gen.counts(), self.counters(), link_drops(self.bed)
+        g1, k1, d1 = Bounce.total(self.bounce.counts()), self.counters(), link_drops(self.bed)
         retransmitted = k1.get("retransmitted", 0) - k0.get("retransmitted", 0)
         synacks = g1["synack"] - g0["synack"]
         return {
             "generator": generator,
+            "cpus": list(cpus),
             "sent": sent,
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 4),
+            "wall_s": round(wall, 3),
             "rate": round(sent / seconds),
             "cpu_s": [round((b - a) / HZ, 3) for a, b in zip(cpu0, cpu1)],
-            "generator_s": round(own1 - own0, 4),
+            "generator_s": None if generator == "bounce" else round(own1 - own0, 4),
             "ksoftirqd_s": round(soft1 - soft0, 3),
             "controller_flood_s": round(ctl1 - ctl0, 3),
             "controller_after_s": round(ctl2 - ctl1, 3),
@@ -473,7 +574,13 @@ class Live:
             "synacks": synacks,
             "retransmitted": retransmitted,
             "answered": synacks - retransmitted,
+            "other_back": g1["other"] - g0["other"],
             "rsts": g1["rst"] - g0["rst"],
+            "seeded": info.get("seeded"),
+            "reseeds": info.get("reseeds"),
+            "lost": info.get("lost"),
+            "per_cpu_seconds": info.get("per_cpu_seconds"),
+            "stalled": info.get("stalled"),
             "link_drops": {end: [b - a for a, b in zip(d0[end], d1[end])] for end in d0},
             "synguard": {
                 k: k1[k] - k0[k] for k in ("sendcookie", "added", "zonefail", "badcookie") if k in k1
@@ -481,11 +588,12 @@ class Live:
         }
 
     def up(self, defence):
-        """Set the defence up; returns its tear-down. XDP_PASS on the server
-        for the kernel's defences while the live frames run: a veth takes
-        xdp_frames only on an end that runs XDP (or NAPI through GRO); they
-        then become skbs as a NIC driver's frames do."""
+        """Set the defence up; returns its tear-down."""
         bed = self.bed
+        if defence in ("baseline", "skb-reflector"):
+            return lambda: None  # per generator: extra()
+        if defence == "kernel-syncookies-xdp-pass":
+            defence = "kernel-syncookies"
         if defence == "synguard-default":
             self.controller = bed.attach(
                 [PORT],
@@ -501,6 +609,8 @@ class Live:
             self.maps = Maps(bed.pins(bed.attack_if))
             return lambda: None  # synguard-cookies-only follows on the same controller
         if defence == "synguard-cookies-only":
+            if not self.controller:  # run alone
+                self.up("synguard-default")
             r = bed.synguard_run("set", bed.attack_if, "syncookies_only=1")
             assert r.returncode == 0, r.stderr
 
@@ -514,14 +624,31 @@ class Live:
             return down
         return setup(_NoBench(bed), defence)
 
-    def pass_stub(self, defence):
-        if defence not in ("kernel-syncookies", "nft-synproxy"):
+    def extra(self, defence, generator):
+        """What a defence needs for one generator; returns its undo. The
+        baseline: an XDP_DROP program on the server's veth (live frames,
+        trafgen) or the reflector (bounce). The kernel's defences get an
+        XDP_PASS program for the generators that send xdp_frames: a veth
+        takes them only on an end that runs XDP; they then become skbs in
+        veth's NAPI poll, as a driver builds them."""
+        bed = self.bed
+        if defence == "skb-reflector":
+            return self.bounce.reflector(bed.server_ns, bed.attack_if, "skb")
+        if defence == "baseline" and generator == "bounce":
+            return self.bounce.reflector(bed.server_ns, bed.attack_if, "xdp")
+        if defence == "baseline":
+            verdict = "XDP_DROP"
+        elif defence in ("kernel-syncookies", "nft-synproxy") and generator != "trafgen":
+            verdict = "XDP_PASS"
+        elif defence == "kernel-syncookies-xdp-pass":
+            verdict = "XDP_PASS"
+        else:
             return lambda: None
-        stub = xdp_stub(self.bed.server_ns, self.bed.attack_if, "XDP_PASS")
+        stub = xdp_stub(bed.server_ns, bed.attack_if, verdict)
 
         def down():
-            with netns.netns(self.bed.server_ns):
-                netlink.xdp_detach(netlink.ifindex(self.bed.attack_if), "native")
+            with netns.netns(bed.server_ns):
+                netlink.xdp_detach(netlink.ifindex(bed.attack_if), "native")
             stub.cleanup()
 
         return down
@@ -534,78 +661,128 @@ class _NoBench:
         self.bed, self.controllers = bed, []
 
 
-def live_rounds(live, rounds, generators=("live", "trafgen")):
-    """rounds x (every defence x every generator), in the same order each
-    round; {defence: [row per round and generator]}."""
-    results = {d: [] for d in LIVE_DEFENCES}
-    for r in range(rounds):
-        for d in LIVE_DEFENCES:
-            down = live.up(d)
+def show(label, row):
+    per = " ".join("%.0f%%" % (100 * c / row["wall_s"]) for c in row["cpu_s"])
+    print(
+        "%-42s %8d SYNs in %6.3fs (%8.0f/s, CPUs busy %s): cpu %s ctl %.2f+%.2f s answered %d%s%s"
+        % (
+            label,
+            row["sent"],
+            row["seconds"],
+            row["rate"],
+            per,
+            row["cpu_s"],
+            row["controller_flood_s"],
+            row["controller_after_s"],
+            row["answered"],
+            " (+%d retransmitted)" % row["retransmitted"] if row["retransmitted"] else "",
+            " seeded %d (%d re-seeds, %d lost%s) chains ended at %s s"
+            % (
+                row["seeded"],
+                row["reseeds"],
+                row["lost"],
+                ", stalled" if row["stalled"] else "",
+                row["per_cpu_seconds"],
+            )
+            if row["seeded"]
+            else "",
+        ),
+        flush=True,
+    )
+
+
+def rounds(fl, n, generators, defences=ROUND_DEFENCES):
+    """n x (every defence x every generator), in the same order each round;
+    {defence: [row per round and generator]}."""
+    results = {d: [] for d in defences}
+    for r in range(n):
+        for d in defences:
+            gens = [g for g in generators if ONLY.get(d, g) == g]
+            if not gens:
+                continue
+            down = fl.up(d)
             try:
-                for g in generators:
-                    undo = live.pass_stub(d) if g == "live" else (lambda: None)
+                for g in gens:
+                    undo = fl.extra(d, g)
                     try:
-                        row = live.flood(g)
+                        row = fl.flood(g)
                     finally:
                         undo()
                     row["round"] = r
                     results[d].append(row)
-                    print(
-                        "round %d %-22s %-7s %7d SYNs in %5.2fs: cpu %s ctl %.2f+%.2f s "
-                        "(settle %.1fs) answered %d%s gen %.2fs ksoft %.2fs"
-                        % (
-                            r,
-                            d,
-                            g,
-                            row["sent"],
-                            row["seconds"],
-                            row["cpu_s"],
-                            row["controller_flood_s"],
-                            row["controller_after_s"],
-                            row["settle_s"],
-                            row["answered"],
-                            (" (+%d retransmitted)" % row["retransmitted"] if row["retransmitted"] else "")
-                            + (
-                                " drops %s" % row["link_drops"]
-                                if row["answered"] < row["sent"] and d != "null"
-                                else ""
-                            ),
-                            row["generator_s"],
-                            row["ksoftirqd_s"],
-                        ),
-                        flush=True,
-                    )
+                    show("round %d %s %s" % (r, d, g), row)
             finally:
                 down()
-    return results
+    return {d: rows for d, rows in results.items() if rows}
 
 
-def live_summary(results):
-    """Per defence and generator: ns of CPU per SYN above the null run of
-    the same round and generator, during the flood and with the
-    controller's work after it; medians and ranges over the rounds; whether
-    every SYN of every round was answered."""
-    null = {(r["round"], r["generator"]): r for r in results["null"]}
+def scaling(fl, count, cpu_sets, repeats=2, defences=SCALING_DEFENCES):
+    """The bounce on each set of CPUs (one chain per CPU) per defence, the
+    sets alternating `repeats` times: {defence: {ncpus: [row per repeat]}}.
+    Other work on a CPU takes it from the chain there (seen: CPU 1 busy
+    with another session's compile, the reflector scaled 1.4x), so the
+    table takes each set's best repeat: what the defence did with the CPUs."""
+    out = {}
+    for d in defences:
+        down = fl.up(d)
+        try:
+            undo = fl.extra(d, "bounce")
+            try:
+                for _ in range(repeats):
+                    for cpus in cpu_sets:
+                        row = fl.flood("bounce", count=count, cpus=cpus)
+                        out.setdefault(d, {}).setdefault(len(cpus), []).append(row)
+                        show("scaling %s on CPUs %s" % (d, ",".join(map(str, cpus))), row)
+            finally:
+                undo()
+        finally:
+            down()
+    return out
+
+
+def summary(results):
+    """Per defence and generator: ns of CPU per SYN above the baseline of
+    the same round and generator (machine: both cores' busy time), during
+    the flood and with the controller's work after it; accounted (live
+    frames and trafgen only): generator + ksoftirqd + controller; medians
+    and ranges over the rounds; SYNs answered; the flood's rate."""
+    base = {(r["round"], r["generator"]): r for r in results["baseline"]}
     out = {}
     for d, rows in results.items():
-        if d == "null":
-            continue
         for g in sorted({r["generator"] for r in rows}):
             mine = [r for r in rows if r["generator"] == g]
-            during = [(sum(r["cpu_s"]) - sum(null[(r["round"], g)]["cpu_s"])) / r["sent"] * 1e9 for r in mine]
-            accounted = [(_accounted(r) - _accounted(null[(r["round"], g)])) / r["sent"] * 1e9 for r in mine]
-            after = [r["controller_after_s"] / r["sent"] * 1e9 for r in mine]
-            out.setdefault(d, {})[g] = {
+            b = {r["round"]: base[(r["round"], g)] for r in mine}
+            per = lambda r, v: v / r["sent"] * 1e9  # noqa: E731
+            during = [per(r, sum(r["cpu_s"])) - per(b[r["round"]], sum(b[r["round"]]["cpu_s"])) for r in mine]
+            after = [per(r, r["controller_after_s"]) for r in mine]
+            chain = [per(r, _chain(r)) - per(b[r["round"]], _chain(b[r["round"]])) for r in mine]
+            s = {
+                "chain_ns_per_syn_with_after": _stats([a + c for a, c in zip(chain, after)]),
                 "ns_per_syn_flood": _stats(during),
-                "ns_per_syn_with_after": _stats([a + b for a, b in zip(during, after)]),
-                "accounted_ns_per_syn_flood": _stats(accounted),
-                "accounted_ns_per_syn_with_after": _stats([a + b for a, b in zip(accounted, after)]),
+                "ns_per_syn_with_after": _stats([a + c for a, c in zip(during, after)]),
+                # no baseline taken off: flood CPU + controller, with after
+                "ns_per_syn_absolute": _stats([per(r, _chain(r) + r["controller_after_s"]) for r in mine]),
                 "controller_after_ns_per_syn": _stats(after),
                 "answered_all": all(r["answered"] == r["sent"] for r in mine),
                 "answered": "%d/%d" % (sum(r["answered"] for r in mine), sum(r["sent"] for r in mine)),
                 "rate": _stats([r["rate"] for r in mine]),
             }
+            if g != "bounce":
+                acc = [(_accounted(r) - _accounted(b[r["round"]])) / r["sent"] * 1e9 for r in mine]
+                s["accounted_ns_per_syn_flood"] = _stats(acc)
+                s["accounted_ns_per_syn_with_after"] = _stats([a + c for a, c in zip(acc, after)])
+            else:
+                s["seeded"] = sum(r["seeded"] or 0 for r in mine)
+                s["lost"] = sum(r["lost"] or 0 for r in mine)
+            out.setdefault(d, {})[g] = s
     return out
+
+
+def _chain(row):
+    """CPU seconds of the CPUs the flood ran on (the generator's and the
+    receive path's; /proc/stat) plus the controller's: what other work on
+    the other core leaves out."""
+    return sum(row["cpu_s"][c] for c in row["cpus"]) + row["controller_flood_s"]
 
 
 def _accounted(row):
@@ -618,38 +795,86 @@ def _stats(v):
     return {"median": round(statistics.median(v), 1), "min": round(min(v), 1), "max": round(max(v), 1)}
 
 
-def live_markdown(summary, count, rounds, rexmtbase, path):
+def rounds_markdown(summ, count, n, rexmtbase, probe, f):
     def cell(s, bold=True):
         return ("**%.0f** (%.0f-%.0f)" if bold else "%.0f (%.0f-%.0f)") % (s["median"], s["min"], s["max"])
 
-    with open(path, "w") as f:
+    gens = sorted({g for by in summ.values() for g in by}, key=list(METHODS).index)
+    f.write(
+        "%d SYNs per flood, %d interleaved rounds; ns of CPU per SYN above the generator's baseline "
+        "(median, lowest-highest round); flood CPU: busy time of the CPU the flood ran on (CPU 0: the "
+        "generator and the receive path) plus the controller's; machine: both cores' busy time "
+        "(/proc/stat); with after: plus "
+        "the controller until its syncache is empty (--rexmtbase %s). Live frames on this machine: %s.\n\n"
+        % (count, n, rexmtbase, probe or "allowed")
+    )
+    for g in gens:
+        f.write("Method: %s. Baseline: %s.\n\n" % (METHODS[g], BASELINES[g]))
+        acc = g != "bounce"
+        head = ["defence", "flood CPU + controller, with after", "machine, with after"]
+        head += ["accounted, with after"] if acc else []
+        head += [
+            "absolute (no baseline off)",
+            "SYNs/s" + (" (at saturation)" if g == "bounce" else ""),
+            "answered",
+        ]
+        f.write("| %s |\n|%s\n" % (" | ".join(head), "---|" + "---:|" * (len(head) - 1)))
+        for d, by in summ.items():
+            s = by.get(g)
+            if not s:
+                continue
+            cells = [cell(s["chain_ns_per_syn_with_after"]), cell(s["ns_per_syn_with_after"], False)]
+            if acc:
+                cells.append(cell(s["accounted_ns_per_syn_with_after"], False))
+            r = s["rate"]
+            cells += [
+                cell(s["ns_per_syn_absolute"], False),
+                "%.0fk (%.0fk-%.0fk)" % (r["median"] / 1e3, r["min"] / 1e3, r["max"] / 1e3),
+                s["answered"]
+                if d not in ("baseline", "skb-reflector")
+                else "- (%s)" % s["answered"].split("/")[1],
+            ]
+            name = d if d != "baseline" else "baseline (%s)" % BASELINES[g].split(":")[0]
+            f.write("| %s | %s |\n" % (name, " | ".join(cells)))
+        f.write("\n")
+
+
+def scaling_markdown(sc, count, f):
+    repeats = len(next(iter(sc.values()))[1])
+    f.write(
+        "Method: %s, one chain of 128 frames per CPU on a 2-queue veth (queue i on CPU i, both ends), "
+        "%d SYNs per flood, 1 and 2 CPUs alternating, %d times each; the best of them (the other in "
+        "brackets). SYNs/s at saturation: SYNs / seconds from the first seed to the last SYN; "
+        "busy: each CPU's busy share of the flood's wall time, seeding and draining included "
+        "(/proc/stat); chains ended: each one's last SYN, "
+        "from the first seed (a chain that other work held back ends later).\n\n"
+        % (METHODS["bounce"], count, repeats)
+    )
+    f.write(
+        "| defence | 1 CPU: SYNs/s | busy | 2 CPUs: SYNs/s | busy | chains ended (s) | 2 / 1 | answered |\n"
+    )
+    f.write("|---|---:|---|---:|---|---|---:|---:|\n")
+    for d, by in sc.items():
+        one, two = (max(by[n], key=lambda r: r["rate"]) for n in (1, 2))
+        others = {n: [r["rate"] for r in by[n] if r is not b] for n, b in ((1, one), (2, two))}
+        busy = lambda r: " ".join("%.0f%%" % (100 * c / r["wall_s"]) for c in r["cpu_s"])  # noqa: E731
         f.write(
-            "%d SYNs per flood, %d interleaved rounds; ns of CPU per SYN above the null run "
-            "(median, lowest-highest round); accounted: generator + ksoftirqd + controller, "
-            "machine: both cores' busy time; with after: plus the controller until its syncache "
-            "is empty (--rexmtbase %s)\n\n" % (count, rounds, rexmtbase)
+            "| %s | %.0fk (%s) | %s | %.0fk (%s) | %s | %s | **%.2f** | %d/%d |\n"
+            % (
+                d if d != "baseline" else "baseline (reflector)",
+                one["rate"] / 1e3,
+                ", ".join("%.0fk" % (x / 1e3) for x in others[1]),
+                busy(one),
+                two["rate"] / 1e3,
+                ", ".join("%.0fk" % (x / 1e3) for x in others[2]),
+                busy(two),
+                " / ".join("%.2f" % x for x in two["per_cpu_seconds"] or []),
+                two["rate"] / one["rate"],
+                sum(r["answered"] for n in by for r in by[n]) if d != "baseline" else 0,
+                sum(r["sent"] for n in by for r in by[n]),
+            )
         )
-        f.write(
-            "| defence | live: accounted, flood | live: with after | live: machine, with after "
-            "| live answered | trafgen: accounted, with after "
-            "| trafgen: machine, with after | trafgen answered |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|\n"
-        )
-        for d, by in summary.items():
-            cells = []
-            for g in ("live", "trafgen"):
-                s = by.get(g)
-                if not s:
-                    cells += ["-"] * (4 if g == "live" else 3)
-                    continue
-                if g == "live":
-                    cells.append(cell(s["accounted_ns_per_syn_flood"]))
-                cells += [
-                    cell(s["accounted_ns_per_syn_with_after"]),
-                    cell(s["ns_per_syn_with_after"], bold=False),
-                    s["answered"],
-                ]
-            f.write("| %s | %s |\n" % (d, " | ".join(cells)))
+    f.write("\n")
 
 
 def main(argv=None):
@@ -657,35 +882,65 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rates", default="100000,150000,200000,max")
     ap.add_argument("--out", default="docs/bench")
-    ap.add_argument("--count", type=int, default=2_000_000, help="SYNs per flood in the interleaved rounds")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (0: none)")
-    ap.add_argument("--generators", default="live,trafgen", help="of the rounds: live, trafgen or both")
+    ap.add_argument("--count", type=int, default=1_000_000, help="SYNs per flood in the interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (0: none)")
+    ap.add_argument(
+        "--generators",
+        default="auto,trafgen",
+        help="of the rounds: live, bounce, trafgen; auto: live frames where the kernel allows them "
+        "(probed once), the bounce otherwise",
+    )
     ap.add_argument(
         "--rexmtbase",
         type=float,
         default=0.25,
         help="synguard's rexmtbase in the rounds (1 = its default: entries live 15 s, 3.75 s at 0.25)",
     )
+    ap.add_argument(
+        "--scaling-count", type=int, default=1_000_000, help="SYNs per flood, 1 vs 2 CPUs (0: none)"
+    )
     ap.add_argument("--no-stepped", action="store_true", help="leave out the stepped-rate trafgen floods")
     args = ap.parse_args(argv)
     rates = [r if r == "max" else int(r) for r in args.rates.split(",")]
-    results, live_results, live_sum = {}, None, None
-    with Testbed(attacker=True) as bed, tempfile.TemporaryDirectory() as tmp:
+    load0 = os.getloadavg()
+    probe = livegen.probe()
+    print("live frames: %s" % (probe or "allowed"), flush=True)
+    generators = []
+    for g in args.generators.split(","):
+        g = ("bounce" if probe else "live") if g == "auto" else g
+        if g not in METHODS:
+            ap.error("unknown generator %s" % g)
+        if g == "live" and probe:
+            ap.error("live frames %s on this machine: use --generators bounce" % probe)
+        if g not in generators:
+            generators.append(g)
+    for g in generators:
+        print("generator %s: %s" % (g, METHODS[g]), flush=True)
+    results, round_results, round_sum, scale = {}, None, None, None
+    cpu_sets = [(0,), tuple(range(min(2, os.cpu_count())))]
+    os.makedirs(args.out, exist_ok=True)
+    with FloodBed(queues=len(cpu_sets[-1])) as bed, tempfile.TemporaryDirectory() as tmp:
         srv = EchoServer(bed, PORT)
         bench = Bench(bed, args.seconds, tmp)
-        live = Live(bed, args.count, tmp, args.rexmtbase)  # its sink on the attacker's veth throughout
+        fl = Rounds(bed, args.count, tmp, args.rexmtbase, live="live" in generators)
         idle = None
         try:
             if args.rounds:
                 t0 = time.monotonic()
-                live_results = live_rounds(live, args.rounds, args.generators.split(","))
-                live_sum = live_summary(live_results)
-                print(json.dumps(live_sum, indent=1))
+                round_results = rounds(fl, args.rounds, generators)
+                round_sum = summary(round_results)
+                print(json.dumps(round_sum, indent=1))
                 print("rounds took %.0f s" % (time.monotonic() - t0), flush=True)
-                os.makedirs(args.out, exist_ok=True)
-                live_markdown(
-                    live_sum, args.count, args.rounds, args.rexmtbase, os.path.join(args.out, "flood_live.md")
-                )
+                with open(os.path.join(args.out, "flood_rounds.md"), "w") as f:
+                    rounds_markdown(round_sum, args.count, args.rounds, args.rexmtbase, probe, f)
+            if args.scaling_count and len(cpu_sets[-1]) > 1:
+                t0 = time.monotonic()
+                scale = scaling(fl, args.scaling_count, cpu_sets)
+                print("scaling took %.0f s" % (time.monotonic() - t0), flush=True)
+                with open(os.path.join(args.out, "flood_scaling.md"), "w") as f:
+                    scaling_markdown(scale, args.scaling_count, f)
+            if not args.no_stepped:
+                print("stepped floods: %s" % METHODS["trafgen"], flush=True)
             for d in [] if args.no_stepped else ORDER:
                 down = setup(bench, d)
                 try:
@@ -722,27 +977,31 @@ def main(argv=None):
                         flush=True,
                     )
         finally:
-            live.close()
+            fl.close()
             srv.close()
-    summary = summarise(results) if results else None
-    print(json.dumps(summary, indent=2))
-    os.makedirs(args.out, exist_ok=True)
+    summ = summarise(results) if results else None
+    print(json.dumps(summ, indent=2))
     with open(os.path.join(args.out, "flood.json"), "w") as f:
         json.dump(
             {
                 "machine": os.uname().release,
                 "nproc": os.cpu_count(),
+                "loadavg_start_end": [load0, os.getloadavg()],
+                "live_frames": probe or "allowed",
+                "methods": {g: METHODS[g] for g in generators},
                 "seconds": args.seconds,
                 "controller_idle_cpu_per_s": idle,
-                "summary": summary,
+                "stepped_method": METHODS["trafgen"],
+                "summary": summ,
                 "results": results,
                 "rounds": {
                     "count": args.count,
                     "rounds": args.rounds,
                     "rexmtbase": args.rexmtbase,
-                    "summary": live_sum,
-                    "results": live_results,
+                    "summary": round_sum,
+                    "results": round_results,
                 },
+                "scaling": {"count": args.scaling_count, "results": scale},
             },
             f,
             indent=1,

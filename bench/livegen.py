@@ -32,6 +32,30 @@ LINUX_OPTS = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
 CHUNK = 1 << 16  # frames per BPF_PROG_RUN call: a bounded time per call
 
 
+def probe():
+    """None if this kernel runs XDP in live-frames mode for us, else why not
+    ("refused: EPERM"): one run of a one-line XDP_DROP program on a frame
+    from loopback (nothing is sent)."""
+    import errno
+
+    from bcc import BPF
+
+    b = BPF(text=b"int d(struct xdp_md *ctx) { return XDP_DROP; }")
+    try:
+        fd = b.load_func(b"d", BPF.XDP).fd
+        frame = bytes(6) + bytes(6) + b"\x08\x00" + bytes(46)
+        ctx = struct.pack("<6I", 0, len(frame), 0, 1, 0, 0)  # ingress_ifindex 1: lo
+        r = libbpf.TestRun(fd, frame, repeat=1, ctx=ctx)
+        r.opts.data_out, r.opts.flags = None, BPF_F_TEST_XDP_LIVE_FRAMES
+        try:
+            r.run()
+        except OSError as e:
+            return "refused: %s" % (errno.errorcode.get(e.errno, str(e.errno)))
+        return None
+    finally:
+        b.cleanup()
+
+
 def template(dst, dport, dst_mac, src_mac, v6=False, options=LINUX_OPTS):
     """A SYN frame with the generator's varying fields zero (the host part of
     the source, source port, seq) and its checksums made for that; MAC

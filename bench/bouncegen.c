@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The bounce generator of the flood benchmark, compiled by bcc
+ * (bench/bouncegen.py). It needs no BPF_PROG_RUN (live frames are refused
+ * on some hosts): frames bounce between two XDP programs.
+ *
+ * bounce: native XDP on the attacker's veth. Every frame that comes back
+ * from the server (a SYN-ACK, an RST, whatever the defence sends) is
+ * counted by its TCP flags and, while this CPU's budget lasts and the
+ * deadline has not passed, rewritten into the next spoofed SYN: the
+ * template copied in (the frame's length set to it with adjust_tail), a
+ * random source in 198.19.0.0/16, random source port and ISN, both
+ * checksums updated from the template's (made with those fields zero), and
+ * XDP_TX. The frame then crosses the veth as an xdp_frame into the server
+ * veth's ring and its NAPI poll, as a NIC's frames reach XDP. A spent budget
+ * or a passed deadline drops the frame: the flood stops by itself.
+ * The budget is per CPU (a per-CPU array the driver fills): veth's XDP_TX
+ * picks the peer's queue by CPU, so each CPU's chain of frames stays on it.
+ *
+ * reflect: the baseline on the server's veth, XDP_TX of every frame as it
+ * is (the attacker rewrites it anyway). reflect_tc: the same through the
+ * kernel's skb path: on the server's tc ingress (behind an XDP_PASS
+ * program), each skb is redirected out of the veth it came in on, so it
+ * reaches the attacker as an skb, as the kernel's own answers do.
+ */
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <linux/if_ether.h>
+
+struct bounce_cfg {
+	u8 frame[FRAME_LEN];
+	u64 deadline_ns; /* bpf_ktime_get_ns() after which every frame drops */
+};
+
+BPF_ARRAY(bounce_cfg, struct bounce_cfg, 1);
+/* frames this CPU may still turn into SYNs */
+BPF_PERCPU_ARRAY(budget, u64, 1);
+/* 0: SYN-ACKs, 1: RSTs, 2: anything else came back; 3: SYNs sent (XDP_TX);
+ * 4: dropped (budget spent or deadline); 5: dropped (frame too short) */
+BPF_PERCPU_ARRAY(bounce_count, u64, 6);
+/* bpf_ktime_get_ns() of this CPU's last SYN */
+BPF_PERCPU_ARRAY(last_tx, u64, 1);
+
+static __always_inline u32 fold(u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	return (s & 0xffff) + (s >> 16);
+}
+
+static __always_inline void count(u32 k)
+{
+	u64 *n = bounce_count.lookup(&k);
+
+	if (n)
+		*n += 1;
+}
+
+int bounce(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	u32 k = 0, kind = 2;
+	struct bounce_cfg *c;
+	u64 *left, *last, now;
+	u32 r1, r2, s;
+	u16 *ip, *tcp;
+	u8 *flags;
+	int len;
+
+	if (data + ETH_HLEN + 20 + 14 <= end && eth->h_proto == __builtin_bswap16(ETH_P_IP)) {
+		flags = data + ETH_HLEN + 20 + 13;
+		if ((*flags & 0x12) == 0x12)
+			kind = 0;
+		else if (*flags & 0x04)
+			kind = 1;
+	}
+	count(kind);
+	c = bounce_cfg.lookup(&k);
+	left = budget.lookup(&k);
+	last = last_tx.lookup(&k);
+	now = bpf_ktime_get_ns();
+	if (!c || !left || !last || *left == 0 || now > c->deadline_ns) {
+		count(4);
+		return XDP_DROP;
+	}
+	len = end - data;
+	if (len != FRAME_LEN && bpf_xdp_adjust_tail(ctx, FRAME_LEN - len)) {
+		count(5);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + FRAME_LEN > end) {
+		count(5);
+		return XDP_DROP;
+	}
+	*left -= 1;
+	*last = now;
+	__builtin_memcpy(data, c->frame, FRAME_LEN);
+	ip = data + ETH_HLEN;
+	tcp = data + ETH_HLEN + 20;
+	r1 = bpf_get_prandom_u32();
+	r2 = bpf_get_prandom_u32();
+	/* source 198.19.0.0/16 with a random host part, never .0.0 */
+	ip[14 / 2] = (u16)((r1 % 65534) + 1);
+	s = ip[14 / 2];
+	ip[10 / 2] = ~fold((u16)~ip[10 / 2] + s);
+	r1 = bpf_get_prandom_u32();
+	tcp[0] = r1 | 0x0004; /* source port >= 1024 (its high byte comes first) */
+	tcp[2] = r2;
+	tcp[3] = r1 >> 16;
+	s += tcp[0] + tcp[2] + tcp[3];
+	tcp[8] = ~fold((u16)~tcp[8] + fold(s));
+	count(3);
+	return XDP_TX;
+}
+
+int reflect(struct xdp_md *ctx)
+{
+	return XDP_TX;
+}
+
+int reflect_tc(struct __sk_buff *skb)
+{
+	return bpf_redirect(skb->ifindex, 0);
+}
