@@ -3,13 +3,15 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian
+TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian nginx-light apache2-utils
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 # What make vagrant-box and vagrant-e2e need: Vagrant with libvirt (no
 # recommends: libvirt's NAT network "default" stays out).
 VAGRANT_APT := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu \
                dnsmasq-base ebtables iptables qemu-system-x86 qemu-utils debootstrap e2fsprogs rsync
+# bench/clients.py's options in make bench (--quick: one short round, about 1.5 minutes).
+CLIENTS_ARGS ?= --rounds 3
 # The guests' Debian for vagrant-box and vagrant-e2e: trixie (13) or bookworm (12).
 SUITE ?= trixie
 # libvirt's domain type for vagrant-e2e: qemu (software emulation, works
@@ -59,12 +61,13 @@ fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
 soak: setup         ## floods at the generator's maximum, real clients throughout (3 minutes)
 	$(PYTHON) tests/soak.py --seconds 180
 
-bench: setup        ## per-packet cost, syncache timer, controller footprint, floods against the alternatives (under 10 minutes)
+bench: setup        ## per-packet cost, syncache timer, controller footprint, floods against the alternatives, real clients (ab, nginx) under floods (about 14 minutes)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 	cd bench && $(PYTHON) pktcost.py --markdown ../docs/bench/pktcost.md $(if $(SYNPROXY_REF),--reference $(SYNPROXY_REF))
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
 	cd bench && $(PYTHON) footprint.py --markdown ../docs/bench/footprint.md
 	cd bench && $(PYTHON) flood.py --rounds 3 --seconds 3 --out ../docs/bench
+	cd bench && $(PYTHON) clients.py $(CLIENTS_ARGS) --markdown ../docs/bench/clients.md --json ../docs/bench/clients.json
 
 vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)
 	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
