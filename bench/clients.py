@@ -354,11 +354,13 @@ class Bench:
     # --- one measurement ---------------------------------------------------
 
     def flood(self, scenario):
-        """trafgen, bounded in packets (-n) and seconds (timeout), pinned to
-        CPU 0; returns its Popen."""
+        """trafgen, bounded in packets (-n) and seconds (timeout: SIGINT a
+        second after the flood's time, SIGKILL 2 s later), pinned to CPU 0;
+        returns its Popen."""
         a = self.args
         count = int(a.rate * a.flood)
-        argv = ["timeout", "-s", "KILL", str(a.flood + 3), which("taskset"), "-c", "0", which("trafgen")]
+        argv = ["timeout", "-s", "INT", "-k", "2", str(a.flood + 1), which("taskset"), "-c", "0"]
+        argv += [which("trafgen")]
         argv += ["--dev", self.macvlan, "--conf", self.confs[scenario], "-P", "1", "-n", str(count)]
         # Leave the socket memory sysctls and IRQ affinities alone (a killed
         # trafgen would not set them back).
@@ -392,7 +394,7 @@ class Bench:
         if SCENARIOS[scenario]:
             flood = self.flood(scenario)
             err = flood.communicate(timeout=a.flood + 10)[1]
-            if flood.returncode not in (0, -signal.SIGKILL) and flood.returncode != 137:
+            if flood.returncode not in (0, 124, 137):  # done, stopped by timeout, killed by it
                 raise Fail("trafgen exited %d: %s" % (flood.returncode, err.strip()[-300:]))
         flood_s = time.monotonic() - f0
         tx1 = self.tx_packets()
@@ -439,6 +441,8 @@ def parse_ab(out, err):
             r["complete"] = int(value)
         elif key == "Failed requests":
             r["failed"] = int(value.split()[0])
+        elif key.strip().startswith("(Connect") and "Exceptions" in line:
+            r["failed_kinds"] = line.strip().strip("()")  # "Connect: 0, Receive: 0, Length: 3, ..."
         elif key == "Non-2xx responses":
             r["non_2xx"] = int(value)
         elif key == "Requests per second":
@@ -527,7 +531,15 @@ def line(row):
         " ABORTED: %s" % row["aborted"] if row["aborted"] else "",
         row["connect_median_ms"],
         row["connect_p99_ms"],
-        " | flood %d SYNs %.1fs %d/s" % (fl["sent"], fl["seconds"], fl["rate"]) if fl else "",
+        " | flood %d SYNs %.1fs %d/s%s"
+        % (
+            fl["sent"],
+            fl["seconds"],
+            fl["rate"],
+            " (%d retried)" % fl["tx_dropped"] if fl["tx_dropped"] else "",
+        )
+        if fl
+        else "",
         " | synguard %s" % " ".join("%s %d" % kv for kv in sg.items() if kv[1]) if sg else "",
         " | client RSTs %d" % row["client_out_rsts"] if row["client_out_rsts"] else "",
     )
@@ -614,7 +626,7 @@ def markdown(summary, meta):
         )
     lines += [
         "",
-        "Method: %s; %s; %s; Linux %s. %s. Run %s, %.0f s, load average before %s."
+        "Method: %s; %s; %s; Linux %s. %s. Run %s of synguard %s, %.0f s, load average %s before, %s after."
         % (
             meta["versions"]["ab"],
             meta["versions"]["nginx"],
@@ -624,8 +636,10 @@ def markdown(summary, meta):
                 "%s: %s" % (SCENARIO_NAMES[s], SCENARIOS[s][1]) for s in a["scenarios"] if SCENARIOS[s]
             ),
             meta["started"],
+            meta["code"] or "(version unknown)",
             meta["seconds"],
             meta["loadavg"],
+            meta["loadavg_after"],
         ),
         "",
     ]
@@ -642,7 +656,7 @@ def parse_args(argv):
     ap.add_argument("--flood", type=int, default=5, help="seconds each flood lasts (default 5)")
     ap.add_argument("--lead", type=int, default=1, help="seconds of client load before the flood (default 1)")
     ap.add_argument("--tail", type=int, default=2, help="seconds of client load after the flood (default 2)")
-    ap.add_argument("--gap", type=float, default=0.5, help="least seconds between measurements (default 0.5)")
+    ap.add_argument("--gap", type=float, default=0.0, help="least seconds between measurements (default 0)")
     ap.add_argument("--concurrency", type=int, default=20, help="ab -c (default 20)")
     ap.add_argument(
         "--ab-timeout",
@@ -671,6 +685,33 @@ def parse_args(argv):
             ap.error("--%s: unknown %s (known: %s)" % (name, ",".join(bad) or "(none)", ", ".join(known)))
         setattr(args, name, chosen)
     return args
+
+
+def code_version():
+    """The last commit to the synguard being measured (controller/ and bpf/
+    of its source tree), with "+changes" when the tree differs from it;
+    None outside git."""
+    import synguard
+
+    src = os.path.dirname(os.path.abspath(synguard.__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", src, "log", "-1", "--format=%h", "--", "../controller", "../bpf"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", src, "status", "--porcelain", "--", "../controller", "../bpf"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode or not head.stdout.strip():
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def _interrupt(signum, frame):
@@ -707,10 +748,14 @@ def main(argv=None):
         print("%s: interrupted; namespaces removed" % PROG, file=sys.stderr)
         return 130
     summary = summarise(rows, args.defences, args.scenarios)
+    with open("/proc/loadavg") as f:
+        loadavg_after = " ".join(f.read().split()[:3])
     meta = {
         "started": started,
         "seconds": time.monotonic() - t0,
         "loadavg": loadavg,
+        "loadavg_after": loadavg_after,
+        "code": code_version(),
         "nproc": os.cpu_count(),
         "versions": vers,
         "client": CLIENT4,
