@@ -3,13 +3,15 @@
 VENV    ?= $(CURDIR)/.venv
 PYTHON  := $(VENV)/bin/python
 # Extra Debian packages the tests and benchmarks use.
-TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian
+TEST_APT := prometheus nftables iptables netsniff-ng vagrant vagrant-libvirt lintian nginx-light apache2-utils
 # What make vm-test needs on this machine to build and boot a Debian 13 guest.
 VM_APT   := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 # What make vagrant-box and vagrant-e2e need: Vagrant with libvirt (no
 # recommends: libvirt's NAT network "default" stays out).
 VAGRANT_APT := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu \
                dnsmasq-base ebtables iptables qemu-system-x86 qemu-utils debootstrap e2fsprogs rsync
+# bench/clients.py's options in make bench-clients (--quick: one short round, about 1.5 minutes).
+CLIENTS_ARGS ?= --rounds 3
 # The guests' Debian for vagrant-box and vagrant-e2e: trixie (13) or bookworm (12).
 SUITE ?= trixie
 # libvirt's domain type for vagrant-e2e: qemu (software emulation, works
@@ -23,7 +25,7 @@ VAGRANT_E2E_ARGS ?=
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup deb image demo test lint fuzz soak bench vm-image vm-image-deb12 vm-test vm-test-deb12 vm-lan \
+.PHONY: install setup deb image demo test lint fuzz soak bench bench-clients vm-image vm-image-deb12 vm-test vm-test-deb12 vm-lan \
         vagrant-box vagrant-e2e clean
 
 install:            ## the set-up alone; synguard ends up on PATH
@@ -65,6 +67,10 @@ bench: setup        ## per-packet cost, syncache timer, controller footprint, fl
 	cd bench && $(PYTHON) syncache_timer.py --markdown ../docs/bench/syncache_timer.md
 	cd bench && $(PYTHON) footprint.py --markdown ../docs/bench/footprint.md
 	cd bench && $(PYTHON) flood.py --rounds 3 --seconds 3 --count 1000000 --scaling-count 1000000 --out ../docs/bench
+
+bench-clients: setup  ## real clients (ab against nginx) under SYN floods: kernel syncookies and synguard side by side (about 6 minutes)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	cd bench && $(PYTHON) clients.py $(CLIENTS_ARGS) --markdown ../docs/bench/clients.md --json ../docs/bench/clients.json
 
 vm-image:           ## a Debian 13 (Linux 6.12) image with synguard in it, for QEMU (about 3 minutes)
 	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
