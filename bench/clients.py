@@ -309,7 +309,7 @@ class Bench:
     def detach(self, defence=None):
         bed = self.bed
         if self.controller is not None:
-            self.controller.terminate()
+            self.controller.send_signal(signal.SIGQUIT)  # stop now: no drain between rows
             try:
                 self.controller.wait(30)
             except subprocess.TimeoutExpired:

@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -263,7 +264,7 @@ def setup(bench, defence):
 
         def down():
             for p in bench.controllers:
-                p.terminate()
+                p.send_signal(signal.SIGQUIT)  # stop now: no drain between rounds
                 p.wait(30)
             bench.controllers = []
 
@@ -617,7 +618,7 @@ class Rounds:
             def down():
                 self.maps.close()
                 self.maps = None
-                self.controller.terminate()
+                self.controller.send_signal(signal.SIGQUIT)  # stop now: no drain
                 self.controller.wait(30)
                 self.controller = None
 
