@@ -116,6 +116,14 @@ SG_COUNTERS = (
     "established",
     "completed",
     "recvcookie",
+    "expanded",
+    "coalesced",
+    "raced",
+    "aborted",
+    "badcookie",
+    "rstsent",
+    "rstheld",
+    "verified",
 )
 KERNEL_COUNTERS = (
     ("TcpExt", "SyncookiesSent"),
