@@ -27,12 +27,12 @@ import errno
 import importlib.util
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 
 from . import datapath, firewall, host, layout, libbpf, liveconfig, maps, netlink
 from .datapath import TC_PROG, XDP_PROG
+from .oniface import TC_HANDLE, TC_PRIORITY, adoptable, inspect
 from .runstate import (
     ControllerLock,
     RunState,
@@ -44,10 +44,6 @@ from .runstate import (
     valid_ifname,
 )
 
-# Our filter's place on the ingress hook: handle 1, priority "SG".
-TC_HANDLE, TC_PRIORITY = 1, 0x5347
-
-
 # How long a new controller waits for a running one to hand over (its loop
 # looks for the request every tick, at most 250 ms).
 TAKEOVER_SECONDS = 10.0
@@ -55,6 +51,11 @@ TAKEOVER_SECONDS = 10.0
 
 class AttachError(Exception):
     """Bad input or a refused attach: reported as one line, exit code 2."""
+
+
+class AttachFailed(Exception):
+    """Attach could not be done (the compiler, the kernel, netlink), and
+    left the interface as it was: one line, exit code 1."""
 
 
 @dataclass
@@ -73,23 +74,6 @@ class Attached:
         self.maps.close()
         self.dp.close()
         self.lock.close()
-
-
-@dataclass
-class OnInterface:
-    """What is on the interface now, read before anything is changed."""
-
-    ifindex: int
-    xdp_id: int
-    xdp_mode: str
-    tc_id: int
-    state: RunState
-    pinned: dict  # program name: id of the pins in this interface's directory
-
-    @property
-    def ours(self):
-        """The XDP program is one synguard pinned for this interface."""
-        return bool(self.xdp_id) and self.xdp_id == self.pinned.get(XDP_PROG)
 
 
 class Claim:
@@ -166,18 +150,6 @@ def check_kernel(cookies="auto"):
         return datapath.cookie_mode(cookies)
     except datapath.ModeError as e:
         raise AttachError(str(e)) from None
-
-
-def inspect(ifname, idx):
-    xdp_id, xdp_mode = netlink.xdp_query(idx)
-    return OnInterface(
-        idx,
-        xdp_id,
-        xdp_mode,
-        netlink.tc_query(idx, TC_HANDLE, TC_PRIORITY),
-        RunState.load(ifname),
-        datapath.pinned_ids(pin_dir(ifname)),
-    )
 
 
 def pick_mode(opts, on):
@@ -261,20 +233,6 @@ def check_firewall(opts):
         return firewall.check(opts.ports, opts.iface, opts.conntrack)
     except firewall.FirewallRefusal as e:
         raise AttachError(str(e)) from None
-
-
-def adoptable(on):
-    """A complete data path built from our sources whose controller is gone
-    (or hands over: a restart, a stop that was draining)."""
-    st = on.state
-    return bool(
-        st
-        and st.phase in ("protecting", "handover", "draining")
-        and st.source_hash == datapath.source_hash()
-        and on.xdp_id == st.xdp_prog_id
-        and on.tc_id == st.tc_prog_id == on.pinned.get(TC_PROG)
-        and on.pinned.get(datapath.TIMER_PROG)
-    )
 
 
 def _take_options(state, opts, fw):
@@ -443,7 +401,9 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
             dp.close()
         if isinstance(e, (OSError, AttachError, datapath.LoadError)):
             why = e.strerror or str(e) if isinstance(e, OSError) else str(e)
-            raise AttachError("attach failed, %s left as it was: %s" % (opts.iface, why)) from e
+            # refused (exit 2: a restart would only repeat it) or failed (exit 1)
+            kind = AttachError if isinstance(e, (AttachError, host.SysctlRefused)) else AttachFailed
+            raise kind("attach failed, %s left as it was: %s" % (opts.iface, why)) from e
         raise
     finally:
         for fd in held:
@@ -583,49 +543,3 @@ def detach(ifname, state=None):
     if restored:
         said.append("set back " + ", ".join(restored))
     return "; ".join(said)
-
-
-def stop_controller(state, now=False, said=lambda line: None):
-    """Ask a running controller to stop (SIGTERM: it drains first; SIGQUIT
-    when now: at once) and wait until it lets go of the interface. said(line)
-    hears about the drain. True if it stopped."""
-    if not state.same_pid_ns():
-        raise AttachError(
-            "the controller of %s runs in another PID namespace (a container?): stop it there" % state.ifname
-        )
-    try:
-        os.kill(state.pid, signal.SIGQUIT if now and catches(state.pid, signal.SIGQUIT) else signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + (5.0 if now else DRAIN_WAIT_SECONDS)
-    told = now
-    while time.monotonic() < deadline:
-        if not state.controller_alive():
-            return True
-        if not told:
-            st = RunState.load(state.ifname)
-            if st and st.phase == "draining":
-                said(
-                    "draining: new SYNs go to the kernel; handshakes synguard answered complete for "
-                    "%.0f s more (detach --now skips this)" % max(0.0, st.drain_until - time.time())
-                )
-                told = True
-        time.sleep(0.05)
-    return False
-
-
-# The longest a stop can take: the drain (daemon.DRAIN_MAX_SECONDS) and a margin.
-DRAIN_WAIT_SECONDS = 75.0
-
-
-def catches(pid, signum):
-    """Whether process pid has a handler for signum (/proc/PID/status SigCgt):
-    a controller from before a signal was handled would die of it."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False

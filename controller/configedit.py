@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from . import configfile, layout, settings
 from .files import FileError, read_text
-from .settings import SETTINGS, num, parse_assignments
+from .formats import num
+from .settings import SETTINGS, parse_assignments
 
 _TABLE = re.compile(r"\s*\[")  # a table header: [name] or [[name]]
 _SETTINGS = re.compile(r"\s*\[\s*(settings|\"settings\"|'settings')\s*\]\s*(#.*)?$")

@@ -29,9 +29,10 @@ import threading
 import time
 
 from . import attach, firewall, host, journal, layout, liveconfig, netlink, supervisor, wire
+from .formats import format_ports
 from .keys import FleetRotator, KernelCookies, KeyRotator
 from .listeners import mptcp_ports
-from .options import UsageError, format_ports
+from .options import UsageError
 from .runstate import takeover_path
 from .settings import SETTINGS, raw_fields, show
 from .syncache import Syncache
@@ -63,7 +64,7 @@ def _packet_socket(ifname):
     except PermissionError:
         raise attach.AttachError("retransmitting SYN-ACKs (AF_PACKET) needs CAP_NET_RAW") from None
     except OSError as e:
-        raise attach.AttachError("cannot send on %s: %s" % (ifname, e.strerror)) from None
+        raise attach.AttachFailed("cannot send on %s: %s" % (ifname, e.strerror)) from None
 
 
 def metrics_refusal(addr, e):

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from . import __version__, layout
-from .options import format_ports
+from .formats import format_ports, parse_addr
 from .status import snapshot
 
 
@@ -187,18 +187,6 @@ def make_app(registry):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args):  # no line per scrape
         pass
-
-
-def parse_addr(text):
-    """'HOST:PORT' or '[V6]:PORT' -> (host, port). ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError("expected HOST:PORT, got %r" % text)
-    if not 0 < int(port) < 65536:
-        raise ValueError("port %s is outside 1..65535" % port)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 def make_registry():

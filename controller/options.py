@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import configfile, datapath, firewall, fleet, layout
+from .formats import metrics_address, parse_ports
 from .settings import SETTINGS, check, parse_assignments
 
 
@@ -16,35 +17,6 @@ class UsageError(Exception):
 MODES = ("auto", "native", "generic")
 DEFAULT_METRICS = "127.0.0.1:9717"
 DEFAULT_ROTATE_SECONDS = 16.0
-
-
-def parse_ports(text):
-    """'80,443,8000-8010' -> sorted list; UsageError on anything else."""
-    ports = set()
-    for part in text.split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise UsageError("invalid port %r" % part) from None
-        if first > last:
-            raise UsageError("port range %r is reversed (write %d-%d)" % (part, last, first))
-        if not (1 <= first <= last <= 65535):
-            raise UsageError("port %r is outside 1..65535" % part)
-        ports.update(range(first, last + 1))
-    return sorted(ports)
-
-
-def format_ports(ports):
-    """[80, 443, 8000, ..., 8010] -> '80,443,8000-8010' (parse_ports' inverse)."""
-    runs = []
-    for p in sorted(ports):
-        if runs and p == runs[-1][1] + 1:
-            runs[-1][1] = p
-        else:
-            runs.append([p, p])
-    return ",".join(str(a) if a == b else "%d-%d" % (a, b) for a, b in runs)
 
 
 @dataclass
@@ -90,17 +62,6 @@ class AttachOptions:
             raise UsageError(str(e)) from None
 
 
-def metrics_address(text):
-    """--metrics-addr as given -> HOST:PORT to bind. ':9717' (no host, as Go
-    exporters take it) is every address, IPv4 and IPv6: [::]:9717."""
-    if text.startswith(":"):
-        text = "[::]" + text
-    from .metrics import parse_addr
-
-    parse_addr(text)  # ValueError if malformed
-    return text
-
-
 def attach_options(args):
     """AttachOptions from parsed attach arguments (and their --config).
     A bad value from the config file is named with the file."""
@@ -123,7 +84,7 @@ def attach_options(args):
         raise UsageError("the following arguments are required: --ports (or ports in --config)")
     try:
         ports = parse_ports(ports_text)
-    except UsageError as e:
+    except ValueError as e:
         raise UsageError(str(e) if origin == "--ports" else "%s: %s" % (args.config, e)) from None
     mode, origin = pick("mode", "auto")
     if mode not in MODES:

@@ -10,15 +10,7 @@ nothing is written then.
 from dataclasses import dataclass
 
 from . import layout
-
-
-def num(x):
-    """A number as people write it: 4194304, 0.25, never 4.1943e+06."""
-    if isinstance(x, float) and x.is_integer():
-        x = int(x)
-    if isinstance(x, int):
-        return str(x)
-    return ("%.6f" % x).rstrip("0").rstrip(".")
+from .formats import num
 
 
 @dataclass(frozen=True)

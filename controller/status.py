@@ -10,7 +10,7 @@ restart adopts). Anything else is not protected, with the reason.
 import time
 
 from . import datapath, layout, netlink, syncache
-from .attach import adoptable, inspect
+from .oniface import adoptable, inspect
 from .runstate import RunState
 from .settings import current
 

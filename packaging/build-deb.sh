@@ -49,7 +49,7 @@ find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
   "$work"/wheel/synguard-"$VERSION"-*.whl "$pylib"
 # dpkg owns these files: no RECORD, so pip will not uninstall them.
 rm -f "$pylib/synguard-$VERSION.dist-info/RECORD"
-for f in __init__.py cli.py layout.py lab/__init__.py bpf/maps.h bpf/xdp_synguard.c; do
+for f in __init__.py cli/__init__.py layout.py lab/__init__.py bpf/maps.h bpf/xdp_synguard.c; do
   [ -f "$pylib/synguard/$f" ] || die "the wheel has no synguard/$f"
 done
 got=$(PYTHONPATH=$pylib /usr/bin/python3 -B -s -c 'import synguard; print(synguard.__version__)')

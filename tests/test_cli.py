@@ -124,7 +124,7 @@ def test_detach_with_nothing_attached():
 def test_detach_of_an_interface_that_is_not_there_is_an_error():
     r = synguard("detach", "sgnothere0")
     assert r.returncode == 2
-    assert one_error_line(r) == "no interface sgnothere0 here, and nothing of synguard's for it"
+    assert one_error_line(r) == "no interface named sgnothere0 in this network namespace"
 
 
 @pytest.mark.root  # list joins the host's mount namespace first
@@ -136,7 +136,7 @@ def test_a_reader_that_goes_away_is_not_an_error():
         "    for i in range(100000):\n"
         "        print('line', i)\n"
         "    return 0\n"
-        "cli.COMMANDS['list'] = many\n"
+        "cli.COMMANDS['list'].run = many\n"
         "sys.exit(cli.main(['list', 'lo']))\n"
     )
     r = subprocess.run(
@@ -167,7 +167,7 @@ def test_a_reader_that_goes_away_is_not_an_error():
     ],
 )
 def test_ports_are_shown_as_ranges(ports, shown):
-    from synguard.options import format_ports, parse_ports
+    from synguard.formats import format_ports, parse_ports
 
     assert format_ports(ports) == shown and parse_ports(shown) == ports
 
@@ -445,7 +445,8 @@ def test_bad_values(args, message):
 
 
 def test_no_scientific_notation_anywhere():
-    from synguard.settings import SETTINGS, num
+    from synguard.formats import num
+    from synguard.settings import SETTINGS
 
     assert num(4194304.0) == "4194304" and num(0.01) == "0.01" and num(1e7) == "10000000"
     for s in SETTINGS.values():
@@ -497,11 +498,57 @@ def test_bad_top_and_rotate_arguments(args, message):
     assert r.returncode == 2 and one_error_line(r) == message
 
 
-@pytest.mark.root
-def test_top_and_rotate_of_an_unprotected_interface():
-    for command in ("top", "rotate"):
-        r = synguard(command, "lo")
-        assert r.returncode == 2 and one_error_line(r) == "lo is not protected"
+# The CLI's contract, one row a command and condition: (argv, exit code, the
+# line on stderr). 0 ok; 1 not protected or a runtime failure; 2 bad input
+# or refused (synguard --help prints the table).
+CONTRACT = (
+    [
+        (("status", "lo"), 1, "synguard: lo is not protected: not attached"),
+        (("list", "lo"), 1, "synguard: error: lo is not protected"),
+        (("set", "lo", "ratelimit=10"), 1, "synguard: error: lo is not protected"),
+        (("top", "lo", "1", "1"), 1, "synguard: error: lo is not protected"),
+        (("rotate", "lo"), 1, "synguard: error: lo is not protected"),
+        (("detach", "lo"), 0, None),
+    ]
+    + [
+        (
+            (command, "nosuch0") + extra,
+            2,
+            "synguard: error: no interface named nosuch0 in this network namespace",
+        )
+        for command, extra in (
+            ("status", ()),
+            ("list", ()),
+            ("set", ("ratelimit=10",)),
+            ("top", ("1", "1")),
+            ("rotate", ()),
+            ("detach", ()),
+        )
+    ]
+    + [
+        (("set", "lo", "ratelimit=x"), 2, "synguard: error: ratelimit: 'x' is not a whole number"),
+        (("status",), 2, "synguard: error: the following arguments are required: IFACE"),
+        (("nosuch",), 2, None),
+    ]
+)
+
+
+@pytest.mark.root  # they join the host's mount namespace first
+@pytest.mark.parametrize("argv,code,line", CONTRACT, ids=[" ".join(c[0]) for c in CONTRACT])
+def test_the_cli_contract(argv, code, line):
+    r = synguard(*argv)
+    assert r.returncode == code, r.stderr
+    if line:
+        assert r.stderr.strip() == line
+    if code == 2:
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_the_exit_codes_are_in_the_help():
+    from synguard.cli.common import EXIT_CODES
+
+    text = synguard("--help").stdout
+    assert all("  %d  %s" % row in text for row in EXIT_CODES)
 
 
 def test_rotate_needs_root():
@@ -515,7 +562,7 @@ def test_a_permission_error_says_root_is_needed():
         "import sys; from synguard import cli\n"
         "def denied(args):\n"
         "    raise PermissionError(13, 'Permission denied', '/sys/fs/bpf/synguard/1/eth0/secrets')\n"
-        "cli.COMMANDS['status'] = denied\n"
+        "cli.COMMANDS['status'].run = denied\n"
         "sys.exit(cli.main(['status', 'lo']))\n"
     )
     r = synguard(code=code)
@@ -527,7 +574,7 @@ def test_never_a_traceback():
         "import sys; from synguard import cli\n"
         "def broken(args):\n"
         "    return {}['missing']\n"
-        "cli.COMMANDS['ebpf'] = broken\n"
+        "cli.COMMANDS['ebpf'].run = broken\n"
         "sys.exit(cli.main(['ebpf']))\n"
     )
     r = synguard(code=code)
@@ -558,7 +605,7 @@ def entry(family, local, remote, **kw):
 
 
 def test_list_rows_fit_100_columns():
-    from synguard.cli import list_lines
+    from synguard.cli.look import list_lines
 
     rows = [
         entry("inet", "255.255.255.255:65535", "255.255.255.255:65535", unreach=True),

@@ -116,13 +116,13 @@ def test_unit_reloads_and_stops_as_the_controller_expects():
     """ExecReload sends SIGHUP (reload); the unit names itself, so that a
     SIGTERM during `systemctl restart` hands over; the stop timeout covers
     the longest drain."""
-    from synguard import attach, daemon
+    from synguard import daemon, running
 
     service = unit_directives()["Service"]
     assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert service["Environment"] == ["SYNGUARD_UNIT=%n"]
     (timeout,) = service["TimeoutStopSec"]
-    assert int(timeout.removesuffix("s")) > attach.DRAIN_WAIT_SECONDS > daemon.DRAIN_MAX_SECONDS
+    assert int(timeout.removesuffix("s")) > running.DRAIN_WAIT_SECONDS > daemon.DRAIN_MAX_SECONDS
 
 
 def test_docs_describe_the_unit_as_it_is():
@@ -397,7 +397,7 @@ def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
     for junk in (
         ".git/HEAD",
         ".venv/bin/python",
-        "build/lib/synguard/cli.py",
+        "build/lib/synguard/cli/__init__.py",
         "synguard.egg-info/PKG-INFO",
         "controller/__pycache__/cli.cpython-311.pyc",
         "vagrant/.vagrant/machines/default/box.img",
@@ -422,4 +422,4 @@ def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     (wheel,) = os.listdir(tmp_path / "wheel")
     listing = run(sys.executable, "-m", "zipfile", "-l", str(tmp_path / "wheel" / wheel)).stdout
-    assert "synguard/cli.py" in listing and "synguard/bpf/" in listing
+    assert "synguard/cli/__init__.py" in listing and "synguard/bpf/" in listing

@@ -125,12 +125,12 @@ def on_interface(bed):
     """Everything synguard may leave on the server's interface: XDP (id,
     mode), our tc place, every ingress filter, the qdiscs; the pins and the
     run state; the sysctl attach may change."""
-    from .. import attach, netlink
+    from .. import netlink, oniface
 
     with netns.netns(bed.server_ns):
         idx = netlink.ifindex(bed.server_if)
         xdp = netlink.xdp_query(idx)
-        ours = netlink.tc_query(idx, attach.TC_HANDLE, attach.TC_PRIORITY)
+        ours = netlink.tc_query(idx, oniface.TC_HANDLE, oniface.TC_PRIORITY)
         syncookies = host.read_sysctl("net.ipv4.tcp_syncookies")
 
     def tc(what, *where):
