@@ -1,4 +1,4 @@
-"""synguard.fwcheck against real rule sets: tests/firewall/ holds, for each,
+"""synguard.firewall's check against real rule sets: tests/firewall/ holds, for each,
 `nft -j list ruleset` (NAME.json) and `nft -a list ruleset` (NAME.txt) as
 Debian 12's nft 1.0.6 printed them after the rules were loaded into a
 namespace (nft, iptables-nft, ufw, firewalld, iptables-legacy). Each case is
@@ -12,7 +12,7 @@ import json
 import os
 
 import pytest
-from synguard import fwcheck
+from synguard.firewall import findings, legacy, nft, render
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 C = os.path.join(HERE, "firewall")
@@ -295,30 +295,30 @@ def test_all_cases_have_expectations():
 
 @pytest.mark.parametrize("name", CASES)
 def test_case_with_text(name):
-    fs = fwcheck.check(load(name), [8080], nft_text=text(name), legacy=legacy_of(name))
+    fs = findings.check(load(name), [8080], nft_text=text(name), legacy=legacy_of(name))
     assert rows(fs) == sorted(EXPECTED_TEXT[name], key=str)
     for f in fs:
-        assert f.kind in fwcheck.KINDS
+        assert f.kind in nft.KINDS
         assert "\n" not in f.message()
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_case_json_only(name):
-    fs = fwcheck.check(load(name), [8080], legacy=legacy_of(name))
+    fs = findings.check(load(name), [8080], legacy=legacy_of(name))
     assert rows(fs) == sorted(EXPECTED_JSON_ONLY[name], key=str)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_rendering_matches_nft(name):
     """Every rule without xt renders exactly as `nft list ruleset` prints it."""
-    listing = fwcheck.parse_nft_text(text(name))
+    listing = render.parse_nft_text(text(name))
     n = 0
     for item in load(name)["nftables"]:
         r = item.get("rule")
         if not r:
             continue
         nft = listing[(r["family"], r["table"], r["chain"], r["handle"])]
-        mine = fwcheck.render_rule(r)
+        mine = render.render_rule(r)
         if any("xt" in x for x in r["expr"]):
             assert "xt " in mine
             continue
@@ -360,21 +360,21 @@ def test_native_ct_state_shapes():
 def test_other_ports_and_interfaces():
     d = load("b_restricted")
     # port 22 is not accepted at all there: the port-22 rule is moot
-    assert [f.kind for f in fwcheck.check(d, [22])] == ["port_closed"]
-    assert 4 not in {f.handle for f in fwcheck.check(d, [8080])}
-    got = {(f.kind, f.handle, f.certain) for f in fwcheck.check(d, [8080], ifname="sgwan0")}
+    assert [f.kind for f in findings.check(d, [22])] == ["port_closed"]
+    assert 4 not in {f.handle for f in findings.check(d, [8080])}
+    got = {(f.kind, f.handle, f.certain) for f in findings.check(d, [8080], ifname="sgwan0")}
     assert ("new_not_syn_drop", 5, True) in got
-    got = {(f.kind, f.handle) for f in fwcheck.check(d, [8080], ifname="eth0")}
+    got = {(f.kind, f.handle) for f in findings.check(d, [8080], ifname="eth0")}
     assert ("new_not_syn_drop", 5) not in got and ("new_not_syn_drop", 4) not in got
     v = load("f_vmap_jump")
     # 8443 is in the named set @svc: jump web, whose first rule drops the ACK
-    assert {(f.chain, f.handle) for f in fwcheck.check(v, [8443]) if f.kind == "new_not_syn_drop"} == {
+    assert {(f.chain, f.handle) for f in findings.check(v, [8443]) if f.kind == "new_not_syn_drop"} == {
         ("web", 5)
     }
     # 9000 (vmap: goto other, which returns to the policy) and 5555 accept no SYN
-    assert [f.rule for f in fwcheck.check(v, [9000, 5555])] == ["tcp dport 9000", "tcp dport 5555"]
-    assert [f.kind for f in fwcheck.check(v, [443])] == ["invalid_drop"]
-    n = fwcheck.check(load("f_ipt_synproxy_notrack"), [9090], nft_text=text("f_ipt_synproxy_notrack"))
+    assert [f.rule for f in findings.check(v, [9000, 5555])] == ["tcp dport 9000", "tcp dport 5555"]
+    assert [f.kind for f in findings.check(v, [443])] == ["invalid_drop"]
+    n = findings.check(load("f_ipt_synproxy_notrack"), [9090], nft_text=text("f_ipt_synproxy_notrack"))
     assert {(f.kind, f.family, f.handle, f.certain) for f in n} == {
         ("notrack", "ip", 3, True),
         ("notrack", "ip6", 3, True),
@@ -382,32 +382,32 @@ def test_other_ports_and_interfaces():
 
 
 def test_closed_port():
-    fs = fwcheck.check(load("a_inet"), [9999])
+    fs = findings.check(load("a_inet"), [9999])
     assert [(f.kind, f.ipv) for f in fs] == [("port_closed", ("ipv4", "ipv6"))]
 
 
 def test_refusal_line():
-    fs = fwcheck.check(load("b_mask"), [8080])
-    loose = fwcheck.refusal(fs, "loose")
+    fs = findings.check(load("b_mask"), [8080])
+    loose = findings.refusal(fs, "loose")
     assert loose.startswith("synguard: not attaching: inet filter input (hook input) handle 4: ")
     assert '"ct state new tcp flags != syn / fin,syn,rst,ack drop"' in loose and "\n" not in loose
-    assert "handle 3" in fwcheck.refusal(fs, "strict")
-    assert fwcheck.refusal(fs, "insert") is None
-    assert fwcheck.refusal(fwcheck.check(load("f_accept_only"), [8080]), "strict") is None
+    assert "handle 3" in findings.refusal(fs, "strict")
+    assert findings.refusal(fs, "insert") is None
+    assert findings.refusal(findings.check(load("f_accept_only"), [8080]), "strict") is None
 
 
 def test_legacy_detection():
     # reading with iptables-legacy -L created an empty filter table: no finding
     assert legacy_of("f_legacy_read_only")["ipv4"]["names"].split() == ["filter"]
-    assert fwcheck.check(load("f_legacy_read_only"), [8080], legacy=legacy_of("f_legacy_read_only")) == []
+    assert findings.check(load("f_legacy_read_only"), [8080], legacy=legacy_of("f_legacy_read_only")) == []
     # names without the save output: an uncertain finding
-    fs = fwcheck.legacy_findings({"ipv4": {"names": "filter\n", "save": None}})
+    fs = legacy.legacy_findings({"ipv4": {"names": "filter\n", "save": None}})
     assert [(f.kind, f.certain) for f in fs] == [("legacy", False)]
     assert load("f_legacy")["nftables"][1:] == []  # nft shows nothing of them
 
 
 def test_parse_nft_text_vmap_line():
-    t = fwcheck.parse_nft_text(text("f_vmap_jump"))
+    t = render.parse_nft_text(text("f_vmap_jump"))
     assert (
         t[("inet", "filter", "input", 9)]
         == "ct state vmap { invalid : drop, established : accept, related : accept }"

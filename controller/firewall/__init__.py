@@ -18,7 +18,7 @@ made, attach sets net.netfilter.nf_conntrack_tcp_be_liberal=1 in the
 namespace (restored on detach), or, with --conntrack noscale, offers no
 window scale instead (exact tracking, windows up to 64 KB).
 
-Entries are made only when the rule set needs them (fwcheck.py reads it
+Entries are made only when the rule set needs them (findings.py reads it
 from `nft -j list ruleset`, iptables-nft included, and the iptables-legacy
 tables); a rule set that drops even such connections is refused with the
 rule named.
@@ -28,7 +28,9 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from . import fwcheck, host, kfunc, layout
+from .. import host, kfunc, layout
+from . import findings as rules
+from .legacy import read_legacy
 
 OPTIONS = ("auto", "noscale", "off")
 LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
@@ -87,7 +89,7 @@ def ruleset():
         data = json.loads(text) if text else {}
     except ValueError:
         data = {}
-    return data, _nft("-a", "list", "ruleset"), fwcheck.read_legacy()
+    return data, _nft("-a", "list", "ruleset"), read_legacy()
 
 
 def _has_sys_admin():
@@ -117,8 +119,8 @@ def check(ports, ifname, option="auto"):
     data, text, legacy = ruleset()
     mode = "loose" if loose[0] != "0" else "strict"
     try:
-        findings = fwcheck.check(data, ports, ifname=ifname, nft_text=text, legacy=legacy)
-    except Exception as e:  # a rule set of a shape fwcheck does not know
+        findings = rules.check(data, ports, ifname=ifname, nft_text=text, legacy=legacy)
+    except Exception as e:  # a rule set of a shape the check does not know
         # Entries make the ACK what any rule set that takes the port lets
         # through: the safe side where the rule set cannot be judged.
         findings, why = [], "the rule set could not be judged (%s: %s)" % (type(e).__name__, e)
@@ -126,7 +128,7 @@ def check(ports, ifname, option="auto"):
         blocking = [f for f in findings if mode in f.modes]
         if not blocking:
             return Plan(warnings=_warnings(findings))
-        why = "%s: %s" % (blocking[0].message(), _state_note(mode))
+        why = "%s: %s" % (blocking[0].message(), rules.STATE_NOTES[mode])
     # Legacy tables cannot be read, but an established ACK is what any rule
     # set that takes the port lets through: only what nft shows dropping
     # even that is a refusal.
@@ -152,10 +154,3 @@ def check(ports, ifname, option="auto"):
 
 def _warnings(findings):
     return [f.message() for f in findings if f.kind in ("new_accept_limit", "notrack")]
-
-
-def _state_note(mode):
-    return {
-        "loose": "handed-off ACKs are ct state new (nf_conntrack_tcp_loose=1)",
-        "strict": "handed-off ACKs are ct state invalid (nf_conntrack_tcp_loose=0)",
-    }[mode]
