@@ -276,7 +276,7 @@ class Bench:
                     return
             except OSError:
                 if self.nginx.poll() is not None:
-                    raise Fail("nginx exited: %s" % self.nginx.stderr.read().strip())
+                    raise Fail("nginx exited: %s" % self.nginx.stderr.read().strip()) from None
                 time.sleep(0.1)
         raise Fail("nginx does not answer on %s" % URL)
 

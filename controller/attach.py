@@ -346,36 +346,13 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
         claimed()
         configure(m, state, opts)
 
-        # 3. The host: sysctls the cookies need, set back on detach. What a
-        # data path we replace changed is set back first, as its detach
-        # would (and again as it was if this attach fails), so that ours
-        # records the values from before either; one we carry over keeps
-        # its record.
-        if carry:
-            state.sysctls = dict(on.state.sysctls)
-            state.created_clsact = on.state.created_clsact
-        elif on.state and on.state.sysctls:
-            undo.push(host.restore_sysctls, _current(on.state.sysctls))
-            host.restore_sysctls(on.state.sysctls)
-        if not carry:
-            undo.push(host.restore_sysctls, state.sysctls)
-        notes += mode_sysctls(opts.cookies, state.sysctls)
-        notes += fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
-        if not carry:
-            undo.push(state.remove)
-        state.save()  # from here on, `synguard detach` knows what to undo
+        # 3. The host: sysctls, then the run state: from here on, `synguard
+        # detach` knows what to undo.
+        notes += _host_step(opts, on, state, fw, carry, undo)
+        state.save()
 
         # 4. tc first: no validated ACK may arrive before the hand-off exists.
-        if netlink.clsact_create(on.ifindex):
-            state.created_clsact = True
-            undo.push(netlink.clsact_destroy, on.ifindex)
-        if on.tc_id:  # a synguard filter (check_place): replaced in one step
-            held.append(_pinned_fd(pins, TC_PROG))
-            netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY, replace=True)
-            undo.push(netlink.tc_attach, on.ifindex, held[-1], TC_PROG, TC_HANDLE, TC_PRIORITY, True)
-        else:
-            netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY)
-            undo.push(netlink.tc_detach, on.ifindex, TC_HANDLE, TC_PRIORITY)
+        _tc_step(on, dp, pins, state, undo, held)
 
         # 5. XDP: in place of what was there, atomically where the mode allows.
         state.mode = _swap_xdp(on, dp.xdp_fd, mode, pins, undo, held)
@@ -410,6 +387,40 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
             if fd is not None:
                 os.close(fd)
     return Attached(dp, m, state, claim.lock, notes=notes, shared=shared)
+
+
+def _host_step(opts, on, state, fw, carry, undo):
+    """The sysctls the cookies and the firewall need, set back on detach.
+    What a data path we replace changed is set back first, as its detach
+    would (and again as it was if this attach fails), so that ours records
+    the values from before either; one we carry over keeps its record.
+    Returns what was changed, for the log."""
+    if carry:
+        state.sysctls = dict(on.state.sysctls)
+        state.created_clsact = on.state.created_clsact
+    else:
+        if on.state and on.state.sysctls:
+            undo.push(host.restore_sysctls, _current(on.state.sysctls))
+            host.restore_sysctls(on.state.sysctls)
+        undo.push(host.restore_sysctls, state.sysctls)
+        undo.push(state.remove)
+    notes = mode_sysctls(opts.cookies, state.sysctls)
+    return notes + fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
+
+
+def _tc_step(on, dp, pins, state, undo, held):
+    """Our tc filter on the interface's ingress (and the clsact qdisc if
+    there is none), in one step in place of a synguard filter there."""
+    if netlink.clsact_create(on.ifindex):
+        state.created_clsact = True
+        undo.push(netlink.clsact_destroy, on.ifindex)
+    if on.tc_id:  # a synguard filter (check_place): replaced in one step
+        held.append(_pinned_fd(pins, TC_PROG))
+        netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY, replace=True)
+        undo.push(netlink.tc_attach, on.ifindex, held[-1], TC_PROG, TC_HANDLE, TC_PRIORITY, True)
+    else:
+        netlink.tc_attach(on.ifindex, dp.tc_fd, TC_PROG, TC_HANDLE, TC_PRIORITY)
+        undo.push(netlink.tc_detach, on.ifindex, TC_HANDLE, TC_PRIORITY)
 
 
 def _current(sysctls):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from . import configfile, layout, settings
 from .files import FileError, read_text
 from .formats import num
-from .settings import SETTINGS, parse_assignments
+from .settings import SETTINGS
 
 _TABLE = re.compile(r"\s*\[")  # a table header: [name] or [[name]]
 _SETTINGS = re.compile(r"\s*\[\s*(settings|\"settings\"|'settings')\s*\]\s*(#.*)?$")
@@ -95,8 +95,7 @@ def check(path, old_text, new_text, values):
         )
     conf = configfile.loads(new_text, path)
     try:
-        parsed = parse_assignments(conf.get("settings", {}).items())
-        settings.check({**layout.SETTING_DEFAULTS, **parsed})
+        settings.check({**layout.SETTING_DEFAULTS, **conf.get("settings", {})})
     except ValueError as e:
         raise ValueError("%s would then say: %s" % (path, e)) from None
 

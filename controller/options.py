@@ -62,6 +62,77 @@ class AttachOptions:
             raise UsageError(str(e)) from None
 
 
+class _Sources:
+    """An attach option from its flag, else the config file, else its
+    default; with the way an error names where it came from."""
+
+    def __init__(self, args, conf):
+        self.args, self.conf = args, conf
+
+    def pick(self, name, default):
+        """(value, how an error names it)"""
+        value = getattr(self.args, name)
+        if value is not None:
+            return value, "--" + name.replace("_", "-")
+        if name in self.conf:
+            return self.conf[name], "%s: %s" % (self.args.config, name)
+        return default, name
+
+    def choice(self, name, default, allowed):
+        value, origin = self.pick(name, default)
+        if value not in allowed:
+            names = "%s or %s" % (", ".join(allowed[:-1]), allowed[-1])
+            raise UsageError("%s must be %s, not %r" % (_named(origin), names, value))
+        return value
+
+    def ports(self):
+        text, origin = self.pick("ports", None)
+        if text is None:
+            raise UsageError("the following arguments are required: --ports (or ports in --config)")
+        try:
+            return parse_ports(text)
+        except ValueError as e:
+            raise UsageError(str(e) if origin == "--ports" else "%s: %s" % (self.args.config, e)) from None
+
+    def rotate_seconds(self):
+        value, origin = self.pick("rotate_seconds", DEFAULT_ROTATE_SECONDS)
+        if not 1 <= float(value) <= 3600:
+            raise UsageError("%s must be within 1..3600" % origin)
+        return float(value)
+
+    def metrics_addr(self):
+        args = self.args
+        if args.no_metrics or (args.metrics_addr is None and self.conf.get("metrics") is False):
+            return ""
+        text, origin = self.pick("metrics_addr", DEFAULT_METRICS)
+        try:
+            return metrics_address(text)
+        except ValueError as e:
+            raise UsageError("%s: %s" % (origin, e)) from None
+
+    def settings(self):
+        """The file's settings (parsed as it was read), the flags' over them."""
+        flags = [(name, getattr(self.args, "set_" + name)) for name in self.flag_settings()]
+        try:
+            settings = {**self.conf.get("settings", {}), **parse_assignments(flags)}
+            check({**layout.SETTING_DEFAULTS, **settings})
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return settings
+
+    def flag_settings(self):
+        return tuple(name for name in SETTINGS if getattr(self.args, "set_" + name) is not None)
+
+    def fleet_key(self):
+        path = self.pick("fleet_key", "")[0] or ""
+        if path:
+            try:
+                fleet.load(path)
+            except fleet.FleetKeyError as e:
+                raise UsageError(str(e)) from None
+        return path
+
+
 def attach_options(args):
     """AttachOptions from parsed attach arguments (and their --config).
     A bad value from the config file is named with the file."""
@@ -69,74 +140,20 @@ def attach_options(args):
         conf = configfile.load(args.config) if args.config else {}
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-    def pick(name, default):
-        """(value, how an error names it)"""
-        value = getattr(args, name)
-        if value is not None:
-            return value, "--" + name.replace("_", "-")
-        if name in conf:
-            return conf[name], "%s: %s" % (args.config, name)
-        return default, name
-
-    ports_text, origin = pick("ports", None)
-    if ports_text is None:
-        raise UsageError("the following arguments are required: --ports (or ports in --config)")
-    try:
-        ports = parse_ports(ports_text)
-    except ValueError as e:
-        raise UsageError(str(e) if origin == "--ports" else "%s: %s" % (args.config, e)) from None
-    mode, origin = pick("mode", "auto")
-    if mode not in MODES:
-        raise UsageError("%s must be auto, native or generic, not %r" % (_named(origin), mode))
-    rotate_seconds, origin = pick("rotate_seconds", DEFAULT_ROTATE_SECONDS)
-    rotate_seconds = float(rotate_seconds)
-    if not 1 <= rotate_seconds <= 3600:
-        raise UsageError("%s must be within 1..3600" % origin)
-    if args.no_metrics or (args.metrics_addr is None and conf.get("metrics") is False):
-        metrics_addr = ""
-    else:
-        text, origin = pick("metrics_addr", DEFAULT_METRICS)
-        try:
-            metrics_addr = metrics_address(text)
-        except ValueError as e:
-            raise UsageError("%s: %s" % (origin, e)) from None
-    settings = dict(conf.get("settings", {}))
-    for name in SETTINGS:
-        if getattr(args, "set_" + name) is not None:
-            settings[name] = getattr(args, "set_" + name)
-    try:
-        parsed = parse_assignments(settings.items())
-        check({**layout.SETTING_DEFAULTS, **parsed})
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    conntrack, origin = pick("conntrack", "auto")
-    if conntrack not in firewall.OPTIONS:
-        raise UsageError("%s must be %s, not %r" % (_named(origin), ", ".join(firewall.OPTIONS), conntrack))
-    cookies, origin = pick("cookies", "auto")
-    if cookies not in datapath.COOKIE_MODES:
-        raise UsageError(
-            "%s must be %s, not %r" % (_named(origin), ", ".join(datapath.COOKIE_MODES), cookies)
-        )
-    fleet_key = pick("fleet_key", "")[0] or ""
-    if fleet_key:
-        try:
-            fleet.load(fleet_key)
-        except fleet.FleetKeyError as e:
-            raise UsageError(str(e)) from None
+    src = _Sources(args, conf)
     return AttachOptions(
         iface=args.iface,
-        ports=ports,
-        mode=mode,
-        rotate_seconds=rotate_seconds,
-        metrics_addr=metrics_addr,
+        ports=src.ports(),
+        mode=src.choice("mode", "auto", MODES),
+        rotate_seconds=src.rotate_seconds(),
+        metrics_addr=src.metrics_addr(),
         force=bool(args.force or conf.get("force", False)),
-        settings=parsed,
-        fleet_key=fleet_key,
-        conntrack=conntrack,
-        cookies=cookies,
+        settings=src.settings(),
+        fleet_key=src.fleet_key(),
+        conntrack=src.choice("conntrack", "auto", firewall.OPTIONS),
+        cookies=src.choice("cookies", "auto", datapath.COOKIE_MODES),
         config=os.path.abspath(args.config) if args.config else "",
-        flag_settings=tuple(name for name in SETTINGS if getattr(args, "set_" + name) is not None),
+        flag_settings=src.flag_settings(),
         takeover=bool(args.takeover),
         watch_config=bool(args.watch_config),
     )

@@ -103,7 +103,7 @@ def man_page(date):
     out += [".SY synguard", "\\fB\\-\\-version\\fR | \\fB\\-h\\fR", ".YS"]
     out += [".SH DESCRIPTION", roff(p.description.split(": ", 1)[-1])]
     sections = epilog_sections(p.epilog)
-    for header, intro, lines in sections:
+    for header, intro, _lines in sections:
         if header is None:
             out += [".PP", roff(intro)]
     out += [".SH OPTIONS"]

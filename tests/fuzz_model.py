@@ -33,7 +33,10 @@ class Expect:
         )
 
 
-def expect(frame, keys):
+# The model follows the data path's parse step by step (L2, IPv4 or IPv6,
+# TCP, then the segment's kind), one branch per outcome, so that each
+# line can be held against the C: split up, it would no longer read so.
+def expect(frame, keys):  # noqa: C901
     """Expect for frame (bytes), keys: the two 16-byte cookie keys."""
     n = len(frame)
     if n < 14:

@@ -241,12 +241,15 @@ def test_flags_win_over_the_config_file(tmp_path):
     [
         ("ports = [80]\nport = 81\n", "unknown key 'port'"),
         ("ports = [80]\n[settings]\ncachelimt = 5\n", "unknown key settings.cachelimt"),
-        ("ports = 80\n", "ports has the wrong type (int)"),
-        ('ports = [80]\nforce = "yes"\n', "force has the wrong type (str)"),
+        (
+            "ports = true\n",
+            'ports must be a port, a list of ports or a string ("80,443,8000-8010"), not true/false',
+        ),
+        ('ports = [80]\nforce = "yes"\n', "force must be true or false, not a string"),
         ("ports = [80]\n[settings]\nrexmtlimit = 99\n", "rexmtlimit must be within 0..10, not 99"),
         ('ports = [80]\nmode = "turbo"\n', "mode must be auto, native or generic, not 'turbo'"),
-        ('ports = [80]\ncookies = "turbo"\n', "cookies must be auto, synguard, kernel, not 'turbo'"),
-        ("ports = [80]\ncookies = 3\n", "cookies has the wrong type (int)"),
+        ('ports = [80]\ncookies = "turbo"\n', "cookies must be auto, synguard or kernel, not 'turbo'"),
+        ("ports = [80]\ncookies = 3\n", "cookies must be a string, not a number"),
         ("ports = [0]\n", "port '0' is outside 1..65535"),
         ("ports = [80\n", "is not valid TOML"),
     ],
@@ -257,6 +260,17 @@ def test_bad_config_files(tmp_path, content, message):
     r = synguard("attach", "lo", "--config", str(conf))
     assert r.returncode == 2
     assert message in one_error_line(r)
+
+
+def test_ports_may_be_one_number_a_list_or_a_string():
+    from synguard import configfile
+
+    for text in ("ports = 80", "ports = [80]", 'ports = "80"'):
+        assert configfile.loads(text + "\n", "x.toml")["ports"] == "80"
+    assert configfile.loads('ports = "80,443"\n[settings]\nratelimit = 5\n', "x.toml") == {
+        "ports": "80,443",
+        "settings": {"synack_rate": 5},
+    }
 
 
 def test_unreadable_config_file(tmp_path):
@@ -686,7 +700,7 @@ def test_save_changes_only_the_settings_lines(tmp_path):
             "rexmtbase = 0.5                   # seconds to the first retransmission, then x2, x4, x8",
         ),
     ]
-    assert configfile.load(str(conf))["settings"]["cachelimit"] == "100000"
+    assert configfile.load(str(conf))["settings"]["cachelimit"] == 100000
     assert conf.stat().st_mode & 0o777 == 0o640 and leftovers(tmp_path) == []
 
 

@@ -173,7 +173,7 @@ def test_reload_with_a_bad_file_changes_nothing(bed, tmp_path):
     conf.write_text("ports = [%d]\nrotate_seconds = 2\n" % PORT)
     proc = start(bed, "--config", str(conf))
     before = status(bed)
-    for bad, why in (
+    for bad, _why in (  # the whys: in the log, below
         ("ports = [%d]\nrotate_seconds = 2\n[settings]\nratelimit = -1\n" % PORT, "ratelimit must be"),
         ('ports = [%d]\nrotate_seconds = 2\nmode = "generic"\n' % PORT, "mode cannot change on reload"),
         ("ports = [%d\n" % PORT, "is not valid TOML"),
@@ -181,7 +181,7 @@ def test_reload_with_a_bad_file_changes_nothing(bed, tmp_path):
         conf.write_text(bad)
         proc.send_signal(signal.SIGHUP)
         proc.send_signal(signal.SIGUSR1)  # a rotation after the reload: the loop has been through it
-        assert wait_until(lambda: status(bed)["key_rotations"] > before["key_rotations"], 10)
+        assert wait_until(lambda n=before["key_rotations"]: status(bed)["key_rotations"] > n, 10)
         after = status(bed)
         for k in ("ports", "settings", "rotate_seconds", "mode", "metrics_addr"):
             assert after[k] == before[k], (bad, k)

@@ -79,7 +79,7 @@ def test_tcp_md5_connections_are_the_kernels():
                 md5_key(srv.sock, client)
             bed.attach([PORT], "--no-metrics")
             before = status(bed)["counters"]
-            for server, client in ((SERVER4, testbed.CLIENT4), (SERVER6, testbed.CLIENT6)):
+            for server, _client in ((SERVER4, testbed.CLIENT4), (SERVER6, testbed.CLIENT6)):
                 with netns.netns(bed.client_ns):
                     s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET)
                 try:

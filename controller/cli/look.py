@@ -252,7 +252,7 @@ def top_lines(iface, interval, rates, entries, limit, paused):
         % (iface, num(interval), time.strftime("%H:%M:%S")),
         "",
     ]
-    for (head, names, what), rate in zip(TOP_COLUMNS, rates or [None] * len(TOP_COLUMNS)):
+    for (_head, names, what), rate in zip(TOP_COLUMNS, rates or [None] * len(TOP_COLUMNS)):
         shown = "%12.0f/s" % rate if rate is not None else "%12s/s" % "-"
         lines.append("%s  %s (%s)" % (shown, what, _formula(names)))
     lines.append("%12d    syncache entries (limit %d)" % (entries, limit))

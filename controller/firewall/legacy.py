@@ -21,7 +21,7 @@ def legacy_findings(legacy: dict) -> list[Finding]:
             continue
         fam = "ip" if ipv == "ipv4" else "ip6"
 
-        def finding(table, chain, rule, note="legacy rules are not checked"):
+        def finding(table, chain, rule, note="legacy rules are not checked", fam=fam, ipv=ipv):
             return Finding(
                 kind="legacy",
                 table=table,

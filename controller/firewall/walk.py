@@ -144,7 +144,9 @@ class Walker:
             return "invalid"  # measured: before the conntrack hook, ct state is invalid
         return self.pkt.state
 
-    def value(self, e, path: Path):
+    # One branch per kind of expression a match can compare (see
+    # render.render_expr): a flat dispatch.
+    def value(self, e, path: Path):  # noqa: C901
         p = self.pkt
         if not isinstance(e, dict):
             return e
@@ -310,7 +312,9 @@ class Walker:
                 out[i] = "notrack" if re.search(r"\bnotrack\b", text) else "ct"
         return out
 
-    def _eval_from(self, uid, exprs, i, path, resolved):
+    # One branch per kind of statement a rule can hold, in the order nft
+    # evaluates them: a flat dispatch, as the kernel's own.
+    def _eval_from(self, uid, exprs, i, path, resolved):  # noqa: C901
         while i < len(exprs):
             x = exprs[i]
             k = next(iter(x))
