@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* What more than one program uses that touches a map or a helper,
  * compiled first.
  *

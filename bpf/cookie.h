@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The SYN cookie: SipHash-2-4 MAC plus the connection parameters it vouches for.
  *
  * Initial sequence number we send (the ISS):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Internet checksums (RFC 1071) for headers we write ourselves.
  *
  * The one's-complement sum does not care about byte order as long as every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* struct sg_flow (maps.h) from a parsed segment: the cookie's input and,
  * with the seq half zeroed, the key of the syncache and of the hand-offs.
  * Map-free; the layout is drawn at struct sg_flow. */

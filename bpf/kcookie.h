@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Kernel-format SYN cookies (cookies = kernel): for kernels without
  * bpf_sk_assign_tcp_reqsk (Linux 5.3-6.8), or when asked for. The kernel
  * mints the ISS (bpf_tcp_gen_syncookie) and, when the ACK comes, its own

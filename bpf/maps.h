@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Map layouts shared by the XDP and tc programs and read by the controller.
  *
  * Every map is pinned under SG_PIN_DIR (/sys/fs/bpf/synguard/<ifname>), which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Packet parsing: Ethernet with up to two VLAN tags, IPv4 or IPv6, TCP and
  * its options. Every access is checked against data_end. Shared by the XDP
  * program and the tc program (both see the frame from the Ethernet header).

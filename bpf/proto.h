@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Wire-format constants: the values RFCs and Linux's headers define, written
  * out here because the uapi headers bcc compiles against do not all have
  * them (and include/net/ is not uapi). Nothing here is synguard's own. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The reflection limit's arithmetic, map-free: which bucket a source
  * prefix falls in, and GCRA over one bucket's "theoretical arrival time"
  * (the reply_tat map and its users are in common.c and xdp_synguard.c).

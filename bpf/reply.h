@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* A reply written in place over the segment it answers: the frame resized,
  * the MACs, addresses and ports turned round, a fresh IP header (no IP
  * options, DF set). Map-free; synack.h and reset.h write what follows.

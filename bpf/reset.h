@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* An RST written in place over a segment that no socket, syncache entry or
  * cookie accounts for, as Linux's tcp_v4_send_reset / tcp_v6_send_reset
  * writes it (RFC 9293 3.10.7.1): the segment carries ACK (only those come

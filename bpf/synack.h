@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Our SYN-ACK, written in place over the client's SYN (the seed's
  * syncache_respond). Map-free: the caller decides what it says.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The seed's syncache_timer, in the kernel: not attached anywhere, the
  * controller runs it with BPF_PROG_TEST_RUN on a frame that lists syncache
  * keys (it reads them with one batch lookup) and the clock:

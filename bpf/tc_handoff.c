@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* synguard tc ingress hook: turn an ACK that XDP validated into a request
  * socket, so the listener's accept() returns a normal connection whose ISN
  * is the cookie (syncache_socket in the seed).
@@ -17,10 +18,6 @@
 
 #ifdef SG_KERNEL_COOKIES
 /* No request socket: the kernel's cookie check makes the socket. */
-#elif defined(SG_MOCK_REQSK)
-/* Tests only (tests/test_tc.py): BPF_PROG_TEST_RUN is no tc ingress, where
- * the kfunc refuses everything; this one answers -skb->mark (0: made). */
-#define bpf_sk_assign_tcp_reqsk(skb, sk, attrs, sz) (-(int)(skb)->mark)
 #else
 /* bcc 0.26 cannot emit a kfunc call. This fake helper id compiles to
  * `call 0x7ffff0`; the loader (controller/kfunc.py) rewrites that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* synguard XDP hook: the seed's syncache and SYN cookies at the driver.
  *
  * For TCP to a protected port (listeners map) where the kernel has a

@@ -220,19 +220,21 @@ def say_attached(opts, a):
             port,
         )
     monitor = a.maps.config.lookup(0).flags & layout.CF_MONITOR
-    print(
-        "synguard: %s %s ports %s (%s XDP, %s, %s)"
-        % (
-            "monitoring" if monitor else "protecting",
-            opts.iface,
-            format_ports(opts.ports),
-            a.state.mode,
-            "the kernel's cookies"
-            if a.state.cookies == "kernel"
-            else "synguard's cookies, key rotation every %gs" % opts.rotate_seconds,
-            "metrics on http://%s/metrics" % opts.metrics_addr if opts.metrics_addr else "no metrics",
-        ),
-        flush=True,
+    print(attached_line(opts, a.state.mode, a.state.cookies, monitor), flush=True)
+
+
+def attached_line(opts, mode, cookies, monitor=False):
+    """The line attach prints once the interface is protected (the README
+    quotes it: tests/test_deploy.py holds it to this)."""
+    return "synguard: %s %s ports %s (%s XDP, %s, %s)" % (
+        "monitoring" if monitor else "protecting",
+        opts.iface,
+        format_ports(opts.ports),
+        mode,
+        "the kernel's cookies"
+        if cookies == "kernel"
+        else "synguard's cookies, key rotation every %gs" % opts.rotate_seconds,
+        "metrics on http://%s/metrics" % opts.metrics_addr if opts.metrics_addr else "no metrics",
     )
 
 

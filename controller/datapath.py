@@ -91,7 +91,7 @@ def cookie_mode(requested):
 def cflags(pins, syncache_max, conntrack=False, defines=(), cookies="synguard"):
     """conntrack: the tc program also makes the conntrack entry of each
     connection it hands off (firewall.py decides). defines: more -D, for
-    tests (SG_MOCK_REQSK). cookies: 'synguard' or 'kernel'."""
+    tests (a mock of the kfunc's call). cookies: 'synguard' or 'kernel'."""
     return (
         [
             "-I%s" % layout.bpf_dir(),

@@ -48,7 +48,6 @@ def constant(header, name):
 
 # Slots, switches, flags and port states, the timer's batch (maps.h).
 COUNTER_SLOTS = constant("maps.h", "SG_COUNTER_SLOTS")  # per family: [0, 64) IPv4, then IPv6
-LISTENER_SLOTS = constant("maps.h", "SG_LISTENER_SLOTS")
 PORT_PROTECTED = constant("maps.h", "SG_PORT_PROTECTED")
 CF_WSCALE = constant("maps.h", "SG_CF_WSCALE")
 CF_SACK = constant("maps.h", "SG_CF_SACK")

@@ -423,3 +423,12 @@ def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
     (wheel,) = os.listdir(tmp_path / "wheel")
     listing = run(sys.executable, "-m", "zipfile", "-l", str(tmp_path / "wheel" / wheel)).stdout
     assert "synguard/cli/__init__.py" in listing and "synguard/bpf/" in listing
+
+
+def test_the_readme_quotes_attach_as_it_speaks():
+    from synguard.daemon import attached_line
+    from synguard.options import AttachOptions
+
+    opts = AttachOptions("eth0", [80, 443], metrics_addr="127.0.0.1:9717")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert "\n%s\n" % attached_line(opts, "native", "synguard") in readme

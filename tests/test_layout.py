@@ -52,3 +52,9 @@ def test_design_describes_every_counter():
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "DESIGN.md")) as f:
         rows = [line.split("|")[1] for line in f if line.startswith("| `")]
     assert set(re.findall(r"`(\w+)`", "".join(rows))) == set(layout.counter_names())
+
+
+def test_every_c_file_says_its_license():
+    for path in sorted(layout.bpf_dir().iterdir()):
+        if path.suffix in (".c", ".h"):
+            assert path.read_text().startswith("/* SPDX-License-Identifier: GPL-2.0-only */\n"), path.name

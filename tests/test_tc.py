@@ -1,7 +1,7 @@
 """The tc program through BPF_PROG_TEST_RUN, with bpf_sk_assign_tcp_reqsk
-mocked (-DSG_MOCK_REQSK: it answers -skb->mark, as test runs are no tc
-ingress, where the real one refuses everything): every path of it, and
-the conntrack entry it makes."""
+mocked (MOCK_REQSK, a function-like macro given to the compiler: it
+answers -skb->mark, as test runs are no tc ingress, where the real one
+refuses everything): every path of it, and the conntrack entry it makes."""
 
 import ipaddress
 import socket
@@ -15,13 +15,15 @@ from synguard.lab import netns, support
 
 PORT = support.PORT
 TC_ACT_OK, TC_ACT_UNSPEC = 0, 0xFFFFFFFF
+# The call of the kfunc, replaced: the product's source knows nothing of it.
+MOCK_REQSK = "bpf_sk_assign_tcp_reqsk(skb,sk,attrs,sz)=(-(int)(skb)->mark)"
 EINVAL = 22
 
 
 @pytest.fixture(scope="module")
 def tcdp(unit_ns):
     support.load_conntrack()  # the kfuncs are nf_conntrack's
-    with support.compiled("tc", conntrack=True, defines=("SG_MOCK_REQSK",)) as (dp, maps):
+    with support.compiled("tc", conntrack=True, defines=(MOCK_REQSK,)) as (dp, maps):
         yield dp, maps
 
 
