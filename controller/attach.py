@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from . import datapath, firewall, host, layout, libbpf, liveconfig, maps, netlink
+from . import datapath, firewall, fleet, host, keys, layout, libbpf, liveconfig, maps, netlink
 from .datapath import TC_PROG, XDP_PROG
 from .oniface import TC_HANDLE, TC_PRIORITY, adoptable, inspect
 from .runstate import (
@@ -66,6 +66,7 @@ class Attached:
     maps: object
     state: RunState
     lock: ControllerLock
+    keys: object  # the key source on maps.secrets (keys.source_for)
     adopted: bool = False
     notes: list = field(default_factory=list)  # what attach changed on the host, for the log
     shared: list = field(default_factory=list)  # maps carried over from the data path replaced
@@ -123,8 +124,33 @@ class Claim:
                 pass
 
     def close(self):
-        if self.lock:
+        """After a failed attach: the lock goes, and its file too where no
+        run state says a data path of ours stays."""
+        if not self.lock:
+            return
+        if RunState.load(self.ifname) is None:
+            self.lock.drop()
+        else:
             self.lock.close()
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What the pre-flight found: the interface, and the cookie mode the
+    kernel gives (auto resolved)."""
+
+    ifindex: int
+    cookies: str  # 'synguard' or 'kernel'
+
+
+def preflight(opts):
+    """Everything that can be checked before anything is built or touched,
+    checked once: the interface, privileges, bcc, the kernel, and what the
+    cookie mode allows of opts (UsageError). Returns Ready."""
+    ifindex = check_interface(opts.iface)
+    cookies = check_kernel(opts.cookies)
+    opts.check_mode(cookies)
+    return Ready(ifindex, cookies)
 
 
 def check_interface(ifname):
@@ -190,24 +216,22 @@ def _named(prog_id):
     return ", %r" % name if name else ""
 
 
-def attach(opts, rotator, claimed=lambda: None):
+def attach(opts, ready, claimed=lambda: None):
     """Load, pin and attach; or adopt what a controller that is gone (or
-    hands over) left attached. rotator(secrets map) is the key source;
-    claimed() runs once the interface is ours to change (the lock held),
-    before anything on it changes. Returns Attached."""
-    idx = check_interface(opts.iface)
-    opts.cookies = check_kernel(opts.cookies)
+    hands over) left attached. ready: preflight(opts). claimed() runs once
+    the interface is ours to change (the lock held), before anything on it
+    changes. Returns Attached."""
     claim = Claim(opts)
     try:
         host.ensure_bpffs()
-        on = inspect(opts.iface, idx)
+        on = inspect(opts.iface, ready.ifindex)
         fw = check_firewall(opts)
         # A data path that cannot make the conntrack entries the rule set
         # now needs is replaced, not adopted.
         if (
             on.ours
             and adoptable(on)
-            and on.state.cookies == opts.cookies
+            and on.state.cookies == ready.cookies
             and (not fw.insert or on.state.conntrack_built)
         ):
             claim.take()
@@ -215,14 +239,14 @@ def attach(opts, rotator, claimed=lambda: None):
             try:
                 # as the previous controller left it (a draining one may
                 # have finished meanwhile: then there is nothing to adopt)
-                on = inspect(opts.iface, idx)
+                on = inspect(opts.iface, ready.ifindex)
                 if adoptable(on):
-                    return adopt(opts, on, claim.lock, fw)
+                    return adopt(opts, ready.cookies, on, claim.lock, fw)
             except host.SysctlRefused as e:
                 raise AttachError(e.strerror) from None
         check_place(opts, on)
         mode = pick_mode(opts, on)
-        return _attach_new(opts, on, mode, fw, rotator, claim, claimed)
+        return _attach_new(opts, ready.cookies, on, mode, fw, claim, claimed)
     except BaseException:
         claim.close()
         raise
@@ -256,7 +280,15 @@ def configure(m, state, opts):
     m.set_ports(opts.ports)
 
 
-def adopt(opts, on, lock, fw):
+def key_source(opts, cookies, secrets_map):
+    """The data path's key source, on its secrets map (keys.source_for)."""
+    try:
+        return keys.source_for(cookies, opts.rotate_seconds, opts.fleet_key)(secrets_map)
+    except fleet.FleetKeyError as e:  # the key file changed since the options were read
+        raise AttachError(str(e)) from None
+
+
+def adopt(opts, cookies, on, lock, fw):
     """Take over a data path left attached: keep its keys (cookies already
     sent stay valid), its syncache and its counters; apply this attach's
     ports and settings (a drain the last controller began ends here)."""
@@ -268,15 +300,16 @@ def adopt(opts, on, lock, fw):
         dp.close()
         raise
     try:
+        source = key_source(opts, cookies, m.secrets)
         _take_options(state, opts, fw)
         configure(m, state, opts)
-        notes = mode_sysctls(opts.cookies, state.sysctls) + fw.apply(state.sysctls)
+        notes = mode_sysctls(cookies, state.sysctls) + fw.apply(state.sysctls)
     except BaseException:
         m.close()
         dp.close()
         raise
     state.save()
-    return Attached(dp, m, state, lock, adopted=True, notes=notes)
+    return Attached(dp, m, state, lock, source, adopted=True, notes=notes)
 
 
 class _Undo:
@@ -297,14 +330,14 @@ class _Undo:
                 pass
 
 
-def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
+def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
     pins = pin_dir(opts.iface)
     staging = staging_dir(pins)
     shutil.rmtree(staging, ignore_errors=True)
     # A data path of ours in the same cookie mode is carried over: the maps
     # it can share, the sysctls as they were before the first attach, its
     # clsact qdisc. Any other is put back as it was if this attach fails.
-    carry = on.ours and on.state is not None and on.state.cookies == opts.cookies
+    carry = on.ours and on.state is not None and on.state.cookies == cookies
     state = RunState(
         opts.iface,
         on.ifindex,
@@ -314,7 +347,7 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
         sorted(opts.ports),
         opts.rotate_seconds,
         source_hash=datapath.source_hash(),
-        cookies=opts.cookies,
+        cookies=cookies,
         map_layouts=maps.signatures(),
     )
     _take_options(state, opts, fw)
@@ -335,10 +368,11 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
         # With the conntrack code wherever it can load, so that a firewall
         # that appears later can be met without a restart (daemon.py).
         state.conntrack_built = not firewall.cannot_insert()
-        dp = datapath.build(staging, size, state.conntrack_built, opts.cookies)
+        dp = datapath.build(staging, size, state.conntrack_built, cookies)
         m = dp.open_maps()
+        source = key_source(opts, cookies, m.secrets)
         if "secrets" not in shared:
-            rotator(m.secrets).install_initial()
+            source.install_initial()
 
         # 2. The running controller, if any, hands over; from here on the
         # interface is ours to change.
@@ -348,7 +382,7 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
 
         # 3. The host: sysctls, then the run state: from here on, `synguard
         # detach` knows what to undo.
-        notes += _host_step(opts, on, state, fw, carry, undo)
+        notes += _host_step(cookies, on, state, fw, carry, undo)
         state.save()
 
         # 4. tc first: no validated ACK may arrive before the hand-off exists.
@@ -386,10 +420,10 @@ def _attach_new(opts, on, mode, fw, rotator, claim, claimed):
         for fd in held:
             if fd is not None:
                 os.close(fd)
-    return Attached(dp, m, state, claim.lock, notes=notes, shared=shared)
+    return Attached(dp, m, state, claim.lock, source, notes=notes, shared=shared)
 
 
-def _host_step(opts, on, state, fw, carry, undo):
+def _host_step(cookies, on, state, fw, carry, undo):
     """The sysctls the cookies and the firewall need, set back on detach.
     What a data path we replace changed is set back first, as its detach
     would (and again as it was if this attach fails), so that ours records
@@ -404,7 +438,7 @@ def _host_step(opts, on, state, fw, carry, undo):
             host.restore_sysctls(on.state.sysctls)
         undo.push(host.restore_sysctls, state.sysctls)
         undo.push(state.remove)
-    notes = mode_sysctls(opts.cookies, state.sysctls)
+    notes = mode_sysctls(cookies, state.sysctls)
     return notes + fw.apply(state.sysctls) + ["firewall: %s" % w for w in fw.warnings]
 
 

@@ -30,7 +30,6 @@ import time
 
 from . import attach, firewall, host, journal, layout, liveconfig, netlink, supervisor, wire
 from .formats import format_ports
-from .keys import FleetRotator, KernelCookies, KeyRotator
 from .listeners import mptcp_ports
 from .options import UsageError
 from .runstate import takeover_path
@@ -47,17 +46,6 @@ DRAIN_MAX_SECONDS = 60.0
 LIMIT_QUIET_SECONDS = 10.0
 
 
-def rotator_for(opts, cookies="synguard"):
-    def rotator(secrets_map):
-        if cookies == "kernel":
-            return KernelCookies(secrets_map, opts.rotate_seconds)
-        if opts.fleet_key:
-            return FleetRotator(secrets_map, opts.rotate_seconds, opts.fleet_key)
-        return KeyRotator(secrets_map, opts.rotate_seconds)
-
-    return rotator
-
-
 def _packet_socket(ifname):
     try:
         return wire.PacketSocket(ifname, layout.TIMER_BATCH)
@@ -68,12 +56,13 @@ def _packet_socket(ifname):
 
 
 def metrics_refusal(addr, e):
-    """The line for a metrics address that cannot be bound."""
+    """The line for a metrics address that cannot be bound: who holds the
+    port, where that can be seen."""
     line = "cannot serve metrics on %s: %s" % (addr, e.strerror or e)
     if e.errno == errno.EADDRINUSE:
-        line += (
-            " (another synguard's? each interface needs a port of its own: --metrics-addr, or "
-            "metrics_addr in its config file)"
+        holder = host.listener_of(int(addr.rsplit(":", 1)[1]))
+        line += " (%sanother port: --metrics-addr, or metrics_addr in the config file)" % (
+            "%s, pid %d, listens there; " % (holder[1], holder[0]) if holder else ""
         )
     return line
 
@@ -157,18 +146,15 @@ def run(opts, reread=None):
     sock = a = None
     how = "stop"
     try:
-        attach.check_interface(opts.iface)
-        cookies = attach.check_kernel(opts.cookies)
-        opts.check_mode(cookies)  # UsageError: exit 2
+        ready = attach.preflight(opts)
         sock = _packet_socket(opts.iface)
-        rotator = rotator_for(opts, cookies)
-        a = attach.attach(opts, rotator, claimed)
+        a = attach.attach(opts, ready, claimed)
         for note in a.notes:
             log.info("%s", note)
         say_attached(opts, a)
         if metrics.collector:
             metrics.collector.attached = a
-        ctl = Controller(opts, a, rotator(a.maps.secrets), sock, metrics, sigs, reread)
+        ctl = Controller(opts, a, sock, metrics, sigs, reread)
         how = ctl.protect()
         if how == "stop":
             how = ctl.stop()
@@ -241,8 +227,8 @@ def attached_line(opts, mode, cookies, monitor=False):
 class Controller:
     """The controller's loop over one attached data path."""
 
-    def __init__(self, opts, a, keys, sock, metrics, sigs, reread=None):
-        self.opts, self.a, self.keys, self.metrics, self.sigs = opts, a, keys, metrics, sigs
+    def __init__(self, opts, a, sock, metrics, sigs, reread=None):
+        self.opts, self.a, self.keys, self.metrics, self.sigs = opts, a, a.keys, metrics, sigs
         self.reread = reread
         self.cache = Syncache(a.maps, a.dp.timer_fd, wire=sock)
         self.fw = FirewallWatch(a, opts)
@@ -317,11 +303,11 @@ class Controller:
         asked = self.sigs.rotate
         if asked:
             self.sigs.rotate = False
-            if hasattr(self.keys, "rotate_now"):
+            if self.keys.refused:
+                log.warning("SIGUSR1: %s", self.keys.refused)
+            else:
                 self.keys.rotate_now()
                 log.info("cookie key rotated on request (SIGUSR1)")
-            else:
-                log.warning("SIGUSR1: %s; not rotated", self.keys.not_rotated)
         if self.keys.due_in() > 0 and not asked:
             return True
         if not asked:
@@ -352,7 +338,6 @@ class Controller:
             return
         try:
             new = self.reread()
-            new.cookies = attach.check_kernel(new.cookies)  # auto as attach resolved it
             changes = reload_changes(self.opts, new)
         except (UsageError, ValueError, attach.AttachError) as e:
             log.error("reload refused, the running config kept: %s", e)

@@ -165,3 +165,29 @@ def ensure_bpffs(root=BPFFS):
         err = ctypes.get_errno()
         raise OSError(err, "mount bpffs at %s: %s" % (root, os.strerror(err)))
     return True
+
+
+def listener_of(port):
+    """(pid, name) of a process with a TCP socket listening on port in this
+    network namespace, or None where none can be seen (another PID
+    namespace's, say)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add("socket:[%s]" % fields[9])
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if inodes else ():
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+            if any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) in inodes for fd in fds):
+                with open("/proc/%s/comm" % pid) as f:
+                    return int(pid), f.read().strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return None

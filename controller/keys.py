@@ -22,10 +22,38 @@ from . import fleet, layout
 log = logging.getLogger("synguard")
 
 
+# Why a rotation cannot be asked for (`synguard rotate`, SIGUSR1), by key
+# source; the CLI and the controller both say these.
+KERNEL_OWN = "the kernel's cookie secret is its own: nothing to rotate"
+FLEET_OWN = (
+    "its keys come from the fleet's master key (change it with next_key in the key file), not from here"
+)
+
+
+def source_for(cookies, period, fleet_key=""):
+    """The key source of a data path: a callable that takes its secrets map
+    and returns a KeyRotator, FleetRotator or KernelCookies."""
+    if cookies == "kernel":
+        return lambda secrets_map: KernelCookies(secrets_map, period)
+    if fleet_key:
+        return lambda secrets_map: FleetRotator(secrets_map, period, fleet_key)
+    return lambda secrets_map: KeyRotator(secrets_map, period)
+
+
+def rotation_refused(cookies, fleet):
+    """Why a rotation on request is refused for a data path in cookie mode
+    cookies whose secrets map says fleet; None if it is not."""
+    if cookies == "kernel":
+        return KERNEL_OWN
+    return FLEET_OWN if fleet else None
+
+
 class KeyRotator:
     """Random keys, rotated every period seconds after the last rotation
     the map records (a controller that takes over keeps the schedule; a
     schedule missed while no controller ran rotates at once)."""
+
+    refused = None
 
     def __init__(self, secrets_map, period=16.0):
         self.map = secrets_map
@@ -83,7 +111,7 @@ class KernelCookies:
     rotate. The controller's loop still wakes every period for its checks
     (our programs still attached, the firewall)."""
 
-    not_rotated = "the kernel's cookie secret is its own"
+    refused = KERNEL_OWN
 
     def __init__(self, secrets_map, period=16.0):
         self.period = period
@@ -106,7 +134,7 @@ class FleetRotator:
     takes effect without a restart; a file that cannot be read then is
     logged and the keys already derived are kept."""
 
-    not_rotated = "fleet keys come from the master key"
+    refused = FLEET_OWN
 
     def __init__(self, secrets_map, period, key_path, clock=time.time):
         self.map = secrets_map

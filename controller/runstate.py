@@ -155,21 +155,42 @@ class ControllerLock:
     its lifetime, released by the kernel however the process ends."""
 
     def __init__(self, ifname):
-        path = _lock_path(state_path(ifname))
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        self.path = _lock_path(state_path(ifname))
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(self.fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise FileExistsError(
+                        errno.EEXIST, "another synguard controller holds %s" % self.path
+                    ) from None
+                raise
+            # Locked, but the file may have been removed meanwhile (drop()
+            # by a controller whose attach failed): a lock on it is no lock.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    return
+            except FileNotFoundError:
+                pass
             os.close(self.fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise FileExistsError(errno.EEXIST, "another synguard controller holds %s" % path) from None
-            raise
 
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def drop(self):
+        """Let go and remove the lock file (nothing of ours stays on the
+        interface): removed while held, so no one else holds that file."""
+        if self.fd >= 0:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.close()
 
 
 def controller_lock_held(state_file):

@@ -11,7 +11,7 @@ import time
 
 from . import datapath, layout, netlink, syncache
 from .oniface import adoptable, inspect
-from .runstate import RunState
+from .runstate import RunState, controller_lock_held, state_path
 from .settings import current
 
 
@@ -20,6 +20,10 @@ def protection(ifname):
     when protected, anything worth knowing ('' otherwise)."""
     state = RunState.load(ifname)
     if state is None:
+        # A controller holds the lock from its first step, before anything
+        # is written: it is compiling or checking.
+        if controller_lock_held(state_path(ifname)):
+            return False, "attach is still under way", None
         return False, "not attached", None
     idx = netlink.ifindex(ifname)
     if not idx or idx != state.ifindex:

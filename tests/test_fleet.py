@@ -6,7 +6,7 @@ import stat
 
 import pytest
 from model import ack_for, run, syn
-from synguard import fleet, libbpf
+from synguard import fleet, keys, libbpf
 from synguard.keys import FleetRotator, KeyRotator
 
 P = 16.0  # rotation period
@@ -128,6 +128,22 @@ def test_rotator_writes_the_keys_before_the_flip(cookies_only):
     assert bytes(s2.keys[s1.active]) == bytes(s1.keys[s1.active])  # the old current is now the previous
     assert bytes(s2.keys[s2.active]) == bytes(s1.ahead)  # the old next is now the current
     os.unlink(m_path)
+
+
+def test_each_key_source_says_why_it_will_not_rotate_on_request(cookies_only, tmp_path):
+    _, maps = cookies_only
+    path = str(tmp_path / "fleet.key")
+    write_key_file(path, fleet.generate())
+    for cookies, key, kind in (
+        ("synguard", "", keys.KeyRotator),
+        ("synguard", path, FleetRotator),
+        ("kernel", "", keys.KernelCookies),
+    ):
+        source = keys.source_for(cookies, P, key)(maps.secrets)
+        source.install_initial()
+        assert type(source) is kind
+        assert source.refused == keys.rotation_refused(cookies, maps.secrets.lookup(0).fleet)
+    assert keys.rotation_refused("synguard", 0) is None
 
 
 def write_key_file(path, text, mode=0o600):

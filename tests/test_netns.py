@@ -27,10 +27,10 @@ def server_keys(bed):
 def leftovers(bed):
     """What synguard could have left on the server side."""
     on = on_interface(bed)
-    return {"xdp": on["xdp"][0], "tc": on["tc"], **{k: on[k] for k in ("clsact", "pins", "state")}}
+    return {"xdp": on["xdp"][0], "tc": on["tc"], **{k: on[k] for k in ("clsact", "pins", "run files")}}
 
 
-NOTHING_LEFT = {"xdp": 0, "tc": 0, "clsact": False, "pins": False, "state": False}
+NOTHING_LEFT = {"xdp": 0, "tc": 0, "clsact": False, "pins": False, "run files": []}
 
 
 @pytest.fixture(scope="module")

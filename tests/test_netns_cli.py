@@ -361,7 +361,7 @@ def test_detach_says_what_it_did(tmp_path):
         proc = bed.attach([PORT], "--no-metrics", "--fleet-key", str(key))
         r = bed.synguard_run("rotate", bed.server_if)
         assert r.returncode == 2
-        assert r.stderr.startswith("synguard: error: %s is in fleet mode: its keys come from" % bed.server_if)
+        assert r.stderr.startswith("synguard: error: %s: its keys come from the fleet" % bed.server_if)
         state = bed.synguard_run("status", bed.server_if, "--json")
         assert state.returncode == 0
         r = bed.synguard_run("detach", bed.server_if, "--now")  # the drain: test_netns_lifecycle.py
@@ -413,3 +413,24 @@ def test_detach_in_the_wrong_namespace_says_where(protected):
         % (proc.pid, bed.server_if, netns.ns_id(bed.server_ns), proc.pid, bed.server_if)
     )
     assert proc.poll() is None
+
+
+def test_status_during_attach_says_it_is_under_way():
+    """From the controller's first step (the lock) to its "protecting"
+    line, status says attach is under way, and exits 1."""
+    with Testbed() as bed:
+        proc = bed.synguard(
+            "attach", bed.server_if, "--ports", str(PORT), "--no-metrics", stdout=subprocess.PIPE, text=True
+        )
+        try:
+            said = []
+            while not said or said[-1][0] != 0:
+                r = bed.synguard_run("status", bed.server_if)
+                said.append((r.returncode, (r.stdout or r.stderr).strip().splitlines()[0]))
+                assert proc.poll() is None, said
+            assert "protecting" in proc.stdout.readline()
+            kinds = [s for s in said if "not attached" not in s[1]]
+            assert kinds[0][0] == 1 and kinds[0][1].endswith("attach is still under way"), said
+        finally:
+            proc.send_signal(signal.SIGQUIT)
+            assert proc.wait(30) == 0

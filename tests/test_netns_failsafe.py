@@ -13,7 +13,6 @@ import time
 
 import pytest
 from synguard import attach, netlink, oniface
-from synguard.keys import KeyRotator
 from synguard.lab import netns
 from synguard.lab.support import on_interface as interface
 from synguard.lab.testbed import SERVER4, EchoServer, Testbed
@@ -47,7 +46,7 @@ def attach_in(bed, **kw):
     step can be made to fail)."""
     opts = AttachOptions(bed.server_if, [PORT], **{"force": True, **kw})
     with netns.netns(bed.server_ns):
-        return attach.attach(opts, KeyRotator)
+        return attach.attach(opts, attach.preflight(opts))
 
 
 def fail(monkeypatch, module, name, after=0):
@@ -108,10 +107,13 @@ def test_refusals_come_before_anything_is_touched(foreign):
     try:
         r = bed.synguard_run("attach", bed.server_if, "--ports", str(PORT), "--force")
         assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
-        assert (
-            "cannot serve metrics on 127.0.0.1:9717: Address already in use (another synguard's? " in r.stderr
+        with open("/proc/self/comm") as f:
+            me = f.read().strip()
+        assert r.stderr == (
+            "synguard: error: attach failed, %s left as it was: cannot serve metrics on 127.0.0.1:9717: "
+            "Address already in use (%s, pid %d, listens there; another port: --metrics-addr, or "
+            "metrics_addr in the config file)\n" % (bed.server_if, me, os.getpid())
         )
-        assert "each interface needs a port of its own: --metrics-addr, or metrics_addr in" in r.stderr
     finally:
         taken.close()
     assert interface(bed) == before

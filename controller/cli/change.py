@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from .. import attach, host, netlink, oniface, running
+from .. import attach, host, keys, netlink, oniface, running
 from ..formats import num
 from ..maps import Maps
 from ..options import UsageError
@@ -206,18 +206,11 @@ def cmd_rotate(args):
     flip), so two rotations never interleave. This waits until the map says
     it happened."""
     state = controller_of(args.iface, "rotate")
-    if state.cookies == "kernel":
-        raise UsageError(
-            "%s answers with the kernel's cookies, whose secret is the kernel's own: nothing to rotate"
-            % args.iface
-        )
     with Maps(state.pins) as maps:
         s = maps.secrets.lookup(0)
-        if s.fleet:
-            raise UsageError(
-                "%s is in fleet mode: its keys come from the fleet's master key (change it with "
-                "next_key in the key file), not from here" % args.iface
-            )
+        refused = keys.rotation_refused(state.cookies, s.fleet)
+        if refused:
+            raise UsageError("%s: %s" % (args.iface, refused))
         if not running.catches(state.pid, signal.SIGUSR1):
             raise Failure(
                 "the controller of %s (pid %d) predates synguard rotate: restart it" % (args.iface, state.pid)

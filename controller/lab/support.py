@@ -123,8 +123,8 @@ def load_conntrack():
 
 def on_interface(bed):
     """Everything synguard may leave on the server's interface: XDP (id,
-    mode), our tc place, every ingress filter, the qdiscs; the pins and the
-    run state; the sysctl attach may change."""
+    mode), our tc place, every ingress filter, the qdiscs; the pins, the
+    run state and the lock; the sysctl attach may change."""
     from .. import netlink, oniface
 
     with netns.netns(bed.server_ns):
@@ -143,7 +143,11 @@ def on_interface(bed):
         "filters": tc("filter", "ingress"),
         "clsact": "clsact" in tc("qdisc"),
         "pins": os.path.exists(bed.pins()),
-        "state": os.path.exists(bed.state_path()),
+        "run files": sorted(  # the run state, the lock, a takeover request
+            f for f in os.listdir(os.path.dirname(bed.state_path())) if f.startswith(bed.server_if + ".")
+        )
+        if os.path.isdir(os.path.dirname(bed.state_path()))
+        else [],
         "sysctls": {"net.ipv4.tcp_syncookies": syncookies},
     }
 
