@@ -50,10 +50,10 @@ demo: setup         ## namespace test bed, real clients, a bounded flood, counte
 test: setup         ## the test suite (needs root: namespaces, XDP, bpffs)
 	$(PYTHON) -m pytest -q -ra tests
 
-lint: setup         ## ruff (rules in pyproject.toml) and its formatting; clang-format on bpf/ (kernel style)
+lint: setup         ## ruff (rules in pyproject.toml) and its formatting; clang-format on bpf/ and bench/ (kernel style)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/clang-format --dry-run -Werror bpf/*.c bpf/*.h
+	$(VENV)/bin/clang-format --dry-run -Werror --style=file:bpf/.clang-format bpf/*.c bpf/*.h bench/*.c bench/*.h
 
 fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
 	SYNGUARD_FUZZ_EXAMPLES=100000 $(PYTHON) -m pytest -q tests/test_fuzz.py

@@ -24,9 +24,11 @@
  * reaches the attacker as an skb, as the kernel's own answers do.
  */
 
+#include <linux/if_ether.h>
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
-#include <linux/if_ether.h>
+
+#include "spoof.h"
 
 struct bounce_cfg {
 	u8 frame[FRAME_LEN];
@@ -41,12 +43,6 @@ BPF_PERCPU_ARRAY(budget, u64, 1);
 BPF_PERCPU_ARRAY(bounce_count, u64, 6);
 /* bpf_ktime_get_ns() of this CPU's last SYN */
 BPF_PERCPU_ARRAY(last_tx, u64, 1);
-
-static __always_inline u32 fold(u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	return (s & 0xffff) + (s >> 16);
-}
 
 static __always_inline void count(u32 k)
 {
@@ -64,12 +60,13 @@ int bounce(struct xdp_md *ctx)
 	u32 k = 0, kind = 2;
 	struct bounce_cfg *c;
 	u64 *left, *last, now;
-	u32 r1, r2, s;
+	u32 s;
 	u16 *ip, *tcp;
 	u8 *flags;
 	int len;
 
-	if (data + ETH_HLEN + 20 + 14 <= end && eth->h_proto == __builtin_bswap16(ETH_P_IP)) {
+	if (data + ETH_HLEN + 20 + 14 <= end &&
+	    eth->h_proto == __builtin_bswap16(ETH_P_IP)) {
 		flags = data + ETH_HLEN + 20 + 13;
 		if ((*flags & 0x12) == 0x12)
 			kind = 0;
@@ -101,18 +98,8 @@ int bounce(struct xdp_md *ctx)
 	__builtin_memcpy(data, c->frame, FRAME_LEN);
 	ip = data + ETH_HLEN;
 	tcp = data + ETH_HLEN + 20;
-	r1 = bpf_get_prandom_u32();
-	r2 = bpf_get_prandom_u32();
-	/* source 198.19.0.0/16 with a random host part, never .0.0 */
-	ip[14 / 2] = (u16)((r1 % 65534) + 1);
-	s = ip[14 / 2];
-	ip[10 / 2] = ~fold((u16)~ip[10 / 2] + s);
-	r1 = bpf_get_prandom_u32();
-	tcp[0] = r1 | 0x0004; /* source port >= 1024 (its high byte comes first) */
-	tcp[2] = r2;
-	tcp[3] = r1 >> 16;
-	s += tcp[0] + tcp[2] + tcp[3];
-	tcp[8] = ~fold((u16)~tcp[8] + fold(s));
+	s = spoof_saddr4(ip, bpf_get_prandom_u32()); /* in 198.19.0.0/16 */
+	spoof_ports(tcp, bpf_get_prandom_u32(), bpf_get_prandom_u32(), s);
 	count(3);
 	return XDP_TX;
 }

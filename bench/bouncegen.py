@@ -36,7 +36,8 @@ import time
 from synguard import netlink, packets
 from synguard.lab import netns
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bouncegen.c")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "bouncegen.c")
 KINDS = ("synack", "rst", "other", "sent", "stopped", "short")
 TC_ATTACH = {"parent": "ffff:fff2", "classid": 1, "direct_action": True}  # clsact ingress
 
@@ -47,7 +48,7 @@ class Bounce:
 
         self.frame = bytes(frame)
         with open(SOURCE, "rb") as f:
-            self.bpf = BPF(text=f.read(), cflags=["-DFRAME_LEN=%d" % len(frame)])
+            self.bpf = BPF(text=f.read(), cflags=["-DFRAME_LEN=%d" % len(frame), "-I" + HERE])
         self.bounce_fd = self.bpf.load_func(b"bounce", BPF.XDP).fd
         self.reflect_fd = self.bpf.load_func(b"reflect", BPF.XDP).fd
         self.reflect_tc_fd = self.bpf.load_func(b"reflect_tc", BPF.SCHED_CLS).fd

@@ -17,8 +17,10 @@
  * TCP flags and drops it.
  */
 
-#include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
+#include <uapi/linux/bpf.h>
+
+#include "spoof.h"
 
 struct gen_cfg {
 	u8 frame[FRAME_LEN];
@@ -28,12 +30,6 @@ struct gen_cfg {
 BPF_ARRAY(gen_cfg, struct gen_cfg, 1);
 /* 0: SYN-ACKs, 1: RSTs, 2: anything else */
 BPF_PERCPU_ARRAY(sink_count, u64, 3);
-
-static __always_inline u32 fold(u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	return (s & 0xffff) + (s >> 16);
-}
 
 int gen(struct xdp_md *ctx)
 {
@@ -59,17 +55,9 @@ int gen(struct xdp_md *ctx)
 	s = (u16)r1 + (r1 >> 16) + (u16)r2 + (r2 >> 16);
 #else
 	tcp = data + ETH_HLEN + 20;
-	/* source SPOOF_BASE/16 with a random host part, never .0.0 */
-	ip[14 / 2] = (u16)((r1 % 65534) + 1);
-	s = ip[14 / 2];
-	ip[10 / 2] = ~fold((u16)~ip[10 / 2] + s);
+	s = spoof_saddr4(ip, r1); /* in SPOOF_BASE/16 */
 #endif
-	r1 = bpf_get_prandom_u32();
-	tcp[0] = r1 | 0x0004; /* source port >= 1024 (its high byte comes first) */
-	tcp[2] = r2;
-	tcp[3] = r1 >> 16;
-	s += tcp[0] + tcp[2] + tcp[3];
-	tcp[8] = ~fold((u16)~tcp[8] + fold(s));
+	spoof_ports(tcp, bpf_get_prandom_u32(), r2, s);
 	return XDP_TX;
 }
 

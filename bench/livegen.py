@@ -25,7 +25,8 @@ from synguard import libbpf, netlink, packets
 from synguard.lab import netns
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "livegen.c")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "livegen.c")
 SPOOF4 = ipaddress.ip_network("198.19.0.0/16")
 SPOOF6 = ipaddress.ip_network("2001:db8:5::/64")
 LINUX_OPTS = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))
@@ -79,7 +80,7 @@ class LiveGen:
         from bcc import BPF
 
         self.frame = bytes(frame)
-        cflags = ["-DFRAME_LEN=%d" % len(frame)] + (["-DSPOOF_V6"] if v6 else [])
+        cflags = ["-DFRAME_LEN=%d" % len(frame), "-I" + HERE] + (["-DSPOOF_V6"] if v6 else [])
         with open(SOURCE, "rb") as f:
             self.bpf = BPF(text=f.read(), cflags=cflags)
         self.gen_fd = self.bpf.load_func(b"gen", BPF.XDP).fd

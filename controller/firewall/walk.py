@@ -261,13 +261,7 @@ class Walker:
         if isinstance(lv, tuple) and lv and lv[0] == "IF":
             ifname = lv[1]
             cands = _aslist(right["set"]) if isinstance(right, dict) and "set" in right else [right]
-            res = [_if_match(ifname, c) for c in cands]
-            hit = True if True in res else (U if U in res else False)
-            if op in ("==", "in"):
-                return hit
-            if op == "!=":
-                return U if hit is U else not hit
-            return U
+            return _any_hit(op, [_if_match(ifname, c) for c in cands])
         return _cmp(op, lv, right)
 
     # --- rules --------------------------------------------------------------
@@ -636,17 +630,22 @@ def _norm(x):
     return None
 
 
+def _any_hit(op, res):
+    """op (==, in, !=) against a set, from whether each element matches
+    (True, False or U, unknown)."""
+    hit = True if True in res else (U if U in res else False)
+    if op in ("==", "in"):
+        return hit
+    if op == "!=":
+        return U if hit is U else not hit
+    return U
+
+
 def _cmp(op, lv, right):
     if isinstance(lv, str) and isinstance(right, int):
         right = L4_NAMES.get(right, right)
     if isinstance(right, dict) and "set" in right:
-        res = [_in_elem(lv, e) for e in _aslist(right["set"])]
-        hit = True if True in res else (U if U in res else False)
-        if op in ("==", "in"):
-            return hit
-        if op == "!=":
-            return U if hit is U else not hit
-        return U
+        return _any_hit(op, [_in_elem(lv, e) for e in _aslist(right["set"])])
     if isinstance(right, dict) and "range" in right:
         hit = _in_elem(lv, right)
         if op in ("==", "in"):
