@@ -186,7 +186,7 @@ def exported_names(maps):
     """Every series name the exporter produces, as Prometheus stores them."""
     state = RunState("test0", 1, 1, os.getpid(), "native", [80], 16.0)
     collector = SynguardCollector()
-    collector.attached = Attached(None, maps, state, None)
+    collector.attached = Attached(None, maps, state, lock=None, keys=None)
     names = set()
     for family in collector.collect():
         for sample in family.samples:
