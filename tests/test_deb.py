@@ -134,7 +134,9 @@ def check_installed():
     assert Path(MAN).is_file() and stat.S_IMODE(os.stat(MAN).st_mode) == 0o644
     where = run(["/usr/bin/python3", "-I", "-c", "import synguard; print(synguard.__file__)"], cwd="/")
     assert where.stdout.strip() == PYLIB + "/__init__.py"
-    assert list(Path(PYLIB, "__pycache__").glob("cli.*.pyc")), "postinst did not byte-compile"
+    compiled = {(p.parent.parent, p.name.split(".")[0]) for p in Path(PYLIB).rglob("__pycache__/*.pyc")}
+    uncompiled = [str(p) for p in Path(PYLIB).rglob("*.py") if (p.parent, p.stem) not in compiled]
+    assert not uncompiled, "postinst did not byte-compile %s" % uncompiled
     assert Path(EXAMPLE).is_file()
 
     assert completions("synguard at") == ["attach"]
