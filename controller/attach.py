@@ -411,7 +411,7 @@ def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
         if dp:
             dp.close()
         if isinstance(e, (OSError, AttachError, datapath.LoadError)):
-            why = e.strerror or str(e) if isinstance(e, OSError) else str(e)
+            why = _said(e)
             # refused (exit 2: a restart would only repeat it) or failed (exit 1)
             kind = AttachError if isinstance(e, (AttachError, host.SysctlRefused)) else AttachFailed
             raise kind("attach failed, %s left as it was: %s" % (opts.iface, why)) from e
@@ -421,6 +421,15 @@ def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
             if fd is not None:
                 os.close(fd)
     return Attached(dp, m, state, claim.lock, source, notes=notes, shared=shared)
+
+
+def _said(e):
+    """What went wrong, in words: an OSError's with the file it names."""
+    if not isinstance(e, OSError):
+        return str(e)
+    if e.filename:
+        return "%s: %s" % (e.filename, e.strerror)
+    return e.strerror or str(e)
 
 
 def _host_step(cookies, on, state, fw, carry, undo):

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 
-from . import kfunc, layout, libbpf, maps
+from . import host, kfunc, layout, libbpf, maps
 from .maps import Maps
 
 SOURCES = ("common.c", "xdp_synguard.c", "tc_handoff.c", "syncache_timer.c")
@@ -159,7 +159,7 @@ def share(old_pins, staging, old_layouts, syncache_max):
     for group in SHARED_TOGETHER:
         if not shared.issuperset(group):
             shared.difference_update(group)
-    os.makedirs(staging, exist_ok=True)
+    host.make_dirs(staging)
     for name in sorted(shared):
         fd = libbpf.obj_get(os.path.join(old_pins, name))
         try:
@@ -184,7 +184,7 @@ class Datapath:
         self.conntrack = conntrack
         self.cookies = cookies
         defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
-        os.makedirs(pins, exist_ok=True)
+        host.make_dirs(pins)
         try:
             self.bpf = BPF(
                 text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines, cookies)

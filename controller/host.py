@@ -156,6 +156,20 @@ def join_host_mounts():
     return True
 
 
+def make_dirs(path, mode=0o755):
+    """os.makedirs(path), again where a detach (another interface's, or in
+    another namespace) removed an empty parent between two of its steps:
+    the directories under /run/synguard and the pin root are shared, and
+    the last one out removes them."""
+    for _ in range(10):
+        try:
+            os.makedirs(path, mode=mode, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
 def ensure_bpffs(root=BPFFS):
     """Mount bpffs at root if it is not there (many hosts never mount it)."""
     if fs_magic(root) == BPF_FS_MAGIC:

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from . import layout
-from .host import netns_id
+from .host import make_dirs, netns_id
 
 RUN_DIR = "/run/synguard"
 
@@ -92,7 +92,7 @@ class RunState:
         return pin_dir(self.ifname, self.netns)
 
     def save(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        make_dirs(os.path.dirname(self.path))
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(asdict(self), f)
@@ -156,9 +156,12 @@ class ControllerLock:
 
     def __init__(self, ifname):
         self.path = _lock_path(state_path(ifname))
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            make_dirs(os.path.dirname(self.path))
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # the directory went meanwhile: the last one out removes it
+                continue
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
