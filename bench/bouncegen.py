@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 
+from common import xdp_replace
 from synguard import netlink, packets
 from synguard.lab import netns
 
@@ -72,14 +73,7 @@ class Bounce:
         self.budget[ct.c_int(0)] = self.budget.Leaf(*[per_cpu.get(c, 0) for c in range(self.ncpu)])
 
     def _xdp(self, ns, ifname, fd):
-        with netns.netns(ns):
-            idx = netlink.ifindex(ifname)
-            try:
-                netlink.xdp_detach(idx, "native")
-            except OSError:
-                pass
-            netlink.xdp_attach(idx, fd, "native")
-        self._attached.append(("xdp", ns, idx))
+        self._attached.append(("xdp", ns, xdp_replace(ns, ifname, fd)))
 
     def attach(self, ns, ifname):
         """`bounce` on the attacker's veth, in place of whatever XDP was there."""

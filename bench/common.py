@@ -5,7 +5,7 @@ lookups under BPF_PROG_TEST_RUN see what they would on a server."""
 import contextlib
 import ipaddress
 
-from synguard import packets
+from synguard import netlink, packets
 from synguard.lab import netns, support
 from synguard.packets import SYN
 
@@ -23,6 +23,18 @@ def datapath(syncache_max=65536):
         support.configure(dp, maps)  # with the keys, made once
         with netns.netns(ns):
             yield dp, maps, ns
+
+
+def xdp_replace(ns, ifname, fd):
+    """fd as ifname's native XDP in ns, in place of whatever was there; its ifindex."""
+    with netns.netns(ns):
+        idx = netlink.ifindex(ifname)
+        try:
+            netlink.xdp_detach(idx, "native")
+        except OSError:
+            pass
+        netlink.xdp_attach(idx, fd, "native")
+    return idx
 
 
 def configure(dp, maps, **syncache):

@@ -21,6 +21,7 @@ import os
 import struct
 import time
 
+from common import xdp_replace
 from synguard import libbpf, netlink, packets
 from synguard.lab import netns
 
@@ -93,14 +94,7 @@ class LiveGen:
 
     def attach_sink(self, ns, ifname):
         """The counter on ifname in ns, in place of whatever XDP was there."""
-        with netns.netns(ns):
-            idx = netlink.ifindex(ifname)
-            try:
-                netlink.xdp_detach(idx, "native")
-            except OSError:
-                pass
-            netlink.xdp_attach(idx, self.sink_fd, "native")
-        self._sink = (ns, idx)
+        self._sink = (ns, xdp_replace(ns, ifname, self.sink_fd))
 
     def counts(self):
         """{synack, rst, other}: frames the sink saw so far."""

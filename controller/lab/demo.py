@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 
-from . import netns
+from . import add_cookies_option, netns
 from .testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
 
 PORT = 8080
@@ -44,12 +44,7 @@ def main(argv=None):
         "--clients", type=int, default=100, help="real connections before the flood (default 100)"
     )
     ap.add_argument("--seconds", type=float, default=20, help="upper bound on the flood's duration")
-    ap.add_argument(
-        "--cookies",
-        choices=("auto", "synguard", "kernel"),
-        default="auto",
-        help="whose cookies (default auto: what this kernel gets)",
-    )
+    add_cookies_option(ap)
     args = ap.parse_args(argv)
 
     print("synguard demo: namespace test bed, real listener, real clients, bounded flood")

@@ -38,6 +38,8 @@ import subprocess
 import sys
 import time
 
+from . import add_cookies_option
+
 PORT = 8080
 SPOOF_NET4 = "198.19.0.0/16"  # the attacker's spoofed sources (RFC 2544 range)
 METRICS = "127.0.0.1:9717"
@@ -604,12 +606,7 @@ def main(argv=None):
     ap.add_argument("--rate", type=int, default=20000, help="flood frames per second (default 20000)")
     ap.add_argument("--seconds", type=int, default=5, help="length of each flood (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    ap.add_argument(
-        "--cookies",
-        choices=("auto", "synguard", "kernel"),
-        default="auto",
-        help="whose cookies the server answers with (default auto: what its kernel gets)",
-    )
+    add_cookies_option(ap, "its kernel")
     args = ap.parse_args(argv)
     if args.hosts == "ssh":
         if not args.ssh_config:
