@@ -337,7 +337,7 @@ struct sg_handoff {
 	u32 isn;     /* the client's ISN: the validated ACK has seq isn + 1 */
 	u32 pending; /* 1 until tc has used it */
 	struct sg_tcp_req_attrs attrs;
-	u32 pad;
+	u32 iss; /* ours (the cookie or the entry's): the validated ACK acks iss + 1 */
 };
 
 BPF_TABLE_PINNED("lru_hash", struct sg_flow, struct sg_handoff, handoffs, 65536,

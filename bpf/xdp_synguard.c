@@ -154,13 +154,28 @@ static __always_inline int leave_to_kernel(int state, u32 ipv6)
  * after a failed hand-off is handed off again. */
 #define SG_HANDOFF_WINDOW_NS (10 * SG_MS)
 
+/* Whether a segment is of the handshake h handed off, not of a newer
+ * connection on the same 4-tuple: a client that reuses its port at once
+ * (ab, a proxy's pool, with no TIME_WAIT on the server) sends a new ACK
+ * milliseconds later. Until the kernel has the socket it has sent nothing
+ * but the SYN-ACK, so every segment of that handshake acks iss + 1; a new
+ * one acks its own ISS, and passing its ACK up plain would draw the
+ * kernel's RST. (The client's ISN cannot tell them apart: Linux makes a
+ * reused 4-tuple's ISN the old one plus its clock.) */
+static __always_inline int of_handoff(const struct sg_ctx *c,
+				      const struct sg_handoff *h)
+{
+	return bpf_ntohl(c->p.tcp->ack_seq) - 1 == h->iss;
+}
+
 static __always_inline int handed_off_recently(struct sg_ctx *c)
 {
 	struct sg_handoff *h = handoffs.lookup(c->key);
 
 	/* The ACK path's clock read: a bogus pure ACK never gets here. */
 	c->now = bpf_ktime_get_ns();
-	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS;
+	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS &&
+	       of_handoff(c, h);
 }
 
 /* A segment with no socket of a 4-tuple handed off less than
@@ -168,15 +183,18 @@ static __always_inline int handed_off_recently(struct sg_ctx *c)
  * ACK was lost after XDP passed it (a full accept queue, a drop in the
  * stack), or is still on its way up. The client retransmits from its
  * first data segment, whose cookie is handed off again, so such a segment
- * is dropped, never reset. Looked up only for a segment that would get an
- * RST: an ACK flood beyond the budgets never pays for it. */
+ * is dropped, never reset. One that acks more than the handshake's ISS is
+ * of a connection that was made and is gone (its late FIN): reset, as the
+ * kernel would. Looked up only for a segment that would get an RST: an
+ * ACK flood beyond the budgets never pays for it. */
 #define SG_RST_HOLD_NS (3000 * SG_MS)
 
 static __always_inline int handed_off_lately(const struct sg_ctx *c)
 {
 	struct sg_handoff *h = handoffs.lookup(c->key);
 
-	return h && (c->now < h->at_ns || c->now - h->at_ns < SG_RST_HOLD_NS);
+	return h && (c->now < h->at_ns || c->now - h->at_ns < SG_RST_HOLD_NS) &&
+	       of_handoff(c, h);
 }
 
 /* --- modes, clocks, the reflection limit, verified sources --------------- */
@@ -932,6 +950,7 @@ static __always_inline int hand_off(struct sg_ctx *c,
 	handshake_done(c);
 	h.at_ns = c->now;
 	h.isn = bpf_ntohl(c->p.tcp->seq) - 1;
+	h.iss = bpf_ntohl(c->p.tcp->ack_seq) - 1;
 	h.pending = 1;
 #ifdef SG_KERNEL_COOKIES
 	/* The kernel decodes the attributes from the cookie; a failed update

@@ -326,7 +326,7 @@ class Handoff(ct.Structure):
         ("isn", ct.c_uint32),
         ("pending", ct.c_uint32),
         ("attrs", TcpReqAttrs),
-        ("pad", ct.c_uint32),
+        ("iss", ct.c_uint32),
     ]
 
 

@@ -155,9 +155,9 @@ def handoff(maps, frame):
 
 
 def handed_off(maps, ack):
-    """XDP left a pending hand-off for exactly this ACK (its seq)."""
-    h = handoff(maps, ack)
-    return bool(h and h.pending and h.isn == (packets.parse_frame(ack).seq - 1) & 0xFFFFFFFF)
+    """XDP left a pending hand-off for exactly this ACK (its seq and ack)."""
+    h, a = handoff(maps, ack), packets.parse_frame(ack)
+    return bool(h and h.pending and (h.isn, h.iss) == ((a.seq - 1) & 0xFFFFFFFF, (a.ack - 1) & 0xFFFFFFFF))
 
 
 def tsval_of(frame):

@@ -344,6 +344,40 @@ def test_second_segment_of_a_fresh_handshake_is_not_handed_off_twice(cookies_onl
     assert run(prog.xdp_fd, data)[0] == libbpf.XDP_PASS and handoff(maps, ack).at_ns > first
 
 
+def test_a_port_reused_at_once_is_a_new_handshake(cookies_only):
+    """ab or a connection pool reuses a port milliseconds after its last
+    connection there closed (the server keeps no TIME_WAIT). Within the
+    coalescing window the new handshake's ACK is handed off itself: passed
+    up plain, as a segment trailing the old hand-off, it would draw the
+    kernel's RST."""
+    prog, maps = cookies_only
+    first = _handshake(prog, maps, syn())[1]
+    assert run(prog.xdp_fd, first)[0] == libbpf.XDP_PASS and handed_off(maps, first)
+    # Linux gives a reused 4-tuple the old ISN plus its clock (64 ns a tick)
+    second = _handshake(prog, maps, syn(seq=0x12345678 + 90_000))[1]
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, second) == (libbpf.XDP_PASS, second)
+    assert handed_off(maps, second)
+    assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1}
+
+
+def test_a_late_fin_of_a_finished_connection_is_reset_at_once(cookies_only):
+    """The server closed first and keeps no TIME_WAIT, so the client's FIN
+    finds no socket. It acks the server's response and FIN, more than the
+    handshake's ISS: it is not a segment of a connection being made, and
+    gets the RST the kernel would send, at once."""
+    prog, maps = cookies_only
+    synack, ack = _handshake(prog, maps, syn())
+    run(prog.xdp_fd, ack)
+    a = packets.parse_frame(ack)
+    fin = packets.tcp_frame(
+        a.src, a.dst, a.sport, a.dport, seq=a.seq + 83, ack=(a.ack + 159) & 0xFFFFFFFF, flags=ACK | FIN
+    )
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, fin) == (libbpf.XDP_TX, expected_reset(fin, maps))
+    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1, "rstsent": 1}
+
+
 def test_later_segments_right_behind_a_hand_off_go_up_plain(cookies_only):
     """Data segments behind the handshake in the same batch carry no cookie
     (seq > ISN+1) and find no socket yet: within 10 ms of the hand-off they
