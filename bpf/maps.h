@@ -53,7 +53,7 @@
 	X(verified)    /* SYN or RST beyond its prefix's budget, sent: the source had completed a handshake */ \
 	X(rstsent)     /* badcookie answered with an RST (within the RST budgets) */ \
 	X(rstlimited)  /* badcookie dropped: beyond the RST budgets */         \
-	X(rstheld)     /* badcookie dropped, not reset: its 4-tuple was handed off <3 s ago */ \
+	X(rstheld)     /* badcookie dropped, not reset: its handshake was handed off <3 s ago */ \
 	X(bucketoverflow) /* SYN not cached: its bucket was at bucketlimit */  \
 	X(zonefail)    /* SYN not cached: cache at cachelimit or map full */   \
 	X(badack)      /* ACK that did not match its entry: entry removed */   \
