@@ -537,9 +537,8 @@ def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
 # --- both cookie modes -------------------------------------------------------
 
 # The builds cookie_dp runs on: the kernel's cookies for this kernel and as
-# for an older one (the defines that build needs), and synguard's own. The
-# kernel builds come first: kernel_only names them by the same positions,
-# so pytest groups their tests under one build each.
+# for an older one (the defines that build needs), and synguard's own.
+# pytest groups a build's tests, kernel_only's too: one build each.
 BUILDS = {"kernel": (), "kernel-compat": tuple(datapath.COMPAT.values()), "synguard": None}
 KERNEL_SYSCTLS = ("net.ipv4.tcp_syncookies", "net.ipv4.tcp_timestamps")
 kernel_only = pytest.mark.parametrize("build", ["kernel", "kernel-compat"], indirect=True)
