@@ -1,7 +1,7 @@
 """The XDP program through BPF_PROG_TEST_RUN on crafted frames, in the
 unit namespace.
 
-SYN cases must come back as the exact SYN-ACK that tests/model.py computes
+SYN cases must come back as the exact SYN-ACK that model.py computes
 (addresses, ports, flags, ack, options, both checksums recomputed in
 Python, the cookie from the Python reference); other frames must get the
 verdict and counter of the table below.

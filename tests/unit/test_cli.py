@@ -178,7 +178,7 @@ def attach_options(*argv):
     return options.attach_options(cli.build_parser().parse_args(["attach", "lo", *argv]))
 
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "deploy", "synguard.example.toml")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "synguard.example.toml")
 
 
 def test_config_file_carries_every_option():
@@ -789,7 +789,7 @@ def test_save_without_a_protected_interface_is_one_line():
 
 
 def test_the_man_page_has_every_option():
-    gen = os.path.join(os.path.dirname(__file__), "..", "packaging", "gen_docs.py")
+    gen = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "gen_docs.py")
     r = subprocess.run([sys.executable, gen, "man"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     for name, parser in subcommands().items():

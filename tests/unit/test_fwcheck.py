@@ -1,4 +1,4 @@
-"""synguard.firewall's check against real rule sets: tests/firewall/ holds, for each,
+"""synguard.firewall's check against real rule sets: firewall/ here holds, for each,
 `nft -j list ruleset` (NAME.json) and `nft -a list ruleset` (NAME.txt) as
 Debian 12's nft 1.0.6 printed them after the rules were loaded into a
 namespace (nft, iptables-nft, ufw, firewalld, iptables-legacy). Each case is

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.netns
 PORT = 8080
 METRICS = "127.0.0.1:9717"
 PROM = "127.0.0.1:19090"
-DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy", "prometheus")
+DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "prometheus")
 
 
 def http_get(bed, url):
