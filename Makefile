@@ -56,10 +56,10 @@ lint: setup         ## ruff (rules in pyproject.toml) and its formatting; clang-
 	$(VENV)/bin/clang-format --dry-run -Werror --style=file:bpf/.clang-format bpf/*.c bpf/*.h bench/*.c bench/*.h
 
 fuzz: setup         ## 100,000 fuzzed frames against the model (a few minutes)
-	SYNGUARD_FUZZ_EXAMPLES=100000 $(PYTHON) -m pytest -q tests/test_fuzz.py
+	SYNGUARD_FUZZ_EXAMPLES=100000 $(PYTHON) -m pytest -q tests/unit/test_fuzz.py
 
 soak: setup         ## floods at the generator's maximum, real clients throughout (3 minutes)
-	$(PYTHON) tests/soak.py --seconds 180
+	$(PYTHON) tests/netns/soak.py --seconds 180
 
 bench: setup        ## per-packet cost, syncache timer, controller footprint, floods against the alternatives (under 10 minutes)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'

@@ -211,7 +211,7 @@ def say_attached(opts, a):
 
 def attached_line(opts, mode, cookies, monitor=False):
     """The line attach prints once the interface is protected (the README
-    quotes it: tests/test_deploy.py holds it to this)."""
+    quotes it: tests/deploy/test_deploy.py holds it to this)."""
     return "synguard: %s %s ports %s (%s XDP, %s, %s)" % (
         "monitoring" if monitor else "protecting",
         opts.iface,

@@ -2,7 +2,7 @@
 
 Constants, counter names and the cookie tables are read from the headers
 themselves (one definition, in C); the map value structs are mirrored with
-ctypes, and tests/test_layout.py holds each mirror to the type bcc derives
+ctypes, and tests/unit/test_layout.py holds each mirror to the type bcc derives
 from the C.
 """
 

@@ -167,7 +167,7 @@ chmod 0644 "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 # Depends: what the code imports at run time besides the standard library
 # (bcc, prometheus_client, pyroute2), each at the version Debian 12 has,
-# which make demo's test bed passes with (tests/test_deb.py runs it).
+# which make demo's test bed passes with (tests/deploy/test_deb.py runs it).
 cat >"$root/DEBIAN/control" <<EOF
 Package: synguard
 Version: $DEBVER

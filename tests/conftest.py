@@ -1,8 +1,15 @@
-"""Shared fixtures (the set-up itself is synguard.lab.support's, shared
-with the benchmarks). Most of the suite needs root: it makes network
-namespaces, loads BPF programs and mounts bpffs where it is missing. Those
-tests carry the marker `root` and are skipped without it; the rest (packet
-codecs, the firewall walker, config files, deploy files) run as anyone."""
+"""The test suite by kind: unit/ (no test bed: packet codecs, the
+firewall check, config files, the CLI, and the data path through
+BPF_PROG_TEST_RUN in one shared namespace), netns/ (synguard attached in
+network namespaces with real kernel TCP, the e2e suite, the soak),
+deploy/ (the deploy files, the Debian package).
+
+Shared fixtures (the set-up itself is synguard.lab.support's, shared
+with the benchmarks): the data path's, used by unit/ and deploy/. Most
+of the suite needs root: it makes network namespaces, loads BPF programs
+and mounts bpffs where it is missing. Those tests carry the marker
+`root` and are skipped without it; the rest (packet codecs, the firewall
+walker, config files, deploy files) run as anyone."""
 
 import os
 

@@ -15,7 +15,7 @@ IPv4 and IPv6 and each protected port, and reports the rules that treat it
 differently from a connection the kernel handled itself (its SYN as ct
 state new, its ACK as ct state established).
 
-The rule sets in tests/firewall/ were each loaded into a namespace and a
+The rule sets in tests/unit/firewall/ were each loaded into a namespace and a
 bare ACK sent through them: this check's certain verdicts matched what the
 kernel did in every case (IPv4 and IPv6, loose=0 and 1). The package's
 __init__ turns the findings into what attach does.

@@ -114,6 +114,14 @@ def wait_until(predicate, timeout, every=0.05):
         time.sleep(every)
 
 
+def connections_made(cookies, before, after):
+    """Connections made between two readings of the counters: synguard's
+    hand-offs with its own cookies; with the kernel's (no hand-off), the
+    ACKs handed up to the kernel's cookie check or from the syncache."""
+    counters = ("completed",) if cookies == "synguard" else ("recvcookie", "expanded")
+    return sum(after[k] - before[k] for k in counters)
+
+
 def load_conntrack():
     """Where nf_conntrack is a module (Debian's kernels) and nothing loaded
     it yet, load it: its sysctls and kfuncs exist only then."""

@@ -12,12 +12,14 @@ every flood is bounded in packets and seconds. down() removes everything,
 also after a failure (use it as a context manager).
 """
 
+import contextlib
 import errno
 import ipaddress
 import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -379,6 +381,27 @@ class Testbed(_Bed):
         finally:
             s.close()
         return sent
+
+
+@contextlib.contextmanager
+def protected(ports, *extra, echo_port=None):
+    """A Testbed with an EchoServer on echo_port (ports[0] unless given) and
+    synguard attached for ports (extra: attach's arguments): yields (bed,
+    echo server, controller). At the end SIGQUIT (stop now) must end the
+    controller cleanly."""
+    with Testbed() as bed:
+        srv = EchoServer(bed, echo_port or ports[0])
+        try:
+            proc = bed.attach(ports, *extra)
+            try:
+                yield bed, srv, proc
+            finally:
+                proc.send_signal(signal.SIGQUIT)
+                code = proc.wait(30)
+                if code != 0:
+                    raise RuntimeError("synguard attach ended with %d: %s" % (code, proc.stderr.read()))
+        finally:
+            srv.close()
 
 
 class FleetBed(_Bed):

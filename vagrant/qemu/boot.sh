@@ -8,8 +8,8 @@
 #   --dir DIR        the image from build-image.sh (default $SYNGUARD_VM_DIR, else
 #                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
 #   --steps LIST     comma list: attach, unit (synguard@ under systemd), demo, e2e,
-#                    xdp (tests/test_xdp.py), firewall
-#                    (tests/test_tc.py and test_netns_firewall.py),
+#                    xdp (tests/unit/test_xdp.py), firewall
+#                    (tests/unit/test_tc.py, tests/netns/test_netns_firewall.py),
 #                    all (the whole pytest suite); default attach,demo,e2e,xdp
 #   --accel tcg      (default) software emulation: 2 vCPUs, 4 GiB; slow (bcc's
 #                    compile takes about a minute) but needs nothing from the host

@@ -95,9 +95,9 @@ for s in "${want[@]}"; do
     unit)   run unit "$0" --unit-only ;;
     demo)   run demo $PY -m synguard.lab.demo ;;
     e2e)    run e2e $PY -m synguard.lab.e2e ;;
-    xdp)    run pytest-xdp $PY -m pytest -q -p no:cacheprovider tests/test_xdp.py ;;
+    xdp)    run pytest-xdp $PY -m pytest -q -p no:cacheprovider tests/unit/test_xdp.py ;;
     # Debian's nf_conntrack is a module: its kfuncs load through fd_array.
-    firewall) run pytest-firewall $PY -m pytest -q -p no:cacheprovider tests/test_tc.py tests/test_netns_firewall.py ;;
+    firewall) run pytest-firewall $PY -m pytest -q -p no:cacheprovider tests/unit/test_tc.py tests/netns/test_netns_firewall.py ;;
     all)    run pytest-all $PY -m pytest -q -ra -p no:cacheprovider tests ;;
     *)      echo "unknown step $s" | tee -a "$OUT/results.txt"; echo "exit=2" >> "$OUT/results.txt" ;;
   esac

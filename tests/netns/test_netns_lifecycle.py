@@ -126,7 +126,7 @@ def other_version(tmp_path):
     """A synguard of other sources (an upgrade): the package copied, one
     constant of its data path changed. Returns the environment that runs it."""
     root = tmp_path / "upgrade"
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     shutil.copytree(os.path.join(here, "controller"), root / "synguard")
     shutil.copytree(os.path.join(here, "bpf"), root / "synguard" / "bpf")
     c = root / "synguard" / "bpf" / "xdp_synguard.c"

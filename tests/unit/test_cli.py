@@ -20,6 +20,14 @@ def synguard(*args, env=None, user=None, code=None):
     )
 
 
+def replacing(command, body, *argv):
+    """Python code running `synguard COMMAND ARGV` with the command's run
+    replaced by a function of args with the body given (lines)."""
+    lines = ["import sys; from synguard import cli", "def run(args):", *("    " + line for line in body)]
+    lines += ["cli.COMMANDS[%r].run = run" % command, "sys.exit(cli.main(%r))" % [command, *argv]]
+    return "\n".join(lines) + "\n"
+
+
 def one_error_line(r):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -130,15 +138,7 @@ def test_detach_of_an_interface_that_is_not_there_is_an_error():
 @pytest.mark.root  # list joins the host's mount namespace first
 def test_a_reader_that_goes_away_is_not_an_error():
     """`synguard ... | head -1`: the closed pipe ends the command quietly."""
-    code = (
-        "import sys; from synguard import cli\n"
-        "def many(args):\n"
-        "    for i in range(100000):\n"
-        "        print('line', i)\n"
-        "    return 0\n"
-        "cli.COMMANDS['list'].run = many\n"
-        "sys.exit(cli.main(['list', 'lo']))\n"
-    )
+    code = replacing("list", ["for i in range(100000):", "    print('line', i)", "return 0"], "lo")
     r = subprocess.run(
         '%s -c "$CODE" | head -1' % sys.executable,
         shell=True,
@@ -178,7 +178,7 @@ def attach_options(*argv):
     return options.attach_options(cli.build_parser().parse_args(["attach", "lo", *argv]))
 
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "deploy", "synguard.example.toml")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "synguard.example.toml")
 
 
 def test_config_file_carries_every_option():
@@ -572,25 +572,14 @@ def test_rotate_needs_root():
 
 @pytest.mark.root  # status joins the host's mount namespace first
 def test_a_permission_error_says_root_is_needed():
-    code = (
-        "import sys; from synguard import cli\n"
-        "def denied(args):\n"
-        "    raise PermissionError(13, 'Permission denied', '/sys/fs/bpf/synguard/1/eth0/secrets')\n"
-        "cli.COMMANDS['status'].run = denied\n"
-        "sys.exit(cli.main(['status', 'lo']))\n"
-    )
+    denied = "raise PermissionError(13, 'Permission denied', '/sys/fs/bpf/synguard/1/eth0/secrets')"
+    code = replacing("status", [denied], "lo")
     r = synguard(code=code)
     assert r.returncode == 2 and one_error_line(r) == "status needs root (CAP_BPF, CAP_NET_ADMIN)"
 
 
 def test_never_a_traceback():
-    code = (
-        "import sys; from synguard import cli\n"
-        "def broken(args):\n"
-        "    return {}['missing']\n"
-        "cli.COMMANDS['ebpf'].run = broken\n"
-        "sys.exit(cli.main(['ebpf']))\n"
-    )
+    code = replacing("ebpf", ["return {}['missing']"])
     r = synguard(code=code)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert one_error_line(r) == "internal error (KeyError: 'missing'); SYNGUARD_DEBUG=1 shows where"
@@ -800,7 +789,7 @@ def test_save_without_a_protected_interface_is_one_line():
 
 
 def test_the_man_page_has_every_option():
-    gen = os.path.join(os.path.dirname(__file__), "..", "packaging", "gen_docs.py")
+    gen = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "gen_docs.py")
     r = subprocess.run([sys.executable, gen, "man"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     for name, parser in subcommands().items():

@@ -17,7 +17,7 @@ from synguard.attach import Attached
 from synguard.metrics import SynguardCollector
 from synguard.runstate import RunState
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(ROOT, "deploy")
 RULES = os.path.join(DEPLOY, "prometheus", "synguard-rules.yml")
 UNIT = os.path.join(DEPLOY, "systemd", "synguard@.service")
@@ -38,7 +38,11 @@ def test_promtool_checks_the_rules_and_the_config():
 
 def test_alert_rules_unit_tests():
     r = run(
-        "promtool", "test", "rules", "synguard-rules.test.yml", cwd=os.path.join(ROOT, "tests", "prometheus")
+        "promtool",
+        "test",
+        "rules",
+        "synguard-rules.test.yml",
+        cwd=os.path.join(os.path.dirname(__file__), "prometheus"),
     )
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 
@@ -402,7 +406,7 @@ def test_the_image_context_holds_what_install_needs_and_no_more(tmp_path):
         "controller/__pycache__/cli.cpython-311.pyc",
         "vagrant/.vagrant/machines/default/box.img",
         ".pytest_cache/v/cache/lastfailed",
-        "tests/test_deploy.py",
+        "tests/deploy/test_deploy.py",
     ):
         assert dockerignore_excludes(patterns, junk), junk
     tracked = run("git", "ls-files", cwd=ROOT).stdout.split()

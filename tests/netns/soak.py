@@ -9,7 +9,7 @@ from trafgen (netsniff-ng) in the client namespace: spoofed SYNs from
 198.19.0.0/16 with random ports and ISNs, and ACKs with random numbers,
 bounded in packets and by `timeout`.
 
-usage: sudo python tests/soak.py [--seconds 180] [--rss-slack-mb 8]
+usage: sudo python tests/netns/soak.py [--seconds 180] [--rss-slack-mb 8]
 """
 
 import argparse

@@ -6,7 +6,6 @@ it sends to addresses that never answer stay within their budgets.
 
 import json
 import random
-import signal
 import socket
 import subprocess
 import threading
@@ -14,9 +13,9 @@ import time
 
 import pytest
 from synguard import packets
-from synguard.lab import netns
+from synguard.lab import netns, testbed
 from synguard.lab.support import status, wait_until
-from synguard.lab.testbed import CLIENT4, SERVER4, EchoServer, Testbed, forged_acks
+from synguard.lab.testbed import CLIENT4, SERVER4, forged_acks
 
 pytestmark = pytest.mark.netns
 PORT = 8080
@@ -26,15 +25,8 @@ GREETER = 8081  # a server that speaks first, as SMTP and SSH do
 @pytest.fixture(scope="module", params=["synguard", "kernel"])
 def bed(request):
     """synguard at its default settings, either cookie mode."""
-    with Testbed() as b:
-        srv = EchoServer(b, PORT)
-        proc = b.attach([PORT, GREETER], "--no-metrics", "--cookies", request.param)
-        try:
-            yield b
-        finally:
-            proc.send_signal(signal.SIGQUIT)
-            assert proc.wait(30) == 0
-            srv.close()
+    with testbed.protected([PORT, GREETER], "--no-metrics", "--cookies", request.param) as (b, _, _):
+        yield b
 
 
 def counters(bed):
@@ -218,9 +210,10 @@ def test_an_ack_flood_draws_at_most_the_rst_budget(bed):
     t0 = time.monotonic()
     sent = bed.flood(forged_acks(100_000, PORT), 20)
     elapsed = time.monotonic() - t0
-    time.sleep(0.2)
-    arrived = rsts.stop()
+    assert wait_until(lambda: counters(bed)["badcookie"] - before["badcookie"] >= sent, 5)
     d = delta(before, counters(bed))
+    assert wait_until(lambda: rsts.count() >= d["rstsent"], 5)  # the last ones still on their way
+    arrived = rsts.stop()
     assert sent == 100_000 and d["badcookie"] == sent
     assert d["rstsent"] + d.get("rstlimited", 0) == sent and "rstheld" not in d
     assert 0 < d["rstsent"] <= 10000 * (elapsed + 1)
@@ -235,7 +228,7 @@ class RstCounter:
         self.bed = bed
         netns.run(bed.client_ns, ["nft", "-f", "-"], input=COUNT_RSTS % SERVER4, text=True, check=True)
 
-    def stop(self):
+    def count(self):
         out = netns.run(
             self.bed.client_ns,
             ["nft", "-j", "list", "table", "ip", "sgrsts"],
@@ -243,9 +236,13 @@ class RstCounter:
             text=True,
             check=True,
         ).stdout
-        netns.run(self.bed.client_ns, ["nft", "delete", "table", "ip", "sgrsts"], check=True)
         (counter,) = [r["counter"] for r in json.loads(out)["nftables"] if "counter" in r]
         return counter["packets"]
+
+    def stop(self):
+        n = self.count()
+        netns.run(self.bed.client_ns, ["nft", "delete", "table", "ip", "sgrsts"], check=True)
+        return n
 
 
 COUNT_RSTS = """

@@ -11,7 +11,7 @@ import time
 import pytest
 from synguard import packets
 from synguard.lab import netns
-from synguard.lab.support import status
+from synguard.lab.support import status, wait_until
 from synguard.lab.testbed import SERVER4, Capture, EchoServer, Testbed, spoofed_syns
 from synguard.packets import ACK, RST, SYN
 
@@ -111,7 +111,7 @@ def test_unanswered_syn_is_listed_retransmitted_on_schedule_and_expires(bed, cap
         assert due - 0.02 <= seen <= due + 0.2, times
     assert packets.parse_frame(got[0][1]).tcp_csum_ok
 
-    time.sleep(max(0.0, 15 * BASE + 0.3 - (time.monotonic() - t0)))
+    time.sleep(max(0.0, 15 * BASE + 0.3 - (time.monotonic() - t0)))  # the entry's expiry is what is tested
     assert not [r for r in listing(bed) if r["remote"] == "%s:%d" % (src, sport)]
     after = status(bed)["counters"]
     assert after["retransmitted"] - before["retransmitted"] == 3
@@ -139,9 +139,8 @@ def test_rst_in_window_removes_the_entry_out_of_window_does_not(bed, capture):
         return packets.tcp_frame(src, SERVER4, sport, PORT, seq=seq, flags=RST)
 
     bed.flood([rst(3000, 7001), rst(3001, 7000 + 70000)], seconds=1)
-    time.sleep(0.05)
-    remotes = {r["remote"] for r in listing(bed)}
-    assert "%s:3000" % src not in remotes and "%s:3001" % src in remotes
+    assert wait_until(lambda: "%s:3000" % src not in {r["remote"] for r in listing(bed)}, 5)
+    assert "%s:3001" % src in {r["remote"] for r in listing(bed)}
 
 
 def test_icmp_unreachable_marks_the_entry(bed, capture):
@@ -149,9 +148,8 @@ def test_icmp_unreachable_marks_the_entry(bed, capture):
     bed.flood([spoofed_syn(src, sport)], seconds=1)
     synack = capture.collect(0.15, synacks_to(src, sport))[0][1]
     bed.flood([packets.icmp_unreachable(synack, code=1, router="198.18.0.1")], seconds=1)
-    time.sleep(0.05)
-    row = [r for r in listing(bed) if r["remote"] == "%s:%d" % (src, sport)][0]
-    assert row["unreach"]
+    remote = "%s:%d" % (src, sport)
+    assert wait_until(lambda: any(r["unreach"] for r in listing(bed) if r["remote"] == remote), 5)
 
 
 def _client_sock(bed):
@@ -177,7 +175,7 @@ def test_real_client_gets_exact_options_from_the_syncache(bed):
             before = status(bed)["counters"]
             n = len(bed.srv.accepted)
             assert bed.connect(SERVER4, PORT, payload=b"z" * 20000)["echo_ok"]
-            time.sleep(0.1)
+            assert wait_until(lambda n=n: len(bed.srv.accepted) > n, 5)  # its accept thread records it
             info = bed.srv.accepted[n]["info"]
             assert (info["snd_mss"], info["snd_wscale"]) == (mss - 12, ws), mode
             after = status(bed)["counters"]
@@ -193,7 +191,7 @@ def test_full_cache_still_completes_real_connections_through_cookies(bed):
     set_(bed, "cachelimit=%d" % (entries + 5), "pausetime=0")
     before = status(bed)["counters"]
     bed.flood(list(spoofed_syns(200, PORT, seed=11)), seconds=5)
-    time.sleep(0.1)
+    assert wait_until(lambda: status(bed)["counters"]["sendcookie"] - before["sendcookie"] >= 200, 5)
     st = status(bed)
     c = st["counters"]
     assert st["syncache"]["entries"] <= entries + 5
@@ -211,6 +209,9 @@ def test_full_cache_still_completes_real_connections_through_cookies(bed):
 
 def test_syncookies_0_drops_syns_beyond_the_limit(bed):
     set_(bed, "syncookies=0", "cachelimit=1", "pausetime=0")
+    # The entry that fills the cache must outlive the connect below: not
+    # one from an earlier test that expires meanwhile (3 s after it came).
+    assert wait_until(lambda: status(bed)["syncache"]["entries"] == 0, 15 * BASE + 1)
     bed.flood(list(spoofed_syns(10, PORT, seed=12)), seconds=2)  # make sure it is full
     before = status(bed)["counters"]
     with pytest.raises(OSError):
@@ -229,7 +230,7 @@ def test_pause_engages_is_shown_and_expires(bed):
     sc = status(bed)["syncache"]
     assert sc["paused"] and 0 < sc["pause_remaining_seconds"] <= 1
     assert bed.connect(SERVER4, PORT)["echo_ok"]  # cookies carry it
-    time.sleep(sc["pause_remaining_seconds"] + 0.4)
+    time.sleep(sc["pause_remaining_seconds"] + 0.4)  # the pause's end is what is tested
     sc2 = status(bed)["syncache"]
     assert not sc2["paused"] and sc2["pauses"] == sc["pauses"]
 

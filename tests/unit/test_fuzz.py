@@ -2,7 +2,7 @@
 
 Random and mutated Ethernet/VLAN/IPv4/IPv6/TCP frames (bad lengths, IP
 options, fragments, IPv6 extension headers, truncations, option lists with
-bad lengths, flipped bytes), each verdict held to tests/fuzz_model.py: pass
+bad lengths, flipped bytes), each verdict held to fuzz_model.py: pass
 untouched, drop, a hand-off with the frame untouched behind its metadata,
 or a SYN-ACK that parses back to exactly the expected one.
 

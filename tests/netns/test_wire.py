@@ -1,6 +1,7 @@
 """wire.PacketSocket: a batch of frames out of an interface with sendmmsg,
 as they are, a refused frame skipped without losing the ones after it."""
 
+import contextlib
 import ctypes
 import secrets
 import socket
@@ -55,49 +56,47 @@ def send(tx, frames):
     return tx.send_batch([(ctypes.addressof(b), len(f)) for b, f in zip(bufs, frames)])
 
 
-def test_a_batch_leaves_as_it_is_in_order(lo):
+@contextlib.contextmanager
+def on_lo(batch):
+    """(rx: a raw socket that sees the frames leave lo, tx: a PacketSocket
+    on lo for batches of up to batch frames)."""
     rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    rx.bind(("lo", 0))
-    tx = wire.PacketSocket("lo", 64)
     try:
+        rx.bind(("lo", 0))
+        tx = wire.PacketSocket("lo", batch)
+        try:
+            yield rx, tx
+        finally:
+            tx.close()
+    finally:
+        rx.close()
+
+
+def test_a_batch_leaves_as_it_is_in_order(lo):
+    with on_lo(64) as (rx, tx):
         frames = [frame(b"frame %d" % i, 60 + i) for i in range(64)]
         assert send(tx, frames) == {}
         assert outgoing(rx, 64) == frames
         # the buffers are reused: a shorter batch after a full one
         assert send(tx, frames[:2]) == {}
         assert outgoing(rx, 2) == frames[:2]
-    finally:
-        tx.close()
-        rx.close()
 
 
 def test_a_refused_frame_is_reported_and_the_rest_still_go(lo):
-    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    rx.bind(("lo", 0))
-    tx = wire.PacketSocket("lo", 8)
-    try:
+    with on_lo(8) as (rx, tx):
         long = MTU + 100
         frames = [frame(b"a"), frame(b"too long", long), frame(b"b"), frame(b"c", long), frame(b"d")]
         failed = send(tx, frames)
         assert sorted(failed) == [1, 3]
         assert set(failed.values()) == {"Message too long"}
         assert outgoing(rx, 3) == [frames[0], frames[2], frames[4]]
-    finally:
-        tx.close()
-        rx.close()
 
 
 def test_more_frames_than_the_batch_are_refused_before_any_goes(lo):
-    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    rx.bind(("lo", 0))
-    tx = wire.PacketSocket("lo", 2)
-    try:
+    with on_lo(2) as (rx, tx):
         with pytest.raises(ValueError, match="3 frames for a batch of 2"):
             send(tx, [frame(b"x")] * 3)
         assert outgoing(rx, 1) == []
-    finally:
-        tx.close()
-        rx.close()
 
 
 def test_an_interface_that_does_not_exist_is_an_oserror(lo):

@@ -1,16 +1,27 @@
-"""The XDP program through BPF_PROG_TEST_RUN on crafted frames.
+"""The XDP program through BPF_PROG_TEST_RUN on crafted frames, in the
+unit namespace.
 
-SYN cases must come back as the exact SYN-ACK that tests/model.py computes
+SYN cases must come back as the exact SYN-ACK that model.py computes
 (addresses, ports, flags, ack, options, both checksums recomputed in
 Python, the cookie from the Python reference); other frames must get the
 verdict and counter of the table below.
+
+Most tests hold synguard's own cookies (the dp and cookies_only fixtures'
+build). Those under "both cookie modes" run once per build of the
+cookie_dp fixture: synguard's, and the kernel's cookies (--cookies
+kernel), built as for this kernel and as for one before 5.18/5.11
+(datapath.COMPAT: frames copied from packet pointers, the precise clock),
+which is all of those kernels that can be tried here. With the kernel's
+cookies the SYN-ACK's ISS is the kernel's cookie (bpf_tcp_check_syncookie
+accepts it, nothing else), and the TSval carries the options in its low 6
+bits; the tests marked kernel_only hold what that mode alone does.
 """
 
 import struct
 import time
 
 import pytest
-from conftest import PORT, PORT_NO_LISTENER, PORT_UNPROTECTED
+from conftest import PORT, PORT_NO_LISTENER, PORT_UNPROTECTED, reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model import (
@@ -19,6 +30,7 @@ from model import (
     SERVER4,
     SERVER6,
     ack_for,
+    expected_kernel_synack,
     expected_reset,
     expected_synack,
     flow_key,
@@ -29,10 +41,11 @@ from model import (
     syn,
     tsval_of,
 )
-from synguard import layout, libbpf, packets
+from synguard import datapath, host, layout, libbpf, packets
 from synguard.keys import KeyRotator
-from synguard.lab import cookie
-from synguard.packets import ACK, FIN, RST, SYN, tcp_options
+from synguard.lab import cookie, netns, support
+from synguard.packets import ACK, CWR, ECE, FIN, RST, SYN, tcp_options
+from test_syncache import entry, retransmitted
 
 LINUX = tcp_options(mss=1460, wscale=7, sack=True, ts=(777, 0))
 
@@ -81,25 +94,6 @@ SYN_CASES = {
 def counters_delta(maps, before):
     now = maps.read_counters()
     return {k: now[k] - before[k] for k in now if now[k] != before[k]}
-
-
-@pytest.mark.parametrize("name", SYN_CASES)
-def test_syn_becomes_the_exact_cookie_synack(dp, name):
-    prog, maps = dp
-    frame = SYN_CASES[name]
-    before = maps.read_counters()
-    verdict, out = run(prog.xdp_fd, frame)
-    assert verdict == libbpf.XDP_TX
-    seg = packets.parse_frame(out)
-    assert seg.ip_csum_ok and seg.tcp_csum_ok
-    tsval = seg.options.get("ts", (0, 0))[0]
-    expected, h = expected_synack(frame, maps, tsval)
-    assert out == expected
-    assert counters_delta(maps, before) == {"packets": 1, "sendcookie": 1, "added": 1}
-    if "ts" in seg.options:
-        # Our TSval: a ~1 ms clock (ktime >> 20) plus a keyed offset.
-        clock = (tsval - (h >> 32)) & 0xFFFFFFFF
-        assert abs(clock - ((time.monotonic_ns() >> 20) & 0xFFFFFFFF)) < 1000
 
 
 @pytest.mark.parametrize("client,server", [(CLIENT4, SERVER4), (CLIENT6, SERVER6)])
@@ -407,7 +401,7 @@ def test_later_segments_right_behind_a_hand_off_go_up_plain(cookies_only):
     assert run(prog.xdp_fd, fin) == (libbpf.XDP_PASS, fin)
     assert run(prog.xdp_fd, bare)[0] == libbpf.XDP_DROP  # of a connection being made: no RST
     assert counters_delta(maps, before) == {"packets": 3, "coalesced": 2, "badcookie": 1, "rstheld": 1}
-    time.sleep(0.02)
+    time.sleep(0.02)  # past the 10 ms window: no longer taken for the hand-off's batch
     assert run(prog.xdp_fd, second)[0] == libbpf.XDP_DROP
     # Seconds after its hand-off, a segment nobody knows is one of a
     # connection this host forgot: reset.
@@ -422,29 +416,6 @@ def test_ack_with_data_and_cookie_is_handed_on(cookies_only):
     synack, ack = _handshake(prog, maps, syn(), payload=b"hello")
     verdict, out = run(prog.xdp_fd, ack)
     assert verdict == libbpf.XDP_PASS and out == ack and handed_off(maps, ack)
-
-
-@pytest.mark.parametrize("field", ["ack", "seq", "meta", "sport", "src"])
-def test_tampered_cookie_ack_gets_an_rst(cookies_only, field):
-    prog, maps = cookies_only
-    synack, ack = _handshake(prog, maps, syn())
-    a = packets.parse_frame(ack)
-    kw = dict(seq=a.seq, ack=a.ack, options=a.raw_options)
-    src, sport = a.src, a.sport
-    if field == "ack":
-        kw["ack"] = (a.ack ^ 0x100) & 0xFFFFFFFF  # one MAC bit
-    elif field == "seq":
-        kw["seq"] = (a.seq + 1) & 0xFFFFFFFF
-    elif field == "meta":
-        kw["ack"] = (a.ack ^ 0x80) & 0xFFFFFFFF  # claim another MSS
-    elif field == "sport":
-        sport += 1
-    else:
-        src = "198.18.0.9"
-    forged = packets.tcp_frame(src, a.dst, sport, a.dport, flags=ACK, **kw)
-    before = maps.read_counters()
-    assert run(prog.xdp_fd, forged) == (libbpf.XDP_TX, expected_reset(forged, maps))
-    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1, "rstsent": 1}
 
 
 def test_cookie_under_the_previous_key_is_accepted(cookies_only):
@@ -570,9 +541,6 @@ def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
     """ECE back (without CWR) exactly when the kernel's own SYN-ACK would
     carry it; the hand-off then says ecn_ok, from the entry or from the low
     bit of the TSval the client echoes."""
-    from conftest import reset
-    from synguard.lab import netns
-
     prog, maps = datapath
     flags, ecn_bits, reserved, ts, sysctl_on, want = ECN_CASES[name]
     cf = layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS | (layout.CF_ECN if sysctl_on else 0)
@@ -598,3 +566,186 @@ def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
         ack = ack_for(synack)
         assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_PASS and handed_off(maps, ack)
         assert handoff(maps, ack).attrs.ecn_ok == int(want)
+
+
+# --- both cookie modes -------------------------------------------------------
+
+# The builds cookie_dp runs on: the kernel's cookies for this kernel and as
+# for an older one (the defines that build needs), and synguard's own.
+# pytest groups a build's tests, kernel_only's too: one build each.
+BUILDS = {"kernel": (), "kernel-compat": tuple(datapath.COMPAT.values()), "synguard": None}
+KERNEL_SYSCTLS = ("net.ipv4.tcp_syncookies", "net.ipv4.tcp_timestamps")
+kernel_only = pytest.mark.parametrize("build", ["kernel", "kernel-compat"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def build(request, unit_ns):
+    """(cookies, prog, maps). For the kernel's cookies the unit namespace
+    has tcp_syncookies=2 and tcp_timestamps=2 meanwhile, as attach sets
+    them: its listener then has the kernel mint a cookie for every SYN."""
+    if BUILDS[request.param] is None:
+        yield ("synguard", *request.getfixturevalue("datapath"))
+        return
+    with netns.netns(unit_ns):
+        saved = {name: host.read_sysctl(name)[0] for name in KERNEL_SYSCTLS}
+        for name in saved:
+            host.write_sysctl(name, "2")
+    try:
+        with support.compiled("unit-kc", cookies="kernel", defines=BUILDS[request.param]) as (dp, maps):
+            yield "kernel", dp, maps
+    finally:
+        with netns.netns(unit_ns):
+            for name, value in saved.items():
+                host.write_sysctl(name, value)
+
+
+@pytest.fixture
+def cookie_dp(build, unit_ns):
+    """As dp, for each build: (cookies, prog, maps)."""
+    cookies, prog, maps = build
+    reset(prog, maps)
+    with netns.netns(unit_ns):
+        yield cookies, prog, maps
+
+
+@pytest.mark.parametrize("name", SYN_CASES)
+def test_syn_becomes_the_exact_cookie_synack(cookie_dp, name):
+    cookies, prog, maps = cookie_dp
+    frame = SYN_CASES[name]
+    before = maps.read_counters()
+    verdict, out = run(prog.xdp_fd, frame)
+    now_ns = time.monotonic_ns()
+    assert verdict == libbpf.XDP_TX
+    seg = packets.parse_frame(out)
+    assert seg.ip_csum_ok and seg.tcp_csum_ok
+    tsval = seg.options.get("ts", (0, 0))[0]
+    if cookies == "kernel":
+        expected, options = expected_kernel_synack(frame, maps, seg.seq, tsval)
+        assert out == expected
+        if "ts" in seg.options:
+            assert tsval & 0x3F == options
+            now_ms = now_ns // 1000000
+            assert now_ms - 1000 < tsval <= now_ms, "the kernel's ms clock, never ahead"
+    else:
+        expected, h = expected_synack(frame, maps, tsval)
+        assert out == expected
+        if "ts" in seg.options:
+            # Our TSval: a ~1 ms clock (ktime >> 20) plus a keyed offset.
+            clock = (tsval - (h >> 32)) & 0xFFFFFFFF
+            assert abs(clock - ((now_ns >> 20) & 0xFFFFFFFF)) < 1000
+    assert counters_delta(maps, before) == {"packets": 1, "sendcookie": 1, "added": 1}
+    support.clear(prog)  # no entry: the cookie decides
+    assert run(prog.xdp_fd, ack_for(out))[0] == libbpf.XDP_PASS
+    assert counters_delta(maps, before)["recvcookie"] == 1
+
+
+def test_ack_matching_an_entry_goes_up_and_takes_the_entry(cookie_dp):
+    _, prog, maps = cookie_dp
+    _, synack = run(prog.xdp_fd, syn())
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, ack_for(synack))[0] == libbpf.XDP_PASS
+    assert counters_delta(maps, before) == {"packets": 1, "expanded": 1}
+    assert maps.syncache_state.lookup(0).entries == 0
+
+
+TAMPERED = {
+    "ack one on": lambda a: {"ack": (a.ack + 1) & 0xFFFFFFFF},
+    "ack, one MAC bit": lambda a: {"ack": a.ack ^ 0x100},
+    "ack, another MSS claimed": lambda a: {"ack": a.ack ^ 0x80},
+    "random ack": lambda a: {"ack": 0x5A5A5A5A},
+    "another client ISN": lambda a: {"seq": (a.seq + 7) & 0xFFFFFFFF},
+    "another source port": lambda a: {"sport": a.sport + 1},
+    "another source address": lambda a: {"src": "198.18.0.9"},
+}
+
+
+@pytest.mark.parametrize("change", TAMPERED)
+def test_a_tampered_cookie_ack_gets_an_rst(cookie_dp, change):
+    _, prog, maps = cookie_dp
+    reset(prog, maps, syncookies_only=1)  # no entries: the cookie alone decides
+    _, synack = run(prog.xdp_fd, syn())
+    a = packets.parse_frame(ack_for(synack))
+    f = {"src": a.src, "sport": a.sport, "seq": a.seq, "ack": a.ack, **TAMPERED[change](a)}
+    forged = packets.tcp_frame(
+        f["src"], a.dst, f["sport"], a.dport, seq=f["seq"], ack=f["ack"], flags=ACK, options=a.raw_options
+    )
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, forged) == (libbpf.XDP_TX, expected_reset(forged, maps))
+    assert counters_delta(maps, before) == {"packets": 1, "badcookie": 1, "rstsent": 1}
+
+
+# --- the kernel's cookies alone ----------------------------------------------
+
+
+@kernel_only
+def test_without_timestamps_only_the_mss_is_offered(cookie_dp):
+    _, prog, maps = cookie_dp
+    frame = syn(options=tcp_options(mss=1460, wscale=7, sack=True))
+    _, out = run(prog.xdp_fd, frame)
+    assert set(packets.parse_frame(out).options) - {"order"} == {"mss"}
+
+
+@kernel_only
+def test_ecn_rides_in_the_tsval(cookie_dp):
+    _, prog, maps = cookie_dp
+    reset(prog, maps, flags=support.CONFIG["flags"] | 0x10)  # net.ipv4.tcp_ecn on
+    frame = packets.tcp_frame(
+        CLIENT4,
+        SERVER4,
+        40001,
+        PORT,
+        seq=9,
+        flags=SYN | ECE | CWR,
+        options=tcp_options(mss=1460, wscale=7, sack=True, ts=(5, 0)),
+    )
+    _, out = run(prog.xdp_fd, frame)
+    seg = packets.parse_frame(out)
+    assert seg.flags & (ECE | CWR) == ECE and seg.options["ts"][0] & 0x3F == 7 | 0x10 | 0x20
+
+
+@kernel_only
+def test_a_syn_the_kernel_mints_no_cookie_for_goes_to_it(cookie_dp):
+    """tcp_syncookies=1 and a SYN queue that is not full: the helper
+    declines, and the kernel answers the SYN itself."""
+    _, prog, maps = cookie_dp
+    host.write_sysctl("net.ipv4.tcp_syncookies", "1")
+    try:
+        before = maps.read_counters()
+        assert run(prog.xdp_fd, syn())[0] == libbpf.XDP_PASS
+        assert counters_delta(maps, before) == {"packets": 1, "nocookie": 1}
+    finally:
+        host.write_sysctl("net.ipv4.tcp_syncookies", "2")
+
+
+# The syncache of the kernel cookies' build; synguard's: test_syncache.py.
+
+
+@kernel_only
+def test_the_timer_retransmits_the_synack_as_sent(cookie_dp):
+    _, prog, maps = cookie_dp
+    frame = syn()
+    _, synack = run(prog.xdp_fd, frame)
+    assert retransmitted(prog, maps, frame) == synack
+
+
+@kernel_only
+def test_an_unreachable_for_our_synack_marks_its_entry(cookie_dp):
+    _, prog, maps = cookie_dp
+    frame = syn()
+    _, synack = run(prog.xdp_fd, frame)
+    icmp = packets.icmp_unreachable(synack)
+    assert run(prog.xdp_fd, icmp) == (libbpf.XDP_PASS, icmp)
+    assert entry(maps, frame).flags & layout.SCF_UNREACH
+
+
+@kernel_only
+def test_entries_spread_over_the_buckets(cookie_dp):
+    """The kernel's cookie picks an entry's bucket (it is a keyed hash), so
+    1000 connection attempts fit bucketlimit 30 over 512 buckets."""
+    _, prog, maps = cookie_dp
+    before = maps.read_counters()
+    for i in range(1000):
+        assert run(prog.xdp_fd, syn(sport=20000 + i, seq=i * 7919))[0] == libbpf.XDP_TX
+    d = counters_delta(maps, before)
+    assert d["added"] == 1000 and "bucketoverflow" not in d
+    assert max(maps.syncache_buckets.lookup(b).value for b in range(512)) < 30

@@ -5,11 +5,10 @@ kernel while synguard protects the port, and attach names the port."""
 import signal
 import socket
 import struct
-import time
 
 import pytest
 from synguard.lab import netns, testbed
-from synguard.lab.support import status
+from synguard.lab.support import status, wait_until
 from synguard.lab.testbed import IPPROTO_MPTCP, SERVER4, SERVER6, EchoServer, Testbed
 
 pytestmark = pytest.mark.netns
@@ -37,7 +36,7 @@ def test_an_mptcp_listener_is_left_to_the_kernel_and_named():
                 assert connect(bed, server, PORT)
                 assert connect(bed, server, PORT_MPTCP)  # plain TCP client
                 assert connect(bed, server, PORT_MPTCP, IPPROTO_MPTCP)  # MPTCP client
-            time.sleep(0.2)
+            assert wait_until(lambda: status(bed)["counters"]["completed"] >= 2, 5)
             st = status(bed)
             c = st["counters"]
             assert c["completed"] == 2 and c["aborted"] == 0  # the plain listener's, through synguard

@@ -12,7 +12,7 @@ import sys
 import pytest
 from synguard.lab.testbed import LanBed
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 VAGRANT = os.path.join(ROOT, "vagrant")
 VAGRANTFILE = os.path.join(VAGRANT, "Vagrantfile")
 

@@ -330,7 +330,7 @@ def test_pause_engages_doubles_and_expires(dp):
     assert Syncache(maps, prog.timer_fd).tick() == (0, 1)  # paused: flushed
     run(prog.xdp_fd, syn(sport=3))  # room again, but paused: cookie only
     assert delta(maps, before) == {"packets": 1, "sendcookie": 1, "flushed": 1}
-    time.sleep((st.pause_until_ns - time.monotonic_ns()) / 1e9 + 0.01)
+    time.sleep((st.pause_until_ns - time.monotonic_ns()) / 1e9 + 0.01)  # the pause's end is tested
     run(prog.xdp_fd, syn(sport=4))  # resumed: cached
     assert entry(maps, syn(sport=4)) is not None
     t = time.monotonic_ns()
@@ -346,7 +346,7 @@ def test_pause_backoff_is_capped(dp):
     run(prog.xdp_fd, syn(sport=1))
     for i in range(12):
         run(prog.xdp_fd, syn(sport=100 + i))
-        time.sleep((state(maps).pause_until_ns - time.monotonic_ns()) / 1e9 + 0.0002)
+        time.sleep((state(maps).pause_until_ns - time.monotonic_ns()) / 1e9 + 0.0002)  # past each pause
     assert state(maps).backoff == 6
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 PYLIB = "/usr/lib/python3/dist-packages/synguard"
 MAN = "/usr/share/man/man8/synguard.8.gz"

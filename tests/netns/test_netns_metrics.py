@@ -14,15 +14,15 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from synguard.lab import netns
-from synguard.lab.support import status
-from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, spoofed_syns
+from synguard.lab import netns, testbed
+from synguard.lab.support import status, wait_until
+from synguard.lab.testbed import SERVER4, SERVER6, spoofed_syns
 
 pytestmark = pytest.mark.netns
 PORT = 8080
 METRICS = "127.0.0.1:9717"
 PROM = "127.0.0.1:19090"
-DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy", "prometheus")
+DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "prometheus")
 
 
 def http_get(bed, url):
@@ -49,15 +49,9 @@ def by_name(samples, name):
 
 @pytest.fixture(scope="module")
 def bed():
-    with Testbed() as b:
-        srv = EchoServer(b, PORT)
-        proc = b.attach([PORT], "--mode", "native", "--metrics-addr", METRICS, "--rotate-seconds", "600")
-        try:
-            yield b
-        finally:
-            proc.send_signal(signal.SIGQUIT)
-            assert proc.wait(30) == 0
-            srv.close()
+    args = ("--mode", "native", "--metrics-addr", METRICS, "--rotate-seconds", "600")
+    with testbed.protected([PORT], *args) as (b, _, _):
+        yield b
 
 
 def test_promtool_check_metrics_is_clean(bed):
@@ -87,17 +81,21 @@ def test_the_controller_exports_build_info_and_its_process_and_only_on_metrics(b
 def test_metrics_equal_status_at_the_same_moment(bed):
     for _ in range(5):
         assert bed.connect(SERVER4, PORT)["echo_ok"]
+
     # A scrape bracketed by two equal status reads saw the same counters
     # (stray IPv6 neighbour discovery may land between reads: read again).
-    for _ in range(20):
-        time.sleep(0.2)
+    def bracketed():
         first = status(bed)
         samples = parse_metrics(http_get(bed, "http://%s/metrics" % METRICS))
         st = status(bed)
-        if first["counters"] == st["counters"] and first["syncache"]["entries"] == st["syncache"]["entries"]:
-            break
-    else:
-        pytest.fail("the counters never stood still")
+        still = (
+            first["counters"] == st["counters"] and first["syncache"]["entries"] == st["syncache"]["entries"]
+        )
+        return still and (samples, st)
+
+    got = wait_until(bracketed, 5, every=0.2)
+    assert got, "the counters never stood still"
+    samples, st = got
     for name, value in st["counters"].items():
         assert by_name(samples, "synguard_%s_total" % name) == value, name
     for family, counters in st["counters_by_family"].items():
@@ -143,16 +141,14 @@ def test_a_real_prometheus_scrapes_counters_and_rates(bed, tmp_path):
         return data["data"]["result"]
 
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
+
+        def scraped():
             try:
-                if query('up{job="synguard"} == 1'):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("prometheus did not scrape synguard: %s" % prom.stderr.read1().decode())
+                return query('up{job="synguard"} == 1')
+            except OSError:  # not listening yet
+                return False
+
+        assert wait_until(scraped, 30, every=0.5), prom.stderr.read1().decode()
 
         # A steady spoofed-SYN flood of 1000/s for 8 s, real clients meanwhile.
         frames = list(spoofed_syns(8000, PORT, seed=21))
@@ -162,7 +158,7 @@ def test_a_real_prometheus_scrapes_counters_and_rates(bed, tmp_path):
         def paced():
             for i in range(0, len(frames), 100):
                 sent[0] += bed.flood(frames[i : i + 100], seconds=1)
-                time.sleep(max(0.0, t0 + (i + 100) / 1000 - time.time()))
+                time.sleep(max(0.0, t0 + (i + 100) / 1000 - time.time()))  # 1000/s: the rate tested
 
         flood = threading.Thread(target=paced)
         flood.start()
@@ -170,16 +166,18 @@ def test_a_real_prometheus_scrapes_counters_and_rates(bed, tmp_path):
         while flood.is_alive():
             assert bed.connect(SERVER4, PORT)["echo_ok"]
             clients += 1
-            time.sleep(0.2)
+            time.sleep(0.2)  # a client's pace, not a wait
         flood.join()
         t1 = time.time()
-        time.sleep(2.5)  # two more scrapes
 
         st = status(bed)
-        total = query('sum(synguard_sendcookie_total{job="synguard"})')
-        assert float(total[0]["value"][1]) == st["counters"]["sendcookie"]
-        completed = query('sum(synguard_completed_total{job="synguard"})')
-        assert float(completed[0]["value"][1]) == st["counters"]["completed"]
+
+        def latest(counter):
+            return float(query('sum(synguard_%s_total{job="synguard"})' % counter)[0]["value"][1])
+
+        # Prometheus scrapes every second: wait for one after the flood.
+        assert wait_until(lambda: latest("sendcookie") == st["counters"]["sendcookie"], 10)
+        assert latest("completed") == st["counters"]["completed"]
         # rate() in the middle of the flood: what the sender kept to (~1000/s)
         mid = (t0 + t1) / 2
         rate = float(query("sum(rate(synguard_sendcookie_total[4s]))", at=mid)[0]["value"][1])

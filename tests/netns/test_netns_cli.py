@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from synguard.lab import netns
+from synguard.lab import netns, testbed
 from synguard.lab.testbed import SERVER4, EchoServer, Testbed, spoofed_syns
 from synguard.maps import Maps
 
@@ -24,15 +24,26 @@ PORT = 8080
 
 @pytest.fixture(scope="module")
 def protected():
-    with Testbed() as bed:
-        srv = EchoServer(bed, PORT)
-        proc = bed.attach([PORT], "--no-metrics", "--rotate-seconds", "600", "--rexmtbase", "30")
-        try:
-            yield bed, proc
-        finally:
-            proc.send_signal(signal.SIGQUIT)
-            assert proc.wait(30) == 0
-            srv.close()
+    args = ("--no-metrics", "--rotate-seconds", "600", "--rexmtbase", "30")
+    with testbed.protected([PORT], *args) as (bed, _, proc):
+        yield bed, proc
+
+
+class Clients:
+    """Real connections from the client, one after another, until stop()."""
+
+    def __init__(self, bed):
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._connect, args=(bed,))
+        self._thread.start()
+
+    def _connect(self, bed):
+        while not self._done.is_set():
+            bed.connect(SERVER4, PORT)
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
 
 
 def as_nobody(bed, *args):
@@ -75,19 +86,11 @@ def test_rotate_now(protected):
 
 def test_top_prints_count_lines(protected):
     bed, _ = protected
-    done = threading.Event()
-
-    def clients():
-        while not done.is_set():
-            bed.connect(SERVER4, PORT)
-
-    t = threading.Thread(target=clients)
-    t.start()
+    clients = Clients(bed)
     try:
         r = bed.synguard_run("top", bed.server_if, "0.5", "4")
     finally:
-        done.set()
-        t.join()
+        clients.stop()
     assert r.returncode == 0 and r.stderr == ""
     lines = r.stdout.splitlines()
     assert len(lines) == 5
@@ -133,14 +136,7 @@ def test_top_screen_refreshes_and_ends_restoring_the_terminal(protected, end):
     from synguard import terminal
 
     bed, _ = protected
-    done = threading.Event()
-
-    def clients():
-        while not done.is_set():
-            bed.connect(SERVER4, PORT)
-
-    t = threading.Thread(target=clients)
-    t.start()
+    clients = Clients(bed)
     proc, master, slave = top_on_a_pty(bed, "0.5")
     try:
         before = termios.tcgetattr(slave)
@@ -156,8 +152,7 @@ def test_top_screen_refreshes_and_ends_restoring_the_terminal(protected, end):
         assert proc.wait(10) == 0
         shown += read_pty(master, lambda text: text.endswith(terminal.LEAVE), 5)
     finally:
-        done.set()
-        t.join()
+        clients.stop()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -49,7 +49,7 @@ def test_design_describes_every_counter():
     import os
     import re
 
-    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "DESIGN.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "DESIGN.md")) as f:
         rows = [line.split("|")[1] for line in f if line.startswith("| `")]
     assert set(re.findall(r"`(\w+)`", "".join(rows))) == set(layout.counter_names())
 
