@@ -115,7 +115,10 @@ def test_a_flood_spoofed_from_a_client_does_not_lock_it_out(bed, source):
         results.append(bed.connect(SERVER4, PORT, timeout=5))
     flood.join()
     d = delta(before, counters(bed))
-    assert len(results) >= 10 and all(r["echo_ok"] for r in results)
+    # How many connects fit in the flood depends on the machine's load (the
+    # flood is one Python thread, as fast as it can): a few already show a
+    # lock-out, which would fail or stall every one of them.
+    assert len(results) >= 3 and all(r["echo_ok"] for r in results)
     assert max(r["connect_s"] for r in results) < 0.5  # no SYN of the client was dropped
     if source == "its prefix":
         assert d["ratelimited"] > 0.5 * sent[0]  # the spoofed rest of the /24 is held back
