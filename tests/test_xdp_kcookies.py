@@ -21,7 +21,7 @@ from synguard import datapath, host, layout, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, CWR, ECE, SYN, tcp_options
 from test_syncache import entry, retransmitted
-from test_xdp import SYN_CASES, counters_delta
+from test_xdp import EXT_SYN_CASES, SYN_CASES, counters_delta
 
 
 @pytest.fixture(scope="module", params=["helpers", "compat"])
@@ -69,6 +69,29 @@ def test_syn_becomes_the_exact_kernel_cookie_synack(kdp, name):
     support.clear(prog)  # no entry: the cookie decides
     assert run(prog.xdp_fd, ack_for(out))[0] == libbpf.XDP_PASS
     assert counters_delta(maps, before)["recvcookie"] == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["behind routing type 0, no segments left", "in a first fragment, v6", "behind destination options"],
+)
+def test_syn_behind_extension_headers_gets_the_kernel_cookie(kdp, request, name):
+    """The kernel mints the cookie from the IPv6 and TCP headers wherever
+    the TCP header is. Before 5.18 (compat) options headers are the
+    kernel's (bpf/parse.h: ext_tlvs_ok)."""
+    prog, maps = kdp
+    frame, _ = EXT_SYN_CASES[name]
+    verdict, out = run(prog.xdp_fd, frame)
+    if request.node.callspec.params["kernel_datapath"] == "compat" and "options" in name:
+        assert (verdict, out) == (libbpf.XDP_PASS, frame)
+        return
+    assert verdict == libbpf.XDP_TX
+    seg = packets.parse_frame(out)
+    assert out == expected_kernel_synack(frame, maps, seg.seq, seg.options["ts"][0])[0]
+    support.clear(prog)  # no entry: the kernel's own check takes the cookie
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, ack_for(out))[0] == libbpf.XDP_PASS
+    assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1}
 
 
 def test_ack_matching_an_entry_goes_up_and_takes_the_entry(kdp):
