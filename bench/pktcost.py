@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 
-from common import C4, LINUX_OPTS, PORT, S4, clear, configure, datapath, syns
+from common import C4, C6, LINUX_OPTS, PORT, S4, S6, clear, configure, datapath, syns
 from synguard import host, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
@@ -208,6 +208,17 @@ def cases(b, estab):
     XDP_TX, XDP_PASS, XDP_DROP = libbpf.XDP_TX, libbpf.XDP_PASS, libbpf.XDP_DROP
     syn4, syn6 = syns(1)[0], syns(1, v6=True)[0]
     bare4 = packets.tcp_frame(C4, S4, 40002, PORT, seq=7, flags=SYN)
+    # The extension-header flood's SYNs: an 8-byte options header of padding
+    # (PadN) each, the cheapest way around an XDP that leaves them alone.
+    pad = (60, b"\x01\x04" + bytes(4))
+    dst6 = packets.tcp_frame(C6, S6, 40003, PORT, seq=7, flags=SYN, options=LINUX_OPTS, ext=[pad])
+    hbh_dst6 = packets.tcp_frame(
+        C6, S6, 40003, PORT, seq=7, flags=SYN, options=LINUX_OPTS, ext=[(0, pad[1]), pad]
+    )
+    # one unknown option to skip (type 0x1e) instead: the option walk's cost
+    skip6 = packets.tcp_frame(
+        C6, S6, 40003, PORT, seq=7, flags=SYN, options=LINUX_OPTS, ext=[(60, b"\x1e\x04abcd")]
+    )
     distinct_syns = syns(n + 1, base=10000)
     b.configure(syncookies_only=1)
     cookie_syns = syns(n + 1, base=20000)
@@ -279,6 +290,33 @@ def cases(b, estab):
             XDP_TX,
             None,
             same([syn6] * (n + 1), XDP_TX),
+        ),
+        (
+            "IPv6 SYN behind destination options (Linux layout), cookies only",
+            "xdp",
+            cookies,
+            [dst6] * (n + 1),
+            XDP_TX,
+            None,
+            {"kernel": ([dst6] * (n + 1), XDP_TX, None)},
+        ),
+        (
+            "IPv6 SYN behind hop-by-hop + destination options, cookies only",
+            "xdp",
+            cookies,
+            [hbh_dst6] * (n + 1),
+            XDP_TX,
+            None,
+            {"kernel": ([hbh_dst6] * (n + 1), XDP_TX, None)},
+        ),
+        (
+            "IPv6 SYN behind destination options with an option to skip, cookies only",
+            "xdp",
+            cookies,
+            [skip6] * (n + 1),
+            XDP_TX,
+            None,
+            {"kernel": ([skip6] * (n + 1), XDP_TX, None)},
         ),
         (
             "IPv4 SYN without options, cookies only",

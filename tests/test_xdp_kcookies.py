@@ -75,16 +75,12 @@ def test_syn_becomes_the_exact_kernel_cookie_synack(kdp, name):
     "name",
     ["behind routing type 0, no segments left", "in a first fragment, v6", "behind destination options"],
 )
-def test_syn_behind_extension_headers_gets_the_kernel_cookie(kdp, request, name):
+def test_syn_behind_extension_headers_gets_the_kernel_cookie(kdp, name):
     """The kernel mints the cookie from the IPv6 and TCP headers wherever
-    the TCP header is. Before 5.18 (compat) options headers are the
-    kernel's (bpf/parse.h: ext_tlvs_ok)."""
+    the TCP header is."""
     prog, maps = kdp
     frame, _ = EXT_SYN_CASES[name]
     verdict, out = run(prog.xdp_fd, frame)
-    if request.node.callspec.params["kernel_datapath"] == "compat" and "options" in name:
-        assert (verdict, out) == (libbpf.XDP_PASS, frame)
-        return
     assert verdict == libbpf.XDP_TX
     seg = packets.parse_frame(out)
     assert out == expected_kernel_synack(frame, maps, seg.seq, seg.options["ts"][0])[0]
