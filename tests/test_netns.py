@@ -104,6 +104,36 @@ def test_real_connections_through_cookies(protected, family):
     assert after["badcookie"] == before["badcookie"], "a real client's segment was dropped"
 
 
+@pytest.mark.parametrize("option", ["IPV6_DSTOPTS", "IPV6_HOPOPTS"])
+def test_real_connections_behind_extension_headers(protected, option):
+    """A Linux client whose every segment carries an IPv6 options header (a
+    sticky socket option: one PadN): its SYN is answered at XDP, its third
+    ACK matched (entry or cookie) and handed off behind the header, the kernel takes the
+    request socket, and the connection carries data both ways."""
+    import socket
+
+    bed, _ = protected
+    before = status(bed)["counters"]
+    for _ in range(5):
+        with netns.netns(bed.client_ns):
+            s = socket.socket(socket.AF_INET6)
+        try:
+            s.setsockopt(socket.IPPROTO_IPV6, getattr(socket, option), bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+            s.settimeout(5)
+            s.connect((SERVER6, PORT))
+            s.sendall(b"q" * 1000)
+            got = b""
+            while len(got) < 1000:
+                got += s.recv(1000)
+            assert got == b"q" * 1000
+        finally:
+            s.close()
+    after = status(bed)["counters"]
+    delta = {k: after[k] - before[k] for k in ("sendcookie", "completed", "badcookie", "aborted")}
+    assert delta == {"sendcookie": 5, "completed": 5, "badcookie": 0, "aborted": 0}
+    assert after["exthdr"] - before["exthdr"] >= 10  # each SYN and third ACK, then data segments
+
+
 def test_first_request_right_after_connect_is_never_delayed(protected):
     """The client's third ACK and its first request often reach XDP in one
     batch; neither may be lost (a lost one costs a 200+ ms retransmission)."""
