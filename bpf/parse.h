@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
-/* Packet parsing: Ethernet with up to two VLAN tags, IPv4 or IPv6, TCP and
- * its options. Every access is checked against data_end. Shared by the XDP
- * program and the tc program (both see the frame from the Ethernet header).
+/* Packet parsing: Ethernet with up to two VLAN tags, IPv4 or IPv6 (with
+ * the extension headers Linux takes before TCP), TCP and its options.
+ * Every access is checked against data_end. Shared by the XDP program and
+ * the tc program (both see the frame from the Ethernet header).
  */
 #ifndef SG_PARSE_H
 #define SG_PARSE_H

@@ -252,6 +252,49 @@ def test_syn_behind_extension_headers_gets_linux_synack(dp, name):
     }
 
 
+@pytest.mark.parametrize(
+    "sysctls,want",
+    [
+        ({}, (8, 255)),  # Linux's defaults: 8 options, INT_MAX bytes
+        ({"net.ipv6.max_dst_opts_number": "-8"}, (0, 255)),  # negative: unknown options refused
+        ({"net.ipv6.max_hbh_opts_number": "2", "net.ipv6.max_dst_opts_length": "16"}, (2, 2)),
+        ({"net.ipv6.max_hbh_length": "7"}, (8, 0)),
+    ],
+)
+def test_options_header_limits_follow_the_sysctls(monkeypatch, sysctls, want):
+    from synguard import kernelconf
+
+    defaults = {"net.ipv6.max_hbh_opts_number": "8", "net.ipv6.max_dst_opts_number": "8"}
+    values = {**defaults, **sysctls}
+    monkeypatch.setattr(
+        kernelconf, "read_sysctl", lambda name, default=None: [values[name]] if name in values else default
+    )
+    assert kernelconf.ext_limits() == want
+
+
+@pytest.mark.parametrize(
+    "config,ext",
+    [
+        (dict(ext_opts=0), [(DSTOPTS, b"\x1e\x04abcd")]),  # no unknown option allowed
+        (dict(ext_len8=1), [(DSTOPTS, b"\x1e\x0a" + bytes(10) + b"\x01\x00")]),  # 16 bytes, 8 allowed
+    ],
+    ids=["max_dst_opts_number", "max_dst_opts_length"],
+)
+def test_options_headers_beyond_the_hosts_limits_are_the_kernels(datapath, unit_ns, config, ext):
+    """What the host's sysctls refuse, the data path leaves to the kernel."""
+    from conftest import reset
+    from synguard.lab import netns
+
+    prog, maps = datapath
+    frame = syn6(ext)
+    reset(prog, maps, **config)
+    with netns.netns(unit_ns):
+        assert run(prog.xdp_fd, frame) == (libbpf.XDP_PASS, frame)
+    reset(prog, maps)
+    with netns.netns(unit_ns):
+        assert run(prog.xdp_fd, frame)[0] == libbpf.XDP_TX
+
+
 def test_cookie_ack_behind_extension_headers_is_handed_on(cookies_only):
     """The third ACK behind destination options: validated and handed off
     as a plain one (tc finds its TCP header the same way; the kernel takes
