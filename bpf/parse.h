@@ -149,8 +149,8 @@ static __always_inline int ext_tlvs_ok(struct xdp_md *ctx, u32 off, u32 len,
 	 * verifier cannot see is the same (map memory is never tracked; the
 	 * barrier keeps clang from folding it). From a constant 0 their
 	 * values would be exact, each `> 7` decided and so made precise, and
-	 * the loop's states at every count distinct: 678k instructions
-	 * verified instead of 367k. */
+	 * the loop's states at every count distinct (measured: 1.8 times the
+	 * instructions verified for the whole program). */
 	asm volatile("" : "+r"(pad));
 	pad -= max_opts;
 	opts = pad;
