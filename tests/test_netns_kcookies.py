@@ -168,6 +168,21 @@ def test_forged_acks_are_dropped_before_the_kernel(protected):
     assert tcp_ext(bed, "SyncookiesFailed") == failed, "XDP dropped them: the kernel never saw one"
 
 
+def test_real_connections_behind_an_extension_header(protected):
+    """A client sending every segment behind a destination options header:
+    the SYN answered at XDP with the kernel's cookie, the third ACK passed
+    up, and the kernel's own cookie check (after the header) makes the
+    socket."""
+    bed, _, _ = protected
+    before, recv_before = status(bed)["counters"], tcp_ext(bed, "SyncookiesRecv")
+    results = [bed.connect(SERVER6, PORT, sockopts=[testbed.ipv6_padding_header()]) for _ in range(5)]
+    assert all(r["echo_ok"] for r in results)
+    after = status(bed)["counters"]
+    assert after["sendcookie"] - before["sendcookie"] == 5
+    assert after["exthdr"] - before["exthdr"] >= 10
+    assert tcp_ext(bed, "SyncookiesRecv") - recv_before == 5
+
+
 def test_real_clients_connect_during_a_syn_flood(protected):
     bed, srv, _ = protected
     before, recv_before = status(bed)["counters"], tcp_ext(bed, "SyncookiesRecv")
