@@ -30,6 +30,12 @@
 
 #include "spoof.h"
 
+/* The template's TCP header offset: IPv4 without options unless the loader
+ * says otherwise (an IPv6 template, SPOOF_V6, with its extension headers). */
+#ifndef L4_OFF
+#define L4_OFF (ETH_HLEN + 20)
+#endif
+
 struct bounce_cfg {
 	u8 frame[FRAME_LEN];
 	u64 deadline_ns; /* bpf_ktime_get_ns() after which every frame drops */
@@ -65,14 +71,20 @@ int bounce(struct xdp_md *ctx)
 	u8 *flags;
 	int len;
 
+	/* The defences' answers carry no IP options or extension headers;
+	 * an IPv6 frame with any (the reflector's) is "anything else". */
+	flags = NULL;
 	if (data + ETH_HLEN + 20 + 14 <= end &&
-	    eth->h_proto == __builtin_bswap16(ETH_P_IP)) {
+	    eth->h_proto == __builtin_bswap16(ETH_P_IP))
 		flags = data + ETH_HLEN + 20 + 13;
-		if ((*flags & 0x12) == 0x12)
-			kind = 0;
-		else if (*flags & 0x04)
-			kind = 1;
-	}
+	else if (data + ETH_HLEN + 40 + 14 <= end &&
+		 eth->h_proto == __builtin_bswap16(ETH_P_IPV6) &&
+		 *(u8 *)(data + ETH_HLEN + 6) == 6 /* TCP */)
+		flags = data + ETH_HLEN + 40 + 13;
+	if (flags && (*flags & 0x12) == 0x12)
+		kind = 0;
+	else if (flags && (*flags & 0x04))
+		kind = 1;
 	count(kind);
 	c = bounce_cfg.lookup(&k);
 	left = budget.lookup(&k);
@@ -97,8 +109,12 @@ int bounce(struct xdp_md *ctx)
 	*last = now;
 	__builtin_memcpy(data, c->frame, FRAME_LEN);
 	ip = data + ETH_HLEN;
-	tcp = data + ETH_HLEN + 20;
+	tcp = data + L4_OFF;
+#ifdef SPOOF_V6
+	s = spoof_saddr6(ip, bpf_get_prandom_u32()); /* in 2001:db8:19::/112 */
+#else
 	s = spoof_saddr4(ip, bpf_get_prandom_u32()); /* in 198.19.0.0/16 */
+#endif
 	spoof_ports(tcp, bpf_get_prandom_u32(), bpf_get_prandom_u32(), s);
 	count(3);
 	return XDP_TX;

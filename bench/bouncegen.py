@@ -44,12 +44,18 @@ TC_ATTACH = {"parent": "ffff:fff2", "classid": 1, "direct_action": True}  # clsa
 
 
 class Bounce:
-    def __init__(self, frame):
+    def __init__(self, frame, ext=None):
+        """frame: frame_template()'s; ext: the IPv6 extension headers it was
+        made with (packets.tcp_frame's), None for an IPv4 template."""
         from bcc import BPF
 
-        self.frame = bytes(frame)
+        self.frame, self.ext = bytes(frame), ext
+        cflags = ["-DFRAME_LEN=%d" % len(frame), "-I" + HERE]
+        if ext is not None:
+            l4 = 14 + 40 + sum(2 + len(body) for _, body in ext)
+            cflags += ["-DSPOOF_V6", "-DL4_OFF=%d" % l4]
         with open(SOURCE, "rb") as f:
-            self.bpf = BPF(text=f.read(), cflags=["-DFRAME_LEN=%d" % len(frame), "-I" + HERE])
+            self.bpf = BPF(text=f.read(), cflags=cflags)
         self.bounce_fd = self.bpf.load_func(b"bounce", BPF.XDP).fd
         self.reflect_fd = self.bpf.load_func(b"reflect", BPF.XDP).fd
         self.reflect_tc_fd = self.bpf.load_func(b"reflect_tc", BPF.SCHED_CLS).fd
@@ -137,7 +143,10 @@ class Bounce:
         """n spoofed SYNs made in Python (the same fields random as bounce's)."""
         out = []
         for _ in range(n):
-            src = "198.19.%d.%d" % divmod(random.randrange(1, 65535), 256)
+            if self.ext is None:
+                src = "198.19.%d.%d" % divmod(random.randrange(1, 65535), 256)
+            else:
+                src = "2001:db8:19::%x" % random.randrange(1, 65535)
             out.append(
                 packets.tcp_frame(
                     src,
@@ -149,6 +158,7 @@ class Bounce:
                     options=self._options,
                     src_mac=self.frame[6:12],
                     dst_mac=self.frame[0:6],
+                    ext=self.ext or (),
                 )
             )
         return out
@@ -265,10 +275,12 @@ class Bounce:
         return plan
 
 
-def frame_template(dst_mac, src_mac, dst="198.18.10.2", dport=8080):
-    """The SYN bounce writes (Linux's options, 74 bytes), its varying fields zero."""
+def frame_template(dst_mac, src_mac, dst="198.18.10.2", dport=8080, ext=None):
+    """The SYN bounce writes (Linux's options, 74 bytes), its varying fields
+    zero; with ext (IPv6 extension headers, packets.tcp_frame's), an IPv6
+    SYN from 2001:db8:19::/112 to dst behind them."""
     return packets.tcp_frame(
-        "198.19.0.0",
+        "198.19.0.0" if ext is None else "2001:db8:19::",
         dst,
         0,
         dport,
@@ -277,4 +289,5 @@ def frame_template(dst_mac, src_mac, dst="198.18.10.2", dport=8080):
         options=Bounce._options,
         src_mac=bytes.fromhex(src_mac.replace(":", "")),
         dst_mac=bytes.fromhex(dst_mac.replace(":", "")),
+        ext=ext or (),
     )

@@ -34,8 +34,13 @@ native and generic XDP in the stepped floods; the reflection limit off: one
 generator stands for many sources), kernel syncookies
 (net.ipv4.tcp_syncookies=2, no XDP), nftables SYNPROXY.
 
+4. --ext-rounds N: the extension-header flood, the bounce's IPv6 SYNs with
+   and without one destination options header against synguard (default,
+   cookies only), above the reflector of the same SYNs (flood_ext.md).
+
 usage: sudo python bench/flood.py [--rounds 3] [--count N] [--generators auto,trafgen]
                                   [--scaling-count N] [--no-stepped] [--out docs/bench]
+                                  [--ext-rounds N] [--ext-count N]
 """
 
 import argparse
@@ -55,7 +60,7 @@ from bouncegen import Bounce, frame_template
 from livegen import LiveGen, template
 from synguard import netlink
 from synguard.lab import netns
-from synguard.lab.testbed import SERVER4, SPOOF_NET4, EchoServer, Testbed, xdp_stub
+from synguard.lab.testbed import SERVER4, SERVER6, SPOOF_NET4, EchoServer, Testbed, xdp_stub
 from synguard.maps import Maps
 
 PORT = 8080
@@ -500,9 +505,8 @@ class Rounds:
             )
             return sent, s, {}
         if generator == "bounce":
-            r = self.bounce.flood(
-                self.bed.attacker_ns, self.bed.attacker_if, count, 60, cpus=cpus, dst=(SERVER4, PORT)
-            )
+            dst = (SERVER4 if self.bounce.ext is None else SERVER6, PORT)
+            r = self.bounce.flood(self.bed.attacker_ns, self.bed.attacker_if, count, 60, cpus=cpus, dst=dst)
             return r["sent"], r["seconds"], r
         t0 = time.monotonic()
         netns.run(
@@ -717,6 +721,84 @@ def rounds(fl, n, generators, defences=ROUND_DEFENCES):
     return {d: rows for d, rows in results.items() if rows}
 
 
+# The extension-header flood: the way around an XDP that leaves IPv6
+# extension headers to the kernel, one 8-byte destination options header
+# (one PadN) a SYN, against the same SYNs without it.
+EXT_TEMPLATES = {
+    "bounce, IPv6": [],
+    "bounce, IPv6 behind destination options": [(60, b"\x01\x04" + bytes(4))],
+}
+
+
+EXT_DEFENCES = ["baseline", "synguard-default", "synguard-cookies-only"]
+
+
+def ext_rounds(fl, n, count):
+    """n x EXT_DEFENCES (cookies only on the default's controller, which its
+    tear-down stops) x EXT_TEMPLATES, bounced: {defence: rows}, each row's
+    generator the template's name, so that summary() takes each above its
+    own template's baseline."""
+    server_mac, attacker_mac = macs(fl.bed)
+    bounces = {
+        g: Bounce(frame_template(server_mac, attacker_mac, dst=SERVER6, dport=PORT, ext=ext), ext)
+        for g, ext in EXT_TEMPLATES.items()
+    }
+    ipv4, results = fl.bounce, {d: [] for d in EXT_DEFENCES}
+    try:
+        for r in range(n):
+            for d in EXT_DEFENCES:
+                down = fl.up(d)
+                try:
+                    for g, b in bounces.items():
+                        fl.bounce = b
+                        b.attach(fl.bed.attacker_ns, fl.bed.attacker_if)
+                        undo = fl.extra(d, "bounce")
+                        try:
+                            row = fl.flood("bounce", count)
+                        finally:
+                            undo()
+                        row.update(round=r, generator=g)
+                        results[d].append(row)
+                        show("ext round %d %s %s" % (r, d, g), row)
+                finally:
+                    down()
+    finally:
+        fl.bounce = ipv4
+        for b in bounces.values():
+            b.cleanup()
+        ipv4.attach(fl.bed.attacker_ns, fl.bed.attacker_if)
+    return results
+
+
+def ext_markdown(summ, count, n, f):
+    plain, ext = EXT_TEMPLATES
+    f.write(
+        "The extension-header flood (bounce, one CPU): %d rounds of %d SYNs per template, "
+        "interleaved; ns per SYN of the CPU the chain ran on and the controller's (during and "
+        "after the flood), above the reflector of the same round and template; median "
+        "(lowest-highest round); ratio to the plain IPv6 SYNs.\n\n" % (n, count)
+    )
+    f.write("| defence | SYNs | ns per SYN | ratio | answered | SYNs/s |\n|---|---|---:|---:|---:|---:|\n")
+    for d in EXT_DEFENCES[1:]:
+        first = summ[d][plain]["chain_ns_per_syn_with_after"]["median"]
+        for g in (plain, ext):
+            s = summ[d][g]
+            w = s["chain_ns_per_syn_with_after"]
+            f.write(
+                "| %s | %s | %.0f (%.0f-%.0f) | %.2f | %s | %.0f |\n"
+                % (
+                    d,
+                    g,
+                    w["median"],
+                    w["min"],
+                    w["max"],
+                    w["median"] / first,
+                    s["answered"],
+                    s["rate"]["median"],
+                )
+            )
+
+
 def scaling(fl, count, cpu_sets, repeats=2, defences=SCALING_DEFENCES):
     """The bounce on each set of CPUs (one chain per CPU) per defence, the
     sets alternating `repeats` times: {defence: {ncpus: [row per repeat]}}.
@@ -768,7 +850,7 @@ def summary(results):
                 "answered": "%d/%d" % (sum(r["answered"] for r in mine), sum(r["sent"] for r in mine)),
                 "rate": _stats([r["rate"] for r in mine]),
             }
-            if g != "bounce":
+            if not g.startswith("bounce"):  # ext_rounds' generators name their template
                 acc = [(_accounted(r) - _accounted(b[r["round"]])) / r["sent"] * 1e9 for r in mine]
                 s["accounted_ns_per_syn_flood"] = _stats(acc)
                 s["accounted_ns_per_syn_with_after"] = _stats([a + c for a, c in zip(acc, after)])
@@ -901,6 +983,13 @@ def main(argv=None):
         "--scaling-count", type=int, default=1_000_000, help="SYNs per flood, 1 vs 2 CPUs (0: none)"
     )
     ap.add_argument("--no-stepped", action="store_true", help="leave out the stepped-rate trafgen floods")
+    ap.add_argument(
+        "--ext-rounds",
+        type=int,
+        default=0,
+        help="rounds of the extension-header flood against synguard (0: none)",
+    )
+    ap.add_argument("--ext-count", type=int, default=1_000_000, help="SYNs per extension-header flood")
     args = ap.parse_args(argv)
     rates = [r if r == "max" else int(r) for r in args.rates.split(",")]
     load0 = os.getloadavg()
@@ -934,6 +1023,13 @@ def main(argv=None):
                 print("rounds took %.0f s" % (time.monotonic() - t0), flush=True)
                 with open(os.path.join(args.out, "flood_rounds.md"), "w") as f:
                     rounds_markdown(round_sum, args.count, args.rounds, args.rexmtbase, probe, f)
+            if args.ext_rounds:
+                t0 = time.monotonic()
+                ext_sum = summary(ext_rounds(fl, args.ext_rounds, args.ext_count))
+                print(json.dumps(ext_sum, indent=1))
+                print("extension-header rounds took %.0f s" % (time.monotonic() - t0), flush=True)
+                with open(os.path.join(args.out, "flood_ext.md"), "w") as f:
+                    ext_markdown(ext_sum, args.ext_count, args.ext_rounds, f)
             if args.scaling_count and len(cpu_sets[-1]) > 1:
                 t0 = time.monotonic()
                 scale = scaling(fl, args.scaling_count, cpu_sets)

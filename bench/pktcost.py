@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 
-from common import C4, LINUX_OPTS, PORT, S4, clear, configure, datapath, syns
+from common import C4, C6, LINUX_OPTS, PORT, S4, S6, clear, configure, datapath, syns
 from synguard import host, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
@@ -208,6 +208,28 @@ def cases(b, estab):
     XDP_TX, XDP_PASS, XDP_DROP = libbpf.XDP_TX, libbpf.XDP_PASS, libbpf.XDP_DROP
     syn4, syn6 = syns(1)[0], syns(1, v6=True)[0]
     bare4 = packets.tcp_frame(C4, S4, 40002, PORT, seq=7, flags=SYN)
+    # The extension-header flood's SYNs: an 8-byte options header of one
+    # PadN each, the cheapest way around an XDP that leaves them alone; then
+    # one unknown option to skip (type 0x1e): the option walk's cost. The
+    # kernel-cookie build beside; xdp_synproxy leaves them to the kernel.
+    pad = b"\x01\x04" + bytes(4)
+    ext_cases = [
+        (
+            "IPv6 SYN behind %s, cookies only" % what,
+            "xdp",
+            dict(syncookies_only=1),
+            [frame] * (n + 1),
+            XDP_TX,
+            None,
+            {"kernel": ([frame] * (n + 1), XDP_TX, None)},
+        )
+        for what, ext in (
+            ("destination options (Linux layout)", [(60, pad)]),
+            ("hop-by-hop + destination options", [(0, pad), (60, pad)]),
+            ("destination options with an option to skip", [(60, b"\x1e\x04abcd")]),
+        )
+        for frame in [packets.tcp_frame(C6, S6, 40003, PORT, seq=7, flags=SYN, options=LINUX_OPTS, ext=ext)]
+    ]
     distinct_syns = syns(n + 1, base=10000)
     b.configure(syncookies_only=1)
     cookie_syns = syns(n + 1, base=20000)
@@ -280,6 +302,7 @@ def cases(b, estab):
             None,
             same([syn6] * (n + 1), XDP_TX),
         ),
+        *ext_cases,
         (
             "IPv4 SYN without options, cookies only",
             "xdp",

@@ -21,6 +21,15 @@ static __always_inline u32 spoof_saddr4(u16 *ip, u32 r)
 	return ip[14 / 2];
 }
 
+/* IPv6 source: a random last 16 bits in the template's /112, never 0
+ * (IPv6 has no header checksum). Returns the sum of what changed, for
+ * TCP's. */
+static __always_inline u32 spoof_saddr6(u16 *ip6, u32 r)
+{
+	ip6[22 / 2] = (u16)((r % 65534) + 1);
+	return ip6[22 / 2];
+}
+
 /* A random source port >= 1024 and ISN; the TCP checksum updated with s,
  * the sum of the pseudo header's changes. */
 static __always_inline void spoof_ports(u16 *tcp, u32 r1, u32 r2, u32 s)

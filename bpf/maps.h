@@ -50,6 +50,8 @@
 	X(drained)     /* SYN, or ACK nobody knows, while draining: left to the kernel */ \
 	X(coalesced)   /* segment of a handshake handed off <10 ms ago; passed */ \
 	X(added)       /* syncache entry made for a SYN */                     \
+	X(exthdr)      /* SYN or ACK behind IPv6 extension headers, judged */  \
+	X(fragment)    /* SYN in a first fragment, judged (the rest: kernel) */ \
 	X(verified)    /* SYN or RST beyond its prefix's budget, sent: the source had completed a handshake */ \
 	X(rstsent)     /* badcookie answered with an RST (within the RST budgets) */ \
 	X(rstlimited)  /* badcookie dropped: beyond the RST budgets */         \
@@ -150,7 +152,12 @@ struct sg_config {
 	u32 synack_burst;
 	u8 prefix4; /* IPv4 source prefix length, 0..32 */
 	u8 prefix6; /* IPv6 source prefix length, 0..128 */
-	u8 pad[2];
+	/* What Linux takes in an IPv6 options header (parse.h: parse_ext):
+	 * unknown "skip" options, and the header's length in 8-byte units
+	 * (a header of hdrlen + 1 units is ours if hdrlen < ext_len8), from
+	 * net.ipv6.max_{hbh,dst}_opts_{number,length}. */
+	u8 ext_opts;
+	u8 ext_len8;
 	u64 synack_interval_ns; /* 1 s / synack_rate */
 	u64 synack_tau_ns;	/* synack_burst * synack_interval_ns */
 	u64 prefix_seed; /* random per attach: buckets cannot be aimed at */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
-/* Packet parsing: Ethernet with up to two VLAN tags, IPv4 or IPv6, TCP and
- * its options. Every access is checked against data_end. Shared by the XDP
- * program and the tc program (both see the frame from the Ethernet header).
+/* Packet parsing: Ethernet with up to two VLAN tags, IPv4 or IPv6 (with
+ * the extension headers Linux takes before TCP), TCP and its options.
+ * Every access is checked against data_end. Shared by the XDP program and
+ * the tc program (both see the frame from the Ethernet header).
  */
 #ifndef SG_PARSE_H
 #define SG_PARSE_H
@@ -56,8 +57,9 @@ static __always_inline int sg_copy_bytes(struct xdp_md *ctx, u32 off, u8 *mem,
 #endif
 
 enum sg_parse {
-	SG_PARSE_TCP, /* IPv4/IPv6 + TCP, headers all inside the frame */
-	SG_PARSE_OTHER, /* not ours to judge (not IP, not TCP, fragment, IPv6 ext headers) */
+	SG_PARSE_TCP,	/* IPv4/IPv6 + TCP, headers all inside the frame */
+	SG_PARSE_OTHER, /* not ours to judge (not IP, not TCP, a later fragment,
+			 * IPv6 extension headers Linux may refuse: parse_ext) */
 	SG_PARSE_MALFORMED, /* IP or TCP header lengths that do not fit the frame */
 	SG_PARSE_ICMP, /* ICMP or ICMPv6 (l4_off set): maybe about our SYN-ACK */
 };
@@ -71,6 +73,10 @@ struct sg_pkt {
 	struct iphdr *ip4;
 	struct ipv6hdr *ip6;
 	struct tcphdr *tcp;
+	/* Apart from ipv6: stored with it, an unknown byte would hide from
+	 * the verifier that ipv6 is 0 on the IPv4 path (it is read back). */
+	u8 ext;	 /* IPv6 extension headers before the TCP header */
+	u8 frag; /* a first fragment (MF set): more of the segment follows */
 };
 
 /* Ethernet and up to two VLAN tags (802.1Q / 802.1ad, QinQ). 0 or -1. */
@@ -102,8 +108,177 @@ static __always_inline int parse_l2(void *data, void *data_end, u16 *proto,
 	return 0;
 }
 
-static __always_inline int parse_pkt(void *data, void *data_end,
-				     struct sg_pkt *p)
+/* IPv6 extension headers: a chain of at most SG_EXT_MAX_HDRS before TCP.
+ * Five is each header RFC 8200 4.1 orders before an upper layer once, AH
+ * and ESP left out (the kernel's to check): hop-by-hop, destination
+ * options, routing, fragment, destination options. A longer chain is
+ * passed (the kernel's price): no client sends one, and each header more
+ * costs its sender 8 bytes a SYN. SG_L4_MAX bounds where TCP may start:
+ * the verifier needs packet offsets bounded, and kcookie.h masks l4_off
+ * with 0xff. */
+#define SG_EXT_MAX_HDRS 5
+#define SG_EXT_MAX_TLVS 8 /* options looked at in one options header */
+#define SG_L4_MAX	255
+
+/* An options header (hop-by-hop, destination options) of len bytes at off
+ * as Linux's ip6_parse_tlv takes it: Pad1 and PadN (PadN's data zeros, at
+ * most 7 bytes of padding in a row), and up to max_opts options unknown to
+ * Linux whose type says "skip" (top bits 00, RFC 8200 4.2), ending exactly
+ * at len. Not ours (-1), so the kernel's: options Linux acts on (router
+ * alert, CALIPSO, IOAM in hop-by-hop; jumbo payload and home address say
+ * "discard" to us), options whose type says "discard", anything Linux
+ * refuses, and headers with more than SG_EXT_MAX_TLVS options.
+ *
+ * Verifier: each option is read with one helper call (8 bytes: a PadN
+ * with its data; a TCP header follows, so they are there), as
+ * parse_tcp_options does. Read through packet pointers, the offset would
+ * be precise and every path through the loop a state of its own (past
+ * the 1M-instruction limit). */
+static __always_inline int ext_tlvs_ok(struct xdp_md *ctx, u32 off, u32 len,
+				       u32 hbh, u32 max_opts)
+{
+	u32 pos = 2, pad = max_opts, opts, type, optlen;
+	u8 t[8];
+
+#ifdef SG_COMPAT_LOAD_BYTES
+	/* Its byte loop inside this loop is past the 1M-instruction limit:
+	 * before Linux 5.18 only parse_ext's one-PadN header is answered. */
+	return -1;
+#endif
+	/* pad and opts start at 0 as max_opts less a copy of itself that the
+	 * verifier cannot see is the same (map memory is never tracked; the
+	 * barrier keeps clang from folding it). From a constant 0 their
+	 * values would be exact, each `> 7` decided and so made precise, and
+	 * the loop's states at every count distinct (measured: 1.8 times the
+	 * instructions verified for the whole program). */
+	asm volatile("" : "+r"(pad));
+	pad -= max_opts;
+	opts = pad;
+
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SG_EXT_MAX_TLVS; i++) {
+		if (pos >= len)
+			break;
+		if (sg_load_bytes(ctx, off + pos, t, sizeof(t), sizeof(t)))
+			return -1;
+		type = t[0];
+		if (type == SG_IPV6_TLV_PAD1) {
+			if (++pad > 7)
+				return -1;
+			pos++;
+			continue;
+		}
+		optlen = t[1] + 2;
+		if (pos + optlen > len)
+			return -1;
+		if (type == SG_IPV6_TLV_PADN) {
+			pad += optlen;
+			/* pad <= 7: optlen <= 7, its data t[2..optlen) */
+			if (pad > 7 || (optlen > 2 && t[2]) ||
+			    (optlen > 3 && t[3]) || (optlen > 4 && t[4]) ||
+			    (optlen > 5 && t[5]) || (optlen > 6 && t[6]))
+				return -1;
+		} else {
+			if ((type & 0xc0) ||
+			    (hbh && (type == SG_IPV6_TLV_RA ||
+				     type == SG_IPV6_TLV_CALIPSO ||
+				     type == SG_IPV6_TLV_IOAM)) ||
+			    ++opts > max_opts)
+				return -1;
+			pad = 0;
+		}
+		pos += optlen;
+	}
+	return pos == len ? 0 : -1;
+}
+
+/* Walk the extension headers from p->l4_off (just past the IPv6 header) to
+ * the TCP header, taking only what Linux's ipv6_rcv and its extension
+ * header handlers (net/ipv6/exthdrs.c, reassembly.c) take before TCP with
+ * nothing else to do: anything they may refuse, forward or act on is not
+ * ours (SG_PARSE_OTHER: the kernel does what it does). Per header:
+ *   hop-by-hop  first only (ipv6_rcv parses it; later, nothing takes it)
+ *   dest. opts  ext_tlvs_ok; ext_len8 and ext_opts are the host's
+ *               net.ipv6.max_{hbh,dst}_opts_{length,number} (kernelconf.py)
+ *   routing     segments left 0, type not 2 (Linux drops those it did not
+ *               process itself), 3 or 4 (RPL, SRv6: off unless a sysctl
+ *               says so). Type 0 with segments left is refused with an
+ *               ICMP parameter problem, as any type Linux does not route;
+ *               with none left Linux skips it (RFC 5095 3), and so do we.
+ *   fragment    a first fragment (offset 0) or an atomic one (RFC 6946)
+ *               whose fragmentable part is a multiple of 8 bytes (Linux
+ *               refuses a shorter non-final fragment); p->frag if MF.
+ * ctx NULL (tc): options are not looked at; XDP looked before it handed
+ * the segment off. Verifier: each header is read through a pointer at an
+ * offset bounded by SG_L4_MAX; both loops have constant bounds. */
+static __always_inline int parse_ext(struct xdp_md *ctx, void *data,
+				     void *data_end, struct sg_pkt *p,
+				     u32 nexthdr, u32 plen, u32 ext_opts,
+				     u32 ext_len8)
+{
+	u32 off = p->l4_off, start = p->l4_off, len, frag;
+	u8 *h;
+
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SG_EXT_MAX_HDRS; i++) {
+		if (nexthdr == IPPROTO_TCP)
+			break;
+		h = data + (off & SG_L4_MAX);
+		if (off > SG_L4_MAX || (void *)(h + 8) > data_end)
+			return SG_PARSE_OTHER;
+		len = nexthdr == SG_IPPROTO_FRAGMENT ? 8 : (h[1] + 1) * 8;
+		if (off + len > SG_L4_MAX || off + len - start > plen)
+			return SG_PARSE_OTHER;
+		if (nexthdr == SG_IPPROTO_HOPOPTS ||
+		    nexthdr == SG_IPPROTO_DSTOPTS) {
+			if ((nexthdr == SG_IPPROTO_HOPOPTS && i) ||
+			    h[1] >= ext_len8)
+				return SG_PARSE_OTHER;
+			/* The shortest, padded with one PadN (a flood's, and
+			 * what stacks send to pad an empty header), read here:
+			 * the walk costs about 40 ns more a header. */
+			if (ctx &&
+			    !(len == 8 &&
+			      *(__be16 *)&h[2] == bpf_htons(0x0104) &&
+			      *(u32 *)&h[4] == 0) &&
+			    ext_tlvs_ok(ctx, off, len,
+					nexthdr == SG_IPPROTO_HOPOPTS,
+					ext_opts))
+				return SG_PARSE_OTHER;
+		} else if (nexthdr == SG_IPPROTO_ROUTING) {
+			if (h[3] || h[2] == 2 || h[2] == 3 || h[2] == 4)
+				return SG_PARSE_OTHER;
+		} else if (nexthdr == SG_IPPROTO_FRAGMENT) {
+			frag = (u32)h[2] << 8 | h[3];
+			if ((frag & SG_IP6_OFFMASK) ||
+			    ((frag & SG_IP6_MF) &&
+			     ((plen - (off + len - start)) & 7)))
+				return SG_PARSE_OTHER;
+			p->frag = frag & SG_IP6_MF;
+		} else {
+			return SG_PARSE_OTHER; /* AH, ESP, ICMPv6, ... */
+		}
+		nexthdr = h[0];
+		off += len;
+	}
+	if (nexthdr != IPPROTO_TCP)
+		return SG_PARSE_OTHER; /* not TCP, or beyond the bound */
+	p->ext = off != start;
+	/* Verifier: off's range here grows with each header walked, and each
+	 * range would be a state of its own through the rest of the program
+	 * (pointers at different ranges never prune). Masked past a barrier
+	 * (clang knows off <= SG_L4_MAX and would drop the AND), the range
+	 * becomes [low bits, SG_L4_MAX] for every chain length. */
+	asm volatile("" : "+r"(off));
+	p->l4_off = off & SG_L4_MAX;
+	p->l4_len = plen - (off - start);
+	return SG_PARSE_TCP;
+}
+
+/* ctx, ext_opts, ext_len8: see parse_ext. */
+static __always_inline int parse_pkt(struct xdp_md *ctx, void *data,
+				     void *data_end, struct sg_pkt *p,
+				     u32 ext_opts, u32 ext_len8)
 {
 	u16 proto;
 	u32 l3_off, ihl, doff;
@@ -125,9 +300,13 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		if (ip->version != 4 || ihl < sizeof(*ip) || tot < ihl ||
 		    l3_off + tot > p->frame_len)
 			return SG_PARSE_MALFORMED;
-		/* Fragments are reassembled by the kernel, not judged here. */
-		if (ip->frag_off & bpf_htons(SG_IP_MF | SG_IP_OFFMASK))
+		/* Later fragments are the kernel's to reassemble. A first one
+		 * holding the whole TCP header (a multiple of 8 bytes, so that
+		 * reassembly keeps it as it is) is judged: see DESIGN.md. */
+		if (ip->frag_off & bpf_htons(SG_IP_OFFMASK) ||
+		    (ip->frag_off & bpf_htons(SG_IP_MF) && (tot - ihl) & 7))
 			return SG_PARSE_OTHER;
+		p->frag = !!(ip->frag_off & bpf_htons(SG_IP_MF));
 		p->ipv6 = 0;
 		p->ip4 = ip;
 		p->l4_off = l3_off + ihl;
@@ -152,15 +331,16 @@ static __always_inline int parse_pkt(void *data, void *data_end,
 		p->l4_len = plen;
 		if (ip6->nexthdr == SG_IPPROTO_ICMPV6)
 			return SG_PARSE_ICMP;
-		/* Extension headers (and jumbograms, plen 0) go to the kernel. */
-		if (ip6->nexthdr != IPPROTO_TCP)
+		/* (A jumbogram, plen 0, carries a hop-by-hop option we leave.) */
+		if (parse_ext(ctx, data, data_end, p, ip6->nexthdr, plen,
+			      ext_opts, ext_len8) != SG_PARSE_TCP)
 			return SG_PARSE_OTHER;
 	} else {
 		return SG_PARSE_OTHER;
 	}
 
 	/* The verifier needs the offset bounded before it is added to data. */
-	if (p->l4_off > 128)
+	if (p->l4_off > SG_L4_MAX)
 		return SG_PARSE_MALFORMED;
 	tcp = data + p->l4_off;
 	if ((void *)(tcp + 1) > data_end || p->l4_len < sizeof(*tcp))

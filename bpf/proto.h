@@ -9,6 +9,19 @@
 #define SG_ETH_P_8021AD	  0x88a8
 #define SG_IPPROTO_ICMPV6 58
 
+/* IPv6 extension headers (RFC 8200 4) and their fields. */
+#define SG_IPPROTO_HOPOPTS  0
+#define SG_IPPROTO_ROUTING  43
+#define SG_IPPROTO_FRAGMENT 44
+#define SG_IPPROTO_DSTOPTS  60
+#define SG_IP6_OFFMASK	    0xfff8 /* fragment offset, in its 16-bit word */
+#define SG_IP6_MF	    0x0001
+#define SG_IPV6_TLV_PAD1    0
+#define SG_IPV6_TLV_PADN    1
+#define SG_IPV6_TLV_RA	    5	 /* router alert (RFC 2711) */
+#define SG_IPV6_TLV_CALIPSO 7	 /* RFC 5570 */
+#define SG_IPV6_TLV_IOAM    0x31 /* RFC 9486 */
+
 #define SG_IP_DF       0x4000
 #define SG_IP_MF       0x2000
 #define SG_IP_OFFMASK  0x1fff

@@ -189,8 +189,11 @@ int synguard_tc(struct __sk_buff *skb)
 	struct sg_handoff *h;
 	struct sg_pkt p = {};
 
-	/* Not ours: TC_ACT_UNSPEC, so that filters after ours still classify it. */
-	if (parse_pkt(data, data_end, &p) != SG_PARSE_TCP)
+	/* Not ours: TC_ACT_UNSPEC, so that filters after ours still classify
+	 * it. Any options header within parse_ext's bounds will do (255, 255):
+	 * only an ACK that XDP judged, with the host's limits, has a hand-off,
+	 * and this is where its TCP header is found. */
+	if (parse_pkt(NULL, data, data_end, &p, 255, 255) != SG_PARSE_TCP)
 		return TC_ACT_UNSPEC;
 	h = take_handoff(&p);
 	if (!h)

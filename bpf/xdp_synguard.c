@@ -1072,6 +1072,21 @@ static __always_inline void handle_icmp(struct xdp_md *ctx, struct sg_pkt *p,
 		count(SG_C_unreach, key.ipv6);
 }
 
+/* A SYN or ACK found behind IPv6 extension headers, or a SYN in a first
+ * fragment: judged as any other (what it is stays in the counters
+ * above). Its reply is Linux's: a plain IPv6 or IPv4 header and TCP
+ * (reply.h writes from l3_off; the headers and the rest of the frame are
+ * not echoed). A valid ACK behind extension headers is handed off like
+ * any: tc finds its TCP header with the same parse, and the kernel, after
+ * the extension headers, finds the request socket on the skb. */
+static __always_inline void count_ext(const struct sg_pkt *p)
+{
+	if (p->ext)
+		count(SG_C_exthdr, p->ipv6);
+	if (p->frag)
+		count(SG_C_fragment, p->ipv6);
+}
+
 int synguard_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -1088,14 +1103,15 @@ int synguard_xdp(struct xdp_md *ctx)
 #endif
 	__builtin_memset(&c.p, 0, sizeof(c.p));
 	count(SG_C_packets, 0);
-	r = parse_pkt(data, data_end, &c.p);
+	c.cfg = config.lookup(&zero);
+	if (!c.cfg)
+		goto pass;
+	r = parse_pkt(ctx, data, data_end, &c.p, c.cfg->ext_opts,
+		      c.cfg->ext_len8);
 	if (r == SG_PARSE_MALFORMED) {
 		count(SG_C_malformed, 0);
 		return XDP_PASS;
 	}
-	c.cfg = config.lookup(&zero);
-	if (!c.cfg)
-		goto pass;
 	if (r == SG_PARSE_ICMP) {
 		handle_icmp(ctx, &c.p, c.cfg);
 		goto pass;
@@ -1115,12 +1131,20 @@ int synguard_xdp(struct xdp_md *ctx)
 
 	flags = ((u8 *)c.p.tcp)[13];
 	if ((flags & (SG_TH_SYN | SG_TH_ACK | SG_TH_RST | SG_TH_FIN)) ==
-	    SG_TH_SYN)
+	    SG_TH_SYN) {
+		count_ext(&c.p);
 		return release_listener(&c, handle_syn(&c));
+	}
+	/* Only a SYN is answered from a first fragment: an ACK's hand-off
+	 * would give the fragment, not the segment, its request socket. */
+	if (c.p.frag)
+		goto pass;
 	if (flags & SG_TH_RST)
 		return release_listener(&c, handle_rst(&c, flags));
-	if ((flags & (SG_TH_SYN | SG_TH_ACK)) == SG_TH_ACK)
+	if ((flags & (SG_TH_SYN | SG_TH_ACK)) == SG_TH_ACK) {
+		count_ext(&c.p);
 		return release_listener(&c, handle_ack(&c));
+	}
 pass:
 	count(SG_C_passed, 0);
 	return XDP_PASS;

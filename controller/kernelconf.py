@@ -33,6 +33,20 @@ def option_flags():
     return flags
 
 
+def ext_limits():
+    """(ext_opts, ext_len8) of sg_config: what Linux takes in a hop-by-hop
+    or destination options header (ip6_parse_tlv), the stricter of the two
+    (one pair serves both kinds), within a byte each (the data path looks
+    at fewer options and shorter headers anyway). A negative number
+    refuses unknown options: 0 here."""
+    number = min(int(read_sysctl("net.ipv6.max_%s_opts_number" % k, ["8"])[0]) for k in ("hbh", "dst"))
+    length = min(
+        int(read_sysctl(name, ["2147483647"])[0])
+        for name in ("net.ipv6.max_hbh_length", "net.ipv6.max_dst_opts_length")
+    )
+    return max(0, min(number, 255)), max(0, min(length // 8, 255))
+
+
 def derive(mtu, settings, prefix_seed=None):
     """The sg_config for an interface of this MTU: settings (sg_config field:
     value) over the defaults; prefix_seed random unless given (an adopted
@@ -47,4 +61,5 @@ def derive(mtu, settings, prefix_seed=None):
     cfg.wscale = kernel_wscale()
     cfg.ttl = int(read_sysctl("net.ipv4.ip_default_ttl", ["64"])[0])
     cfg.flags = option_flags() | sum(switches)
+    cfg.ext_opts, cfg.ext_len8 = ext_limits()
     return cfg.derive()

@@ -89,12 +89,18 @@ def tcp_frame(
     df=True,
     tos=0,
     reserved=0,
+    ext=(),
+    frag_word=None,
 ):
     """A complete Ethernet frame carrying one TCP segment, checksums right.
 
     vlans: VLAN ids, outermost first (the outer one tagged 802.1ad when
     there are two, as QinQ does). l2: the Ethernet header and tags as raw
-    bytes instead (src_mac, dst_mac and vlans are then ignored)."""
+    bytes instead (src_mac, dst_mac and vlans are then ignored). ext: IPv6
+    extension headers before TCP, each (type, body): body is the header
+    after its next-header and length bytes (a length of 6 + 8n bytes; the
+    fragment header's reserved byte comes out 0). frag_word: IPv4 flags and
+    fragment offset instead of DF (df)."""
     src, dst = _address(src), _address(dst)
     if len(options) % 4 or len(ip_options) % 4:
         raise ValueError("options must be padded to 4 bytes")
@@ -114,7 +120,7 @@ def tcp_frame(
                 tos,
                 ihl * 4 + tcp_len,
                 0,
-                0x4000 if df else 0,  # DF
+                frag_word if frag_word is not None else 0x4000 if df else 0,  # DF
                 ttl,
                 IPPROTO_TCP,
                 0,
@@ -126,15 +132,21 @@ def tcp_frame(
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
         ethertype = ETH_P_IP
     else:
+        chain, types = b"", [t for t, _ in ext] + [IPPROTO_TCP]
+        for (_, body), next_type in zip(ext, types[1:]):
+            if (len(body) + 2) % 8:
+                raise ValueError("an extension header is a multiple of 8 bytes")
+            chain += bytes([next_type, (len(body) + 2) // 8 - 1]) + body
         ip = struct.pack(
             "!IHBB16s16s",
             0x60000000 | tos << 20 | flowlabel,
-            tcp_len,
-            IPPROTO_TCP,
+            len(chain) + tcp_len,
+            types[0],
             ttl,
             src.packed,
             dst.packed,
         )
+        ip += chain
         ethertype = ETH_P_IPV6
 
     if l2 is None:
@@ -262,9 +274,13 @@ def parse_options(raw):
     return out
 
 
+IPV6_EXT_HEADERS = (0, 43, 44, 60)  # hop-by-hop, routing, fragment, destination options
+
+
 def parse_frame(frame):
-    """Parse an Ethernet frame carrying TCP over IPv4 or IPv6 (no IPv6
-    extension headers). Raises ValueError on anything else."""
+    """Parse an Ethernet frame carrying TCP over IPv4 or IPv6 (behind IPv6
+    extension headers of IPV6_EXT_HEADERS, skipped). Raises ValueError on
+    anything else."""
     dst_mac, src_mac = frame[0:6], frame[6:12]
     (etype,) = struct.unpack_from("!H", frame, 12)
     off, vlans = 14, []
@@ -287,6 +303,11 @@ def parse_frame(frame):
         (vtf, plen, proto, ttl) = struct.unpack_from("!IHBB", ip, 0)
         src, dst = ipaddress.ip_address(ip[8:24]), ipaddress.ip_address(ip[24:40])
         tcp = frame[off + 40 : off + 40 + plen]
+        while proto in IPV6_EXT_HEADERS:
+            if len(tcp) < 8:
+                raise ValueError("truncated extension header")
+            proto, size = tcp[0], 8 if proto == 44 else (tcp[1] + 1) * 8
+            tcp = tcp[size:]
         ip_ok, flowlabel, version = True, vtf & 0xFFFFF, 6
     else:
         raise ValueError("not IP: ethertype %#x" % etype)

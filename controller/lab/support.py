@@ -26,6 +26,8 @@ CONFIG = dict(
     wscale=7,
     ttl=64,
     flags=layout.CF_WSCALE | layout.CF_SACK | layout.CF_TIMESTAMPS,
+    ext_opts=8,  # kernelconf.ext_limits() under Linux's defaults
+    ext_len8=255,
 )
 # The maps the data path changes as it runs (the others are the controller's).
 RUNTIME_MAPS = (

@@ -43,6 +43,13 @@ TCP_REPAIR_OFF_NO_WP = -1
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 
 
+def ipv6_padding_header(option="IPV6_DSTOPTS"):
+    """The setsockopt arguments that make a client socket send every
+    segment behind an IPv6 options header of one PadN (option: IPV6_DSTOPTS
+    or IPV6_HOPOPTS; the kernel fills in the next header)."""
+    return (socket.IPPROTO_IPV6, getattr(socket, option), bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+
+
 def xdp_stub(ns, ifname, verdict="XDP_PASS"):
     """A one-line native XDP program on a veth: a veth delivers XDP_TX frames
     only to a peer that runs XDP too. Returns the BPF object (cleanup() it)."""
@@ -302,14 +309,17 @@ class Testbed(_Bed):
 
     # --- real clients -----------------------------------------------------
 
-    def connect(self, server, port, payload=b"x" * 1000, timeout=5.0, inspect=False):
+    def connect(self, server, port, payload=b"x" * 1000, timeout=5.0, inspect=False, sockopts=()):
         """One real connection from the client namespace: send payload, read
         it back. Returns a dict with the time to connect and, with inspect,
-        the client's view of the sequence numbers (TCP_REPAIR)."""
+        the client's view of the sequence numbers (TCP_REPAIR). sockopts:
+        (level, option, value) set on the socket first."""
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         with netns.netns(self.client_ns):
             s = socket.socket(family, socket.SOCK_STREAM)
         try:
+            for opt in sockopts:
+                s.setsockopt(*opt)
             s.settimeout(timeout)
             t0 = time.monotonic()
             s.connect((server, port))

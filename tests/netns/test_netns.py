@@ -207,6 +207,27 @@ def test_real_connections_get_the_options_the_tsval_carried(protected, family):
     assert after["completed"] == 0 and after["aborted"] == 0  # no tc hand-off in this mode
 
 
+@pytest.mark.parametrize("option", ["IPV6_DSTOPTS", "IPV6_HOPOPTS"])
+def test_real_connections_behind_extension_headers(protected, option):
+    """A Linux client whose every segment carries an IPv6 options header (a
+    sticky socket option: one PadN): its SYN is answered at XDP and its
+    third ACK taken behind the header: handed off (synguard's cookies) or
+    passed to the kernel's own cookie check (the kernel's), and the
+    connection carries data both ways."""
+    bed, _, _, cookies = protected
+    before, recv_before = status(bed)["counters"], tcp_ext(bed, "SyncookiesRecv")
+    results = [bed.connect(SERVER6, PORT, sockopts=[testbed.ipv6_padding_header(option)]) for _ in range(5)]
+    assert all(r["echo_ok"] for r in results)
+    after = status(bed)["counters"]
+    delta = {k: after[k] - before[k] for k in ("sendcookie", "badcookie", "aborted")}
+    assert delta == {"sendcookie": 5, "badcookie": 0, "aborted": 0}
+    assert after["exthdr"] - before["exthdr"] >= 10  # each SYN and third ACK, then data segments
+    if cookies == "synguard":
+        assert after["completed"] - before["completed"] == 5
+    else:
+        assert tcp_ext(bed, "SyncookiesRecv") - recv_before == 5
+
+
 def test_first_request_right_after_connect_is_never_delayed(protected):
     """The client's third ACK and its first request often reach XDP in one
     batch; neither may be lost (a lost one costs a 200+ ms retransmission)."""

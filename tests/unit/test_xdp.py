@@ -156,6 +156,7 @@ def _udp4():
 def _frag4():
     f = bytearray(syn())
     f[20] |= 0x20  # MF
+    f[21] = 1  # offset 8: a later fragment
     return bytes(f)
 
 
@@ -185,13 +186,163 @@ def _v6_hop_by_hop():
 
 ARP = packets.SERVER_MAC + packets.CLIENT_MAC + b"\x08\x06" + bytes(28)
 
+# IPv6 extension headers, as packets.tcp_frame takes them: (type, body).
+HOPOPTS, ROUTING, FRAGMENT, DSTOPTS, AH = 0, 43, 44, 60, 51
+PAD6 = b"\x01\x04" + bytes(4)  # PadN: an 8-byte options header of padding
+
+
+def _rh(rtype, left):
+    """A routing header with one address."""
+    return (ROUTING, bytes([rtype, left]) + bytes(4) + bytes(16))
+
+
+def _frag6(offset, more):
+    return (FRAGMENT, (offset | more).to_bytes(2, "big") + b"\x00\x00\x30\x39")
+
+
+def syn6(ext, **kw):
+    return syn(CLIENT6, SERVER6, ext=ext, **kw)
+
+
+# SYNs behind extension headers Linux takes and XDP answers: the exact
+# SYN-ACK Linux would send (a plain IPv6 header: nothing echoed), counted
+# as such; a first fragment is answered from the TCP header it holds.
+EXT_SYN_CASES = {
+    "behind hop-by-hop": (syn6([(HOPOPTS, PAD6)]), ("exthdr",)),
+    "behind destination options": (syn6([(DSTOPTS, PAD6)]), ("exthdr",)),
+    "behind hop-by-hop and destination options": (syn6([(HOPOPTS, PAD6), (DSTOPTS, PAD6)]), ("exthdr",)),
+    "behind Pad1s and an unknown option to skip": (
+        syn6([(DSTOPTS, b"\x00\x00\x1e\x06abcdef\x00\x00\x00\x00")]),
+        ("exthdr",),
+    ),
+    "behind routing type 0, no segments left": (syn6([_rh(0, 0)]), ("exthdr",)),
+    "behind routing of a type Linux skips, none left": (syn6([_rh(253, 0)]), ("exthdr",)),
+    "behind the five of RFC 8200's order": (
+        syn6([(HOPOPTS, PAD6), (DSTOPTS, PAD6), _rh(0, 0), _frag6(0, 0), (DSTOPTS, PAD6)]),
+        ("exthdr",),
+    ),
+    "behind destination options, in QinQ": (syn6([(DSTOPTS, PAD6)], vlans=(5, 6)), ("exthdr",)),
+    "in an atomic fragment": (syn6([_frag6(0, 0)]), ("exthdr",)),
+    "in a first fragment, v6": (syn6([_frag6(0, 1)]), ("exthdr", "fragment")),
+    "in a first fragment, v4": (syn(frag_word=0x2000), ("fragment",)),
+}
+
+
+@pytest.mark.parametrize("name", EXT_SYN_CASES)
+def test_syn_behind_extension_headers_gets_linux_synack(dp, name):
+    prog, maps = dp
+    frame, counters = EXT_SYN_CASES[name]
+    before = maps.read_counters()
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    seg = packets.parse_frame(out)
+    assert seg.ip_csum_ok and seg.tcp_csum_ok
+    assert out == expected_synack(frame, maps, tsval_of(out))[0]
+    assert counters_delta(maps, before) == {
+        "packets": 1,
+        "sendcookie": 1,
+        "added": 1,
+        **{c: 1 for c in counters},
+    }
+
+
+@pytest.mark.parametrize(
+    "sysctls,want",
+    [
+        ({}, (8, 255)),  # Linux's defaults: 8 options, INT_MAX bytes
+        ({"net.ipv6.max_dst_opts_number": "-8"}, (0, 255)),  # negative: unknown options refused
+        ({"net.ipv6.max_hbh_opts_number": "2", "net.ipv6.max_dst_opts_length": "16"}, (2, 2)),
+        ({"net.ipv6.max_hbh_length": "7"}, (8, 0)),
+    ],
+)
+def test_options_header_limits_follow_the_sysctls(monkeypatch, sysctls, want):
+    from synguard import kernelconf
+
+    defaults = {"net.ipv6.max_hbh_opts_number": "8", "net.ipv6.max_dst_opts_number": "8"}
+    values = {**defaults, **sysctls}
+    monkeypatch.setattr(
+        kernelconf, "read_sysctl", lambda name, default=None: [values[name]] if name in values else default
+    )
+    assert kernelconf.ext_limits() == want
+
+
+@pytest.mark.parametrize(
+    "config,ext",
+    [
+        (dict(ext_opts=0), [(DSTOPTS, b"\x1e\x04abcd")]),  # no unknown option allowed
+        (dict(ext_len8=1), [(DSTOPTS, b"\x1e\x0a" + bytes(10) + b"\x01\x00")]),  # 16 bytes, 8 allowed
+    ],
+    ids=["max_dst_opts_number", "max_dst_opts_length"],
+)
+def test_options_headers_beyond_the_hosts_limits_are_the_kernels(datapath, unit_ns, config, ext):
+    """What the host's sysctls refuse, the data path leaves to the kernel."""
+    from conftest import reset
+    from synguard.lab import netns
+
+    prog, maps = datapath
+    frame = syn6(ext)
+    reset(prog, maps, **config)
+    with netns.netns(unit_ns):
+        assert run(prog.xdp_fd, frame) == (libbpf.XDP_PASS, frame)
+    reset(prog, maps)
+    with netns.netns(unit_ns):
+        assert run(prog.xdp_fd, frame)[0] == libbpf.XDP_TX
+
+
+def test_cookie_ack_behind_extension_headers_is_handed_on(cookies_only):
+    """The third ACK behind destination options: validated and handed off
+    as a plain one (tc finds its TCP header the same way; the kernel takes
+    the request socket after the extension headers)."""
+    prog, maps = cookies_only
+    verdict, synack = run(prog.xdp_fd, syn6([(DSTOPTS, PAD6)]))
+    a = packets.parse_frame(ack_for(synack))
+    ack = packets.tcp_frame(
+        a.src,
+        a.dst,
+        a.sport,
+        a.dport,
+        seq=a.seq,
+        ack=a.ack,
+        flags=ACK,
+        options=a.raw_options,
+        ext=[(DSTOPTS, PAD6)],
+    )
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, ack) == (libbpf.XDP_PASS, ack)
+    assert handed_off(maps, ack)
+    assert handoff(maps, ack).attrs.tstamp_ok == 1
+    assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1, "exthdr": 1}
+
+
 # Katran-style table: what the frame is, the frame, the verdict, the counter
 # (or counters). An XDP_TX here is the RST for a segment nobody knows.
 OTHER_CASES = [
     ("ARP", ARP, libbpf.XDP_PASS, "passed"),
     ("IPv4 UDP", _udp4(), libbpf.XDP_PASS, "passed"),
-    ("IPv4 fragment", _frag4(), libbpf.XDP_PASS, "passed"),
+    ("IPv4 later fragment", _frag4(), libbpf.XDP_PASS, "passed"),
     ("IPv6 extension header", _v6_hop_by_hop(), libbpf.XDP_PASS, "passed"),
+    # Extension headers Linux refuses, acts on or may: the kernel's.
+    ("v6 hop-by-hop not first", syn6([(DSTOPTS, PAD6), (HOPOPTS, PAD6)]), libbpf.XDP_PASS, "passed"),
+    ("v6 routing type 0 with a segment left", syn6([_rh(0, 1)]), libbpf.XDP_PASS, "passed"),
+    ("v6 routing type 2, none left", syn6([_rh(2, 0)]), libbpf.XDP_PASS, "passed"),
+    ("v6 routing type 4 (SRv6), none left", syn6([_rh(4, 0)]), libbpf.XDP_PASS, "passed"),
+    ("v6 router alert", syn6([(HOPOPTS, b"\x05\x02\x00\x00\x01\x00")]), libbpf.XDP_PASS, "passed"),
+    ("v6 option that says discard", syn6([(DSTOPTS, b"\x9e\x04abcd")]), libbpf.XDP_PASS, "passed"),
+    ("v6 PadN with data", syn6([(DSTOPTS, b"\x01\x04\x00\x07\x00\x00")]), libbpf.XDP_PASS, "passed"),
+    ("v6 padding past 7 bytes", syn6([(DSTOPTS, b"\x01\x0c" + bytes(12))]), libbpf.XDP_PASS, "passed"),
+    ("v6 six headers: past the bound", syn6([(DSTOPTS, PAD6)] * 6), libbpf.XDP_PASS, "passed"),
+    ("v6 authentication header", syn6([(AH, bytes(14))]), libbpf.XDP_PASS, "passed"),
+    ("v6 later fragment", syn6([_frag6(8, 1)]), libbpf.XDP_PASS, "passed"),
+    ("v6 first fragment, not whole 8 bytes", syn6([_frag6(0, 1)], payload=b"x"), libbpf.XDP_PASS, "passed"),
+    ("v4 first fragment, not whole 8 bytes", syn(frag_word=0x2000, payload=b"x"), libbpf.XDP_PASS, "passed"),
+    (
+        "ACK in a first fragment",
+        packets.tcp_frame(
+            CLIENT4, SERVER4, 1, PORT, seq=5, ack=99, flags=ACK, frag_word=0x2000, payload=bytes(4)
+        ),
+        libbpf.XDP_PASS,
+        "passed",
+    ),
     ("SYN to an unprotected port", syn(dport=PORT_UNPROTECTED), libbpf.XDP_PASS, "passed"),
     ("SYN-ACK", packets.tcp_frame(CLIENT4, SERVER4, 1, PORT, flags=SYN | ACK), libbpf.XDP_PASS, "passed"),
     (
@@ -231,6 +382,12 @@ OTHER_CASES = [
         ),
         libbpf.XDP_TX,
         ("badcookie", "rstsent"),
+    ),
+    (
+        "v6 ACK behind destination options, bad cookie: a plain RST",
+        packets.tcp_frame(CLIENT6, SERVER6, 2, PORT, seq=5, ack=7, flags=ACK, ext=[(DSTOPTS, PAD6)]),
+        libbpf.XDP_TX,
+        ("badcookie", "rstsent", "exthdr"),
     ),
     (
         "FIN with a bad cookie, IP options: an RST",
@@ -637,6 +794,26 @@ def test_syn_becomes_the_exact_cookie_synack(cookie_dp, name):
     support.clear(prog)  # no entry: the cookie decides
     assert run(prog.xdp_fd, ack_for(out))[0] == libbpf.XDP_PASS
     assert counters_delta(maps, before)["recvcookie"] == 1
+
+
+@kernel_only
+@pytest.mark.parametrize(
+    "name",
+    ["behind routing type 0, no segments left", "in a first fragment, v6", "behind destination options"],
+)
+def test_syn_behind_extension_headers_gets_the_kernel_cookie(cookie_dp, name):
+    """The kernel mints the cookie from the IPv6 and TCP headers wherever
+    the TCP header is."""
+    _, prog, maps = cookie_dp
+    frame, _ = EXT_SYN_CASES[name]
+    verdict, out = run(prog.xdp_fd, frame)
+    assert verdict == libbpf.XDP_TX
+    seg = packets.parse_frame(out)
+    assert out == expected_kernel_synack(frame, maps, seg.seq, seg.options["ts"][0])[0]
+    support.clear(prog)  # no entry: the kernel's own check takes the cookie
+    before = maps.read_counters()
+    assert run(prog.xdp_fd, ack_for(out))[0] == libbpf.XDP_PASS
+    assert counters_delta(maps, before) == {"packets": 1, "recvcookie": 1}
 
 
 def test_ack_matching_an_entry_goes_up_and_takes_the_entry(cookie_dp):
