@@ -17,7 +17,8 @@ import threading
 import time
 import urllib.request
 
-from . import add_cookies_option, netns
+from . import netns
+from .e2e import add_cookies_option
 from .testbed import SERVER4, SERVER6, EchoServer, Testbed, forged_acks, spoofed_syns
 
 PORT = 8080

@@ -38,8 +38,6 @@ import subprocess
 import sys
 import time
 
-from . import add_cookies_option
-
 PORT = 8080
 SPOOF_NET4 = "198.19.0.0/16"  # the attacker's spoofed sources (RFC 2544 range)
 METRICS = "127.0.0.1:9717"
@@ -589,6 +587,16 @@ class Suite:
                 for s in self.steps
             ],
         }
+
+
+def add_cookies_option(ap, host="this kernel"):
+    """--cookies, as the e2e suite and the demo take it (this file runs alone too: stdlib only)."""
+    ap.add_argument(
+        "--cookies",
+        choices=("auto", "synguard", "kernel"),
+        default="auto",
+        help="whose cookies the server answers with (default auto: what %s gets)" % host,
+    )
 
 
 def main(argv=None):
