@@ -287,8 +287,9 @@ struct sg_syncache_state {
 	u32 pad;
 };
 
+/* No flags argument (bcc < 0.24 has none): flags 0, preallocated. */
 BPF_TABLE_PINNED("hash", struct sg_flow, struct sg_syncache_entry, syncache,
-		 SG_SYNCACHE_MAX, SG_PIN_DIR "/syncache", 0);
+		 SG_SYNCACHE_MAX, SG_PIN_DIR "/syncache");
 BPF_TABLE_PINNED("array", u32, struct sg_syncache_state, syncache_state, 1,
 		 SG_PIN_DIR "/syncache_state");
 BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,

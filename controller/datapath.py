@@ -135,6 +135,42 @@ SHARED_TOGETHER = (("syncache", "syncache_state", "syncache_buckets"),)
 UNRECORDED_LAYOUTS = ("secrets",)
 
 
+def _map_shapes(syncache_max):
+    """{map name: (bpf map type, key size, value size, max_entries)} as
+    maps.h declares them."""
+    shapes = {}
+    for name, (kind, entries) in maps.declared().items():
+        key, value, _ = Maps.LAYOUT[name]
+        shapes[name] = (kind, ctypes.sizeof(key), ctypes.sizeof(value), entries or syncache_max)
+    return shapes
+
+
+def bcc_makes_pins():
+    """True if this bcc makes and pins a BPF_TABLE_PINNED map whose pin is
+    missing: from 0.20; before, it only opens pins that exist."""
+    import bcc
+
+    return tuple(int(x) for x in bcc.__version__.split(".")[:2]) >= (0, 20)
+
+
+def make_pins(pins, syncache_max):
+    """Make and pin each of maps.h's maps that has no pin under pins yet, as
+    bcc >= 0.20 does itself (flags 0, as maps.h declares them). Returns the
+    names made."""
+    made = []
+    for name, (kind, key_size, value_size, entries) in _map_shapes(syncache_max).items():
+        path = os.path.join(pins, name)
+        if os.path.exists(path):
+            continue
+        fd = libbpf.map_create(kind, name, key_size, value_size, entries)
+        try:
+            libbpf.obj_pin(fd, path)
+        finally:
+            os.close(fd)
+        made.append(name)
+    return made
+
+
 def share(old_pins, staging, old_layouts, syncache_max):
     """Pin into staging the maps of the data path at old_pins that this
     version can take as they are: the same layout signature (old_layouts,
@@ -146,11 +182,9 @@ def share(old_pins, staging, old_layouts, syncache_max):
     old_layouts = old_layouts or {name: maps.signature(name) for name in UNRECORDED_LAYOUTS}
     ours = maps.signatures()
     shared = set()
-    for name, (kind, entries) in maps.declared().items():
+    for name, want in _map_shapes(syncache_max).items():
         if old_layouts.get(name) != ours[name]:
             continue
-        key, value, _ = Maps.LAYOUT[name]
-        want = (kind, ctypes.sizeof(key), ctypes.sizeof(value), entries or syncache_max)
         try:
             if libbpf.map_info(os.path.join(old_pins, name))[:4] == want:
                 shared.add(name)
@@ -185,6 +219,8 @@ class Datapath:
         self.cookies = cookies
         defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
         host.make_dirs(pins)
+        if not bcc_makes_pins():
+            make_pins(pins, syncache_max)
         try:
             self.bpf = BPF(
                 text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines, cookies)

@@ -303,8 +303,9 @@ def test_only_metrics_answers_with_metrics_the_index_links_to_it():
 
 
 def test_version_is_the_installed_one():
-    import tomllib
     from importlib import metadata
+
+    from synguard.configfile import tomllib
 
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         assert metrics.version() == metadata.version("synguard") == tomllib.load(f)["project"]["version"]

@@ -564,3 +564,29 @@ def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
         ack = ack_for(synack)
         assert run(prog.xdp_fd, ack)[0] == libbpf.XDP_PASS and handed_off(maps, ack)
         assert handoff(maps, ack).attrs.ecn_ok == int(want)
+
+
+def test_maps_read_alike_without_batch_lookups(dp):
+    """Linux < 5.13 refuses batch lookups on per-CPU arrays (ENOTSUPP) and
+    PinnedMap then reads key by key: the same counters and entries, in
+    chunks of the size asked for."""
+    prog, maps = dp
+    for sport in (5101, 5102, 5103):
+        run(prog.xdp_fd, syn(sport=sport))
+
+    def read():
+        counters = maps.read_counters()
+        entries = sorted(bytes(k) for k, _ in maps.syncache.items())
+        chunks = [n for _, _, n in maps.counters.batches(chunk=50)]
+        return counters, entries, chunks
+
+    batched = read()
+    try:
+        maps.counters._no_batch = maps.syncache._no_batch = True
+        per_key = read()
+    finally:
+        maps.counters._no_batch = maps.syncache._no_batch = False
+    assert per_key == batched
+    counters, entries, chunks = batched
+    assert len(entries) == 3 and counters["added"] == 3
+    assert sum(chunks) == maps.counters.max_entries and max(chunks) == 50

@@ -10,7 +10,8 @@ kernel's own check accepts (bpf_tcp_check_syncookie), and nothing else.
 
 Every test runs twice: built as for this kernel, and as for one before
 5.18/5.11 (datapath.COMPAT: frames copied from packet pointers, the precise
-clock), which is all of those kernels that can be tried here."""
+clock) with a bcc before 0.20 (the controller makes and pins the maps,
+bcc only opens them), which is all of those kernels that can be tried here."""
 
 import time
 
@@ -23,6 +24,8 @@ from synguard.packets import ACK, CWR, ECE, SYN, tcp_options
 from test_syncache import entry, retransmitted
 from test_xdp import SYN_CASES, counters_delta
 
+make_pins = datapath.make_pins
+
 
 @pytest.fixture(scope="module", params=["helpers", "compat"])
 def kernel_datapath(unit_ns, request):
@@ -30,10 +33,17 @@ def kernel_datapath(unit_ns, request):
         saved = {n: host.read_sysctl(n)[0] for n in ("net.ipv4.tcp_syncookies", "net.ipv4.tcp_timestamps")}
         for name in saved:
             host.write_sysctl(name, "2")
+    made = []
     try:
-        compat = tuple(datapath.COMPAT.values()) if request.param == "compat" else ()
-        with support.compiled("unit-kc", cookies="kernel", defines=compat) as (dp, maps):
-            yield dp, maps
+        with pytest.MonkeyPatch.context() as mp:
+            compat = ()
+            if request.param == "compat":
+                compat = tuple(datapath.COMPAT.values())
+                mp.setattr(datapath, "bcc_makes_pins", lambda: False)
+                mp.setattr(datapath, "make_pins", lambda *a: made.extend(make_pins(*a)))
+            with support.compiled("unit-kc", cookies="kernel", defines=compat) as (dp, maps):
+                assert sorted(made) == (sorted(datapath.maps.declared()) if compat else [])
+                yield dp, maps
     finally:
         with netns.netns(unit_ns):
             for name, value in saved.items():

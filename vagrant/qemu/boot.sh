@@ -2,11 +2,13 @@
 # Boot the image from build-image.sh under QEMU and run synguard's tests in
 # the guest (guest-test.sh), or give a shell on its serial console.
 #
-# usage: vagrant/qemu/boot.sh [--suite trixie|bookworm] [--dir DIR] [--steps LIST]
+# usage: vagrant/qemu/boot.sh [--suite trixie|bookworm|bullseye] [--dir DIR] [--steps LIST]
 #                             [--accel tcg|kvm] [--timeout S] [--step-timeout S] [--interactive]
-#   --suite S        whose image: trixie (default, Debian 13) or bookworm (Debian 12)
+#   --suite S        whose image: trixie (default, Debian 13), bookworm (Debian 12)
+#                    or bullseye (Debian 11)
 #   --dir DIR        the image from build-image.sh (default $SYNGUARD_VM_DIR, else
-#                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
+#                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12,
+#                    /var/tmp/synguard-vm-deb11)
 #   --steps LIST     comma list: attach, unit (synguard@ under systemd), demo, e2e,
 #                    xdp (tests/test_xdp.py), firewall
 #                    (tests/test_tc.py and test_netns_firewall.py),
@@ -38,11 +40,11 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --step-timeout) STEP_TMO="$2"; shift 2 ;;
     --interactive) INTER=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 qemu_base boot.sh "$ACCEL"
 APPEND=$QEMU_APPEND
