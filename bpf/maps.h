@@ -297,8 +297,8 @@ BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,
 
 /* The syncache timer's output (syncache_timer.c): the SYN-ACKs due in one
  * run, read by the controller, which sends them. */
-/* keys per run: the request and 64 keys (3112 bytes) fit the 3520 that a
- * test run takes for an XDP frame (a page less headroom and tailroom). */
+/* keys per run: the request and 64 keys (3104 bytes) fit what a test run
+ * takes for a tc frame (a page less headroom and tailroom, about 3.7 kB). */
 #define SG_TIMER_BATCH 64
 struct sg_rexmt {
 	u8 ipv6;

@@ -1,7 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The seed's syncache_timer, in the kernel: not attached anywhere, the
  * controller runs it with BPF_PROG_TEST_RUN on a frame that lists syncache
- * keys (it reads them with one batch lookup) and the clock:
+ * keys (it reads them with one batch lookup) and the clock. A tc program,
+ * not an XDP one: before Linux 5.15 (at least) each test run of an XDP
+ * program switches the XDP dispatcher to it and back, and on 5.10 a timer
+ * running every few milliseconds beside a busy XDP path left both CPUs
+ * spinning in bpf_dispatcher_xdp_func (soft lockups); and bpf_skb_load_bytes
+ * is in every kernel, so the frame is never copied a byte at a time
+ * (parse.h's SG_COMPAT_LOAD_BYTES), which made the program too complex for
+ * 5.10's verifier. The frame:
  *
  *   struct sg_timer_req | key 0 | key 1 | ... | key n-1   (n <= SG_TIMER_BATCH)
  *
@@ -75,7 +82,7 @@ pending:
 		req->next_ns = e->rxt_ns;
 }
 
-int synguard_syncache_timer(struct xdp_md *ctx)
+int synguard_syncache_timer(struct __sk_buff *skb)
 {
 	u32 zero = 0, paused;
 	const struct sg_config *cfg = config.lookup(&zero);
@@ -84,9 +91,8 @@ int synguard_syncache_timer(struct xdp_md *ctx)
 	struct sg_flow key;
 	u32 off = sizeof(req);
 
-	if (!cfg || !st ||
-	    sg_load_bytes(ctx, 0, &req, sizeof(req), sizeof(req)))
-		return XDP_ABORTED;
+	if (!cfg || !st || bpf_skb_load_bytes(skb, 0, &req, sizeof(req)))
+		return TC_ACT_SHOT;
 	/* With syncookies=0 the entries are all there is: never flushed. */
 	paused = cfg->syncookies && req.now_ns < st->pause_until_ns;
 	req.next_ns = ~0ULL;
@@ -94,11 +100,12 @@ int synguard_syncache_timer(struct xdp_md *ctx)
 	req.removed = 0;
 	for (int i = 0; i < SG_TIMER_BATCH; i++) {
 		if (i >= req.keys ||
-		    sg_load_bytes(ctx, off, &key, sizeof(key), sizeof(key)))
+		    bpf_skb_load_bytes(skb, off, &key, sizeof(key)))
 			break;
 		timer_one(&req, cfg, paused, &key);
 		off += sizeof(key);
 	}
-	sg_store_bytes(ctx, 0, &req, sizeof(req), sizeof(req));
-	return XDP_PASS;
+	if (bpf_skb_store_bytes(skb, 0, &req, sizeof(req), 0))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }

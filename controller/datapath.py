@@ -219,6 +219,7 @@ class Datapath:
         self.cookies = cookies
         defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
         host.make_dirs(pins)
+        host.raise_memlock()
         if not bcc_makes_pins():
             make_pins(pins, syncache_max)
         try:
@@ -229,7 +230,7 @@ class Datapath:
             raise LoadError("bcc could not compile the data path (%s)" % e) from e
         try:
             self.xdp_fd = self.bpf.load_func(XDP_PROG.encode(), BPF.XDP).fd
-            self.timer_fd = self.bpf.load_func(TIMER_PROG.encode(), BPF.XDP).fd
+            self.timer_fd = self.bpf.load_func(TIMER_PROG.encode(), BPF.SCHED_CLS).fd
             self.tc_fd = kfunc.load(self.bpf, TC_PROG, BPF.SCHED_CLS)
         except (Exception, kfunc.KfuncError) as e:
             self.bpf.cleanup()
