@@ -10,6 +10,7 @@ Everything here acts in the calling thread's network namespace
 import ctypes
 import errno
 import os
+import resource
 
 BPF_FS_MAGIC = 0xCAFE4A11
 BPFFS = "/sys/fs/bpf"
@@ -168,6 +169,16 @@ def make_dirs(path, mode=0o755):
         except FileNotFoundError:
             continue
     os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def raise_memlock():
+    """Linux < 5.11 charges BPF maps and programs to RLIMIT_MEMLOCK (later
+    ones to the memory cgroup): the soft limit goes up to the hard one,
+    which needs no privilege. The unit sets both to infinity; raising the
+    hard limit would need CAP_SYS_RESOURCE, which it does not give."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
 
 
 def ensure_bpffs(root=BPFFS):

@@ -86,6 +86,22 @@ def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
     assert svc["Restart"] == ["on-failure"]
     assert "ExecStopPost" not in svc  # a restart after a crash adopts the data path
     assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
+    assert svc["LimitMEMLOCK"] == ["infinity"]  # Linux < 5.11 charges BPF maps to it
+
+
+def test_memlock_soft_limit_goes_up_to_the_hard_one():
+    """Linux < 5.11 charges BPF maps to RLIMIT_MEMLOCK: the data path's
+    build raises its soft limit to the hard one (no privilege needed)."""
+    code = """if 1:
+        import resource
+        from synguard import host
+        _, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, hard))
+        host.raise_memlock()
+        print(resource.getrlimit(resource.RLIMIT_MEMLOCK) == (hard, hard), hard > 65536)
+    """
+    r = run(sys.executable, "-c", code)
+    assert r.returncode == 0 and r.stdout == "True True\n", r.stderr
 
 
 def test_unit_fails_without_config_never_restarts_on_bad_input_and_waits_for_the_device():

@@ -24,7 +24,10 @@
 # The guest has no NIC (-nic none): every test runs in network namespaces
 # inside it and nothing leaves it. Writes DIR/serial-STAMP.log (the console)
 # and copies the guest's /vmtest out of the image to DIR/results-STAMP/.
-# Exits 0 only if every step exited 0.
+# Exits 0 only if every step asked for ended with exit=0 and the guest's
+# kernel reported no soft lockup, BUG, oops, panic or RCU stall
+# (verdict.py): a step that never ended fails, and a guest whose kernel
+# reports one is stopped at once.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
     *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+"$HERE/verdict.py" --check "$STEPS" || { echo "boot.sh: --steps $STEPS" >&2; exit 2; }
 vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 qemu_base boot.sh "$ACCEL"
@@ -88,6 +92,9 @@ while kill -0 $QPID 2>/dev/null; do
   while IFS= read -r line; do mark "${line#VMTEST-STEP-END }" "$line"; done \
     < <(grep -aoE 'VMTEST-STEP-END [a-z0-9-]+ exit=[0-9]+' "$LOG" 2>/dev/null)
   mark "tests finished" 'VMTEST-END'
+  if oops=$("$HERE/verdict.py" --watch "$LOG"); then :; else
+    echo "boot.sh: +$((SECONDS - START)) s  the guest's kernel: $oops; stopping the guest"; kill $QPID; break
+  fi
   if [ $((SECONDS - START)) -gt "$TIMEOUT" ]; then
     echo "boot.sh: timeout ${TIMEOUT} s, stopping the guest"; kill $QPID; break
   fi
@@ -103,8 +110,10 @@ if [ -d "$MNT/vmtest" ]; then
   cp -a "$MNT/vmtest" "$DIR/results-$STAMP"
 fi
 umount "$MNT"; rmdir "$MNT"; MNT=""
-[ -f "$DIR/results-$STAMP/results.txt" ] || { echo "boot.sh: the guest wrote no results"; exit 1; }
-echo "boot.sh: results in $DIR/results-$STAMP"
 R="$DIR/results-$STAMP/results.txt"
-grep -E '^(kernel:|== |exit=|verdict:|[0-9]+ (passed|failed|errors?)\b)' "$R" || true
-if grep -q '^== ' "$R" && ! grep -qE '^exit=[1-9]' "$R"; then echo "boot.sh: PASS"; else echo "boot.sh: FAIL"; exit 1; fi
+if [ -f "$R" ]; then
+  echo "boot.sh: results in $DIR/results-$STAMP"
+  grep -E '^(kernel:|python, bcc:|== |exit=|verdict:|[0-9]+ (passed|failed|errors?)\b)' "$R" || true
+fi
+# pipefail: the script's status is verdict.py's.
+"$HERE/verdict.py" "$STEPS" "$R" "$LOG" | sed 's/^/boot.sh: /'
