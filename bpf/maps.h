@@ -180,6 +180,15 @@ struct sg_addr {
 #define SG_RATELIMIT_BUCKETS 65536
 BPF_ARRAY(reply_tat, u64, SG_RATELIMIT_BUCKETS);
 
+/* bcc < 0.20 only opens pins that exist, and by map id, which needs
+ * CAP_SYS_ADMIN: with it the loader (controller/datapath.py) asks for plain
+ * maps and pins them itself. */
+#ifdef SG_COMPAT_PINS
+#undef BPF_TABLE_PINNED
+#define BPF_TABLE_PINNED(_type, _key, _leaf, _name, _max, _pinned) \
+	BPF_TABLE(_type, _key, _leaf, _name, _max)
+#endif
+
 /* Sources that completed a handshake with us (XDP wrote them at the
  * hand-off): a flood spoofed from their prefix, or from their very
  * address, must not lock them out, since they have proved they receive

@@ -135,40 +135,14 @@ SHARED_TOGETHER = (("syncache", "syncache_state", "syncache_buckets"),)
 UNRECORDED_LAYOUTS = ("secrets",)
 
 
-def _map_shapes(syncache_max):
-    """{map name: (bpf map type, key size, value size, max_entries)} as
-    maps.h declares them."""
-    shapes = {}
-    for name, (kind, entries) in maps.declared().items():
-        key, value, _ = Maps.LAYOUT[name]
-        shapes[name] = (kind, ctypes.sizeof(key), ctypes.sizeof(value), entries or syncache_max)
-    return shapes
-
-
 def bcc_makes_pins():
     """True if this bcc makes and pins a BPF_TABLE_PINNED map whose pin is
-    missing: from 0.20; before, it only opens pins that exist."""
+    missing: from 0.20. Before, it only opens pins that exist, and by map
+    id, which needs CAP_SYS_ADMIN (the unit does not give it): there maps.h
+    declares plain maps (SG_COMPAT_PINS) and Datapath pins them."""
     import bcc
 
     return tuple(int(x) for x in bcc.__version__.split(".")[:2]) >= (0, 20)
-
-
-def make_pins(pins, syncache_max):
-    """Make and pin each of maps.h's maps that has no pin under pins yet, as
-    bcc >= 0.20 does itself (flags 0, as maps.h declares them). Returns the
-    names made."""
-    made = []
-    for name, (kind, key_size, value_size, entries) in _map_shapes(syncache_max).items():
-        path = os.path.join(pins, name)
-        if os.path.exists(path):
-            continue
-        fd = libbpf.map_create(kind, name, key_size, value_size, entries)
-        try:
-            libbpf.obj_pin(fd, path)
-        finally:
-            os.close(fd)
-        made.append(name)
-    return made
 
 
 def share(old_pins, staging, old_layouts, syncache_max):
@@ -178,13 +152,18 @@ def share(old_pins, staging, old_layouts, syncache_max):
     The build then opens them instead of making its own, and the new
     programs work on the very maps the old ones do: cookies already issued
     stay valid, the syncache, pending hand-offs, counters and verified
-    sources carry over. Returns the names shared."""
+    sources carry over. Returns the names shared: none with a bcc that
+    cannot open pins (bcc_makes_pins)."""
+    if not bcc_makes_pins():
+        return []
     old_layouts = old_layouts or {name: maps.signature(name) for name in UNRECORDED_LAYOUTS}
     ours = maps.signatures()
     shared = set()
-    for name, want in _map_shapes(syncache_max).items():
+    for name, (kind, entries) in maps.declared().items():
         if old_layouts.get(name) != ours[name]:
             continue
+        key, value, _ = Maps.LAYOUT[name]
+        want = (kind, ctypes.sizeof(key), ctypes.sizeof(value), entries or syncache_max)
         try:
             if libbpf.map_info(os.path.join(old_pins, name))[:4] == want:
                 shared.add(name)
@@ -218,10 +197,11 @@ class Datapath:
         self.conntrack = conntrack
         self.cookies = cookies
         defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
+        pin_here = not bcc_makes_pins()
+        if pin_here:
+            defines += ("SG_COMPAT_PINS",)
         host.make_dirs(pins)
         host.raise_memlock()
-        if not bcc_makes_pins():
-            make_pins(pins, syncache_max)
         try:
             self.bpf = BPF(
                 text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines, cookies)
@@ -235,6 +215,12 @@ class Datapath:
         except (Exception, kfunc.KfuncError) as e:
             self.bpf.cleanup()
             raise LoadError("the kernel refused the data path: %s" % e) from e
+        try:
+            for name in maps.declared() if pin_here else ():
+                libbpf.obj_pin(self.bpf.get_table(name.encode()).map_fd, os.path.join(pins, name))
+        except OSError as e:
+            self.close()
+            raise LoadError("cannot pin the maps: %s" % e) from e
         self.ids = {XDP_PROG: libbpf.prog_id(self.xdp_fd), TC_PROG: libbpf.prog_id(self.tc_fd)}
 
     def open_maps(self):

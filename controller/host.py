@@ -173,12 +173,15 @@ def make_dirs(path, mode=0o755):
 
 def raise_memlock():
     """Linux < 5.11 charges BPF maps and programs to RLIMIT_MEMLOCK (later
-    ones to the memory cgroup): the soft limit goes up to the hard one,
-    which needs no privilege. The unit sets both to infinity; raising the
-    hard limit would need CAP_SYS_RESOURCE, which it does not give."""
+    ones to the memory cgroup): no limit where CAP_SYS_RESOURCE allows
+    (root in a shell), else the soft limit up to the hard one, which needs
+    no privilege (the unit sets both to infinity)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
 
 
 def ensure_bpffs(root=BPFFS):

@@ -121,24 +121,6 @@ _lib.bpf_prog_load.argtypes = [
     ct.POINTER(_ProgLoadOpts),
 ]
 _lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
-# bpf_map_create came in libbpf 0.7 (1.x has only it), bpf_create_map_name before.
-if hasattr(_lib, "bpf_map_create"):
-    _lib.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, ct.c_void_p]
-
-    def _map_create(kind, name, key_size, value_size, max_entries):
-        return _lib.bpf_map_create(kind, name, key_size, value_size, max_entries, None)
-
-else:
-    _lib.bpf_create_map_name.argtypes = [ct.c_int, ct.c_char_p, ct.c_int, ct.c_int, ct.c_int, ct.c_uint32]
-
-    def _map_create(kind, name, key_size, value_size, max_entries):
-        return _lib.bpf_create_map_name(kind, name, key_size, value_size, max_entries, 0)
-
-
-def map_create(kind, name, key_size, value_size, max_entries):
-    """A new map's fd (flags 0)."""
-    fd = _map_create(kind, name.encode()[:15], key_size, value_size, max_entries)
-    return _check(fd, "create map " + name)
 
 
 def obj_pin(fd, path):
