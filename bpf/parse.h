@@ -30,14 +30,14 @@ static __always_inline int sg_copy_bytes(struct xdp_md *ctx, u32 off, u8 *mem,
 
 	if (off > SG_COMPAT_MAX_OFF || len > max)
 		return -1;
-	/* Hides len <= max from clang, which would otherwise drop `i < max`
-	 * below as implied by `i < len`: 5.10's verifier then walks the loop
-	 * past max ("invalid access to map value ... off=160"), since it
-	 * cannot end it on a compare of two registers. */
-	asm volatile("" : "+r"(len));
-	/* A bounded loop (Linux 5.3), not unrolled: up to 104 bytes a call. */
+	/* A bounded loop (Linux 5.3), not unrolled: up to 104 bytes a call.
+	 * The barrier keeps i a plain counter: clang would otherwise count
+	 * min(len, max) down in a register of its own and step the pointers,
+	 * which 5.10's verifier cannot bound ("invalid access to map value,
+	 * value_size=160 off=160"); on i it decides `i < max` each round. */
 #pragma clang loop unroll(disable) vectorize(disable)
 	for (u32 i = 0; i < max; i++) {
+		asm volatile("" : "+r"(i));
 		if (i >= len)
 			break;
 		if ((void *)(pkt + i + 1) > end)

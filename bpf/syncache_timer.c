@@ -27,7 +27,7 @@
 struct sg_timer_req {
 	u64 now_ns;  /* in: the clock (CLOCK_MONOTONIC, or a test's) */
 	u64 next_ns; /* out: the earliest retransmission still to come */
-	u32 keys;    /* in: keys that follow */
+	u32 keys;    /* in: keys that follow; out: keys done (SG_TIMER_KEYS) */
 	u32 rexmt;   /* out: SYN-ACKs in rexmt[0 .. rexmt) */
 	u32 removed; /* out: entries removed (counted stale or flushed) */
 	u32 pad;
@@ -82,9 +82,19 @@ pending:
 		req->next_ns = e->rxt_ns;
 }
 
+/* Keys one run takes. 5.10's verifier refused the program with 64 (E2BIG,
+ * too complex), so the kernels before 5.18 (those that lack
+ * bpf_xdp_load_bytes: SG_COMPAT_LOAD_BYTES) get fewer; the controller sends
+ * the rest again (req.keys says how many were done). */
+#ifdef SG_COMPAT_LOAD_BYTES
+#define SG_TIMER_KEYS 8
+#else
+#define SG_TIMER_KEYS SG_TIMER_BATCH
+#endif
+
 int synguard_syncache_timer(struct __sk_buff *skb)
 {
-	u32 zero = 0, paused;
+	u32 zero = 0, paused, done = 0;
 	const struct sg_config *cfg = config.lookup(&zero);
 	struct sg_syncache_state *st = syncache_state.lookup(&zero);
 	struct sg_timer_req req;
@@ -98,13 +108,16 @@ int synguard_syncache_timer(struct __sk_buff *skb)
 	req.next_ns = ~0ULL;
 	req.rexmt = 0;
 	req.removed = 0;
-	for (int i = 0; i < SG_TIMER_BATCH; i++) {
-		if (i >= req.keys ||
-		    bpf_skb_load_bytes(skb, off, &key, sizeof(key)))
+	for (int i = 0; i < SG_TIMER_KEYS; i++) {
+		if (i >= req.keys)
 			break;
+		if (bpf_skb_load_bytes(skb, off, &key, sizeof(key)))
+			return TC_ACT_SHOT; /* fewer keys than req.keys says */
 		timer_one(&req, cfg, paused, &key);
 		off += sizeof(key);
+		done++;
 	}
+	req.keys = done;
 	if (bpf_skb_store_bytes(skb, 0, &req, sizeof(req), 0))
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;

@@ -22,6 +22,7 @@ from model import CLIENT4, SERVER4, ack_for, expected_kernel_synack, expected_re
 from synguard import datapath, host, layout, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, CWR, ECE, SYN, tcp_options
+from synguard.syncache import Syncache
 from test_syncache import entry, retransmitted
 from test_xdp import SYN_CASES, counters_delta
 
@@ -175,3 +176,18 @@ def test_entries_spread_over_the_buckets(kdp):
     d = counters_delta(maps, before)
     assert d["added"] == 1000 and "bucketoverflow" not in d
     assert max(maps.syncache_buckets.lookup(b).value for b in range(512)) < 30
+
+
+def test_the_timer_takes_every_key_whatever_one_run_takes(kdp):
+    """The compat build's timer takes 8 keys a run (5.10's verifier refused
+    64), the other 64: either way the controller sends what a run left, so
+    every entry is retransmitted once when due, and a pause flushes all."""
+    prog, maps = kdp
+    reset(prog, maps, cachelimit=150, pause_ms=60000)
+    for i in range(150):
+        run(prog.xdp_fd, syn(sport=6000 + i))
+    timer = Syncache(maps, prog.timer_fd)
+    assert timer.tick(time.monotonic_ns() + 10 * 10**9) == (150, 0)
+    run(prog.xdp_fd, syn(sport=7000))  # the 151st overflows: paused
+    assert timer.tick() == (0, 150)
+    assert maps.syncache_state.lookup(0).entries == 0
