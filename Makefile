@@ -93,7 +93,7 @@ vm-test: vm-image   ## one guest, software emulation: attach, demo, e2e on names
 vm-test-deb12: vm-image-deb12  ## a Debian 12 guest: attach (auto picks the kernel's cookies), demo, e2e (about 5 minutes; not in CI)
 	vagrant/qemu/boot.sh --suite bookworm --steps attach,demo,e2e
 
-vm-test-deb11: vm-image-deb11  ## a Debian 11 guest: attach, unit, demo, e2e in the kernel's cookies (about 15 minutes; not in CI)
+vm-test-deb11: vm-image-deb11  ## a Debian 11 guest (5.10, bcc 0.18, Python 3.9): attach, unit, demo, e2e in the kernel's cookies (about 10 minutes; not in CI)
 	vagrant/qemu/boot.sh --suite bullseye --steps attach,unit,demo,e2e
 
 vm-lan: vm-image    ## three guests on a LAN, the e2e suite across them over SSH (about 7 minutes; not in CI)
