@@ -244,7 +244,7 @@ class PinnedMap:
             )
             err = _errno(ret) if ret < 0 else 0
             if first and err == ENOTSUPP:
-                # Linux < 5.13 has no batch operations on per-CPU arrays.
+                # No batch operations on per-CPU arrays (Linux 5.10 has none).
                 self._no_batch = True
                 break
             if err and err != errno.ENOENT:

@@ -567,7 +567,7 @@ def test_ecn_setup_as_the_kernel_answers_it(datapath, unit_ns, path, name):
 
 
 def test_maps_read_alike_without_batch_lookups(dp):
-    """Linux < 5.13 refuses batch lookups on per-CPU arrays (ENOTSUPP) and
+    """Linux 5.10 refuses batch lookups on per-CPU arrays (ENOTSUPP) and
     PinnedMap then reads key by key: the same counters and entries, in
     chunks of the size asked for."""
     prog, maps = dp
