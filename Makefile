@@ -25,7 +25,7 @@ VAGRANT_E2E_ARGS ?=
 # (docs/BENCHMARKS.md): make bench SYNPROXY_REF=PATH adds it to pktcost's table.
 SYNPROXY_REF ?=
 
-.PHONY: install setup deb image demo test lint fuzz soak bench bench-clients vm-image vm-image-deb12 vm-test vm-test-deb12 vm-lan \
+.PHONY: install setup deb image demo test lint fuzz soak bench bench-clients vm-image vm-image-deb12 vm-image-deb11 vm-test vm-test-deb12 vm-test-deb11 vm-lan \
         vagrant-box vagrant-e2e clean
 
 install:            ## the set-up alone; synguard ends up on PATH
@@ -82,11 +82,19 @@ vm-image-deb12:     ## the same for Debian 12 (Linux 6.1, bcc 0.26: the kernel's
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VM_APT); }
 	vagrant/qemu/build-image.sh --suite bookworm --reuse-rootfs
 
+vm-image-deb11:     ## the same for Debian 11 (Linux 5.10, bcc 0.18, libbpf 0.3, Python 3.9: Ubuntu 22.04's stand-in), in /var/tmp/synguard-vm-deb11
+	dpkg -s $(VM_APT) >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(VM_APT); }
+	vagrant/qemu/build-image.sh --suite bullseye --reuse-rootfs
+
 vm-test: vm-image   ## one guest, software emulation: attach, demo, e2e on namespaces, test_xdp (14-17 minutes; not in CI)
 	vagrant/qemu/boot.sh
 
 vm-test-deb12: vm-image-deb12  ## a Debian 12 guest: attach (auto picks the kernel's cookies), demo, e2e (about 5 minutes; not in CI)
 	vagrant/qemu/boot.sh --suite bookworm --steps attach,demo,e2e
+
+vm-test-deb11: vm-image-deb11  ## a Debian 11 guest (5.10, bcc 0.18, Python 3.9): attach, unit, demo, e2e in the kernel's cookies (about 10 minutes; not in CI)
+	vagrant/qemu/boot.sh --suite bullseye --steps attach,unit,demo,e2e
 
 vm-lan: vm-image    ## three guests on a LAN, the e2e suite across them over SSH (about 7 minutes; not in CI)
 	vagrant/qemu/lan.sh

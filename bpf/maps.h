@@ -187,6 +187,15 @@ struct sg_addr {
 #define SG_RATELIMIT_BUCKETS 65536
 BPF_ARRAY(reply_tat, u64, SG_RATELIMIT_BUCKETS);
 
+/* bcc < 0.20 only opens pins that exist, and by map id, which needs
+ * CAP_SYS_ADMIN: with it the loader (controller/datapath.py) asks for plain
+ * maps and pins them itself. */
+#ifdef SG_COMPAT_PINS
+#undef BPF_TABLE_PINNED
+#define BPF_TABLE_PINNED(_type, _key, _leaf, _name, _max, _pinned) \
+	BPF_TABLE(_type, _key, _leaf, _name, _max)
+#endif
+
 /* Sources that completed a handshake with us (XDP wrote them at the
  * hand-off): a flood spoofed from their prefix, or from their very
  * address, must not lock them out, since they have proved they receive
@@ -294,8 +303,9 @@ struct sg_syncache_state {
 	u32 pad;
 };
 
+/* No flags argument (bcc < 0.24 has none): flags 0, preallocated. */
 BPF_TABLE_PINNED("hash", struct sg_flow, struct sg_syncache_entry, syncache,
-		 SG_SYNCACHE_MAX, SG_PIN_DIR "/syncache", 0);
+		 SG_SYNCACHE_MAX, SG_PIN_DIR "/syncache");
 BPF_TABLE_PINNED("array", u32, struct sg_syncache_state, syncache_state, 1,
 		 SG_PIN_DIR "/syncache_state");
 BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,
@@ -303,8 +313,8 @@ BPF_TABLE_PINNED("array", u32, u32, syncache_buckets, SG_SYNCACHE_BUCKETS,
 
 /* The syncache timer's output (syncache_timer.c): the SYN-ACKs due in one
  * run, read by the controller, which sends them. */
-/* keys per run: the request and 64 keys (3112 bytes) fit the 3520 that a
- * test run takes for an XDP frame (a page less headroom and tailroom). */
+/* keys per run: the request and 64 keys (3104 bytes) fit what a test run
+ * takes for a tc frame (a page less headroom and tailroom, about 3.7 kB). */
 #define SG_TIMER_BATCH 64
 struct sg_rexmt {
 	u8 ipv6;

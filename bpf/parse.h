@@ -14,46 +14,44 @@
 #include <uapi/linux/in.h>
 #include "proto.h"
 
-/* Copies between an XDP frame and memory: bpf_xdp_load_bytes and
- * bpf_xdp_store_bytes (Linux 5.18). For older kernels the loader defines
- * SG_COMPAT_LOAD_BYTES (controller/datapath.py, from the kernel's BTF) and
- * the copy is made from packet pointers a byte at a time, each byte behind
- * its own bounds check; max is a constant bound on len (the size of the
- * memory side), off is bounded for the verifier. */
+/* Copies from an XDP frame to memory: bpf_xdp_load_bytes (Linux 5.18). For
+ * older kernels the loader defines SG_COMPAT_LOAD_BYTES (controller/
+ * datapath.py, from the kernel's BTF) and the copy is made from packet
+ * pointers a byte at a time, each byte behind its own bounds check; max is
+ * a constant bound on len (the size of the memory side), off is bounded
+ * for the verifier. */
 #ifdef SG_COMPAT_LOAD_BYTES
-#define SG_COMPAT_MAX_OFF 4095 /* the syncache timer's request is the longest */
+#define SG_COMPAT_MAX_OFF 4095
 
 static __always_inline int sg_copy_bytes(struct xdp_md *ctx, u32 off, u8 *mem,
-					 u32 len, const u32 max, int store)
+					 u32 len, const u32 max)
 {
 	u8 *pkt = (u8 *)(long)ctx->data + (off & SG_COMPAT_MAX_OFF);
 	void *end = (void *)(long)ctx->data_end;
 
 	if (off > SG_COMPAT_MAX_OFF || len > max)
 		return -1;
-	/* A bounded loop (Linux 5.3), not unrolled: up to 104 bytes a call. */
+	/* A bounded loop (Linux 5.3), not unrolled: up to 104 bytes a call.
+	 * The barrier keeps i a plain counter: clang would otherwise count
+	 * min(len, max) down in a register of its own and step the pointers,
+	 * which 5.10's verifier cannot bound ("invalid access to map value,
+	 * value_size=160 off=160"); on i it decides `i < max` each round. */
 #pragma clang loop unroll(disable) vectorize(disable)
 	for (u32 i = 0; i < max; i++) {
+		asm volatile("" : "+r"(i));
 		if (i >= len)
 			break;
 		if ((void *)(pkt + i + 1) > end)
 			return -1;
-		if (store)
-			pkt[i] = mem[i];
-		else
-			mem[i] = pkt[i];
+		mem[i] = pkt[i];
 	}
 	return 0;
 }
 #define sg_load_bytes(ctx, off, mem, len, max) \
-	sg_copy_bytes(ctx, off, (u8 *)(mem), len, max, 0)
-#define sg_store_bytes(ctx, off, mem, len, max) \
-	sg_copy_bytes(ctx, off, (u8 *)(mem), len, max, 1)
+	sg_copy_bytes(ctx, off, (u8 *)(mem), len, max)
 #else
 #define sg_load_bytes(ctx, off, mem, len, max) \
 	bpf_xdp_load_bytes(ctx, off, mem, len)
-#define sg_store_bytes(ctx, off, mem, len, max) \
-	bpf_xdp_store_bytes(ctx, off, mem, len)
 #endif
 
 enum sg_parse {

@@ -50,9 +50,14 @@ static __always_inline int write_reply(struct xdp_md *ctx, u32 l3_off,
 	/* adjust_tail invalidated every packet pointer: start again. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	/* 14 + two VLAN tags; bounds the offset for the verifier */
+	/* 14 + two VLAN tags. The mask bounds the offset for the verifier:
+	 * 5.10's does not carry the compare's bound to the copy of l3_off
+	 * that clang adds to data ("R3 offset is outside of the packet"),
+	 * and the barrier keeps clang from dropping the mask after it. */
 	if (l3_off > 22)
 		return -2;
+	asm volatile("" : "+r"(l3_off));
+	l3_off &= 0x1f;
 	if (data + sizeof(struct ethhdr) > data_end)
 		return -2;
 	swap_macs(data);

@@ -20,10 +20,10 @@ discard() removes it.
 import os
 import re
 import tempfile
-import tomllib
 from dataclasses import dataclass
 
 from . import configfile, layout, settings
+from .configfile import tomllib
 from .files import FileError, read_text
 from .formats import num
 from .settings import SETTINGS

@@ -18,7 +18,10 @@ Flags given on the command line win over the file. Unknown keys, wrong types
 and values out of range are errors (ValueError with the file and the key).
 """
 
-import tomllib
+try:  # the standard library's from Python 3.11; before it, tomli (its origin)
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
 
 from .files import FileError, read_text
 from .settings import SETTINGS, parse_assignments

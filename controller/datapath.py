@@ -135,6 +135,16 @@ SHARED_TOGETHER = (("syncache", "syncache_state", "syncache_buckets"),)
 UNRECORDED_LAYOUTS = ("secrets",)
 
 
+def bcc_makes_pins():
+    """True if this bcc makes and pins a BPF_TABLE_PINNED map whose pin is
+    missing: from 0.20. Before, it only opens pins that exist, and by map
+    id, which needs CAP_SYS_ADMIN (the unit does not give it): there maps.h
+    declares plain maps (SG_COMPAT_PINS) and Datapath pins them."""
+    import bcc
+
+    return tuple(int(x) for x in bcc.__version__.split(".")[:2]) >= (0, 20)
+
+
 def share(old_pins, staging, old_layouts, syncache_max):
     """Pin into staging the maps of the data path at old_pins that this
     version can take as they are: the same layout signature (old_layouts,
@@ -142,7 +152,10 @@ def share(old_pins, staging, old_layouts, syncache_max):
     The build then opens them instead of making its own, and the new
     programs work on the very maps the old ones do: cookies already issued
     stay valid, the syncache, pending hand-offs, counters and verified
-    sources carry over. Returns the names shared."""
+    sources carry over. Returns the names shared: none with a bcc that
+    cannot open pins (bcc_makes_pins)."""
+    if not bcc_makes_pins():
+        return []
     old_layouts = old_layouts or {name: maps.signature(name) for name in UNRECORDED_LAYOUTS}
     ours = maps.signatures()
     shared = set()
@@ -184,7 +197,11 @@ class Datapath:
         self.conntrack = conntrack
         self.cookies = cookies
         defines = tuple(defines) + tuple(d for d in compat_defines() if d not in defines)
+        pin_here = not bcc_makes_pins()
+        if pin_here:
+            defines += ("SG_COMPAT_PINS",)
         host.make_dirs(pins)
+        host.raise_memlock()
         try:
             self.bpf = BPF(
                 text=source_text().encode(), cflags=cflags(pins, syncache_max, conntrack, defines, cookies)
@@ -193,11 +210,17 @@ class Datapath:
             raise LoadError("bcc could not compile the data path (%s)" % e) from e
         try:
             self.xdp_fd = self.bpf.load_func(XDP_PROG.encode(), BPF.XDP).fd
-            self.timer_fd = self.bpf.load_func(TIMER_PROG.encode(), BPF.XDP).fd
+            self.timer_fd = self.bpf.load_func(TIMER_PROG.encode(), BPF.SCHED_CLS).fd
             self.tc_fd = kfunc.load(self.bpf, TC_PROG, BPF.SCHED_CLS)
         except (Exception, kfunc.KfuncError) as e:
             self.bpf.cleanup()
             raise LoadError("the kernel refused the data path: %s" % e) from e
+        try:
+            for name in maps.declared() if pin_here else ():
+                libbpf.obj_pin(self.bpf.get_table(name.encode()).map_fd, os.path.join(pins, name))
+        except OSError as e:
+            self.close()
+            raise LoadError("cannot pin the maps: %s" % e) from e
         self.ids = {XDP_PROG: libbpf.prog_id(self.xdp_fd), TC_PROG: libbpf.prog_id(self.tc_fd)}
 
     def open_maps(self):

@@ -32,9 +32,9 @@ import hmac
 import os
 import stat
 import struct
-import tomllib
 
 from . import layout
+from .configfile import tomllib
 from .files import FileError, read_text
 
 KEY_BYTES = 32

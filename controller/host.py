@@ -10,6 +10,7 @@ Everything here acts in the calling thread's network namespace
 import ctypes
 import errno
 import os
+import resource
 
 BPF_FS_MAGIC = 0xCAFE4A11
 BPFFS = "/sys/fs/bpf"
@@ -168,6 +169,19 @@ def make_dirs(path, mode=0o755):
         except FileNotFoundError:
             continue
     os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def raise_memlock():
+    """Linux < 5.11 charges BPF maps and programs to RLIMIT_MEMLOCK (later
+    ones to the memory cgroup): no limit where CAP_SYS_RESOURCE allows
+    (root in a shell), else the soft limit up to the hard one, which needs
+    no privilege (the unit sets both to infinity)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
 
 
 def ensure_bpffs(root=BPFFS):

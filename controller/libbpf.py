@@ -1,10 +1,11 @@
 """The few bpf() calls synguard needs, through libbpf and ctypes.
 
-libbpf.so.1 comes with bcc on Debian (bcc links it), so this adds no
-dependency. It gives us what bcc 0.26's Python side lacks and netlink
-cannot do: pinning and opening pinned objects from another process, map
-access, BPF_PROG_TEST_RUN and object info. Every wrapper raises OSError
-with the errno on failure.
+libbpf comes with bcc on Debian and Ubuntu (bcc links it), so this adds no
+dependency: libbpf.so.1, or libbpf.so.0 (0.3 on Debian 11, 0.5 on Ubuntu
+22.04), which has every symbol used here but prog_load's. It gives us what
+bcc's Python side lacks and netlink cannot do: pinning and opening pinned
+objects from another process, map access, BPF_PROG_TEST_RUN and object
+info. Every wrapper raises OSError with the errno on failure.
 """
 
 import ctypes as ct
@@ -12,17 +13,32 @@ import errno
 import os
 import struct
 
-_lib = ct.CDLL("libbpf.so.1", use_errno=True)
+
+def _open():
+    try:
+        return ct.CDLL("libbpf.so.1", use_errno=True), 1
+    except OSError:
+        return ct.CDLL("libbpf.so.0", use_errno=True), 0
+
+
+_lib, LIBBPF_MAJOR = _open()
 # libbpf would print the kernel's extack messages to stderr on expected
 # misses (querying a hook that is not there); errors reach us as errno.
 _lib.libbpf_set_print(None)
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX = 0, 1, 2, 3
+ENOTSUPP = 524  # the kernel's own "operation not supported", not in errno
+
+
+def _errno(ret):
+    """The errno of a failed call: libbpf 1.x returns -errno, 0.x returns
+    -1 and sets errno (1.x sets it too, but -1 there is EPERM)."""
+    return -ret if ret != -1 else ct.get_errno()
 
 
 def _check(ret, what):
     if ret < 0:
-        err = -ret if ret != -1 else ct.get_errno()
+        err = _errno(ret)
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
     return ret
 
@@ -82,6 +98,7 @@ _lib.bpf_obj_get.argtypes = [ct.c_char_p]
 _lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
 _lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
 _lib.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
+_lib.bpf_map_get_next_key.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
 _lib.bpf_map_lookup_batch.argtypes = [
     ct.c_int,
     ct.c_void_p,
@@ -166,6 +183,7 @@ class PinnedMap:
         self.key_type = key_type
         self.value_type = value_type
         self.percpu = percpu
+        self._no_batch = False  # set when the kernel refuses batch lookups here
         self.fd = obj_get(path)
         # struct bpf_map_info: type, id, key_size, value_size, max_entries.
         key_size, value_size, self.max_entries = struct.unpack_from("<III", _info(self.fd, 80), 8)
@@ -217,20 +235,52 @@ class PinnedMap:
             assert ct.sizeof(value_type) == 8
             value_type = value_type * num_possible_cpus()
         first = True
-        while True:
+        while not self._no_batch:
             keys = (self.key_type * chunk)()
             values = (value_type * chunk)()
             count = ct.c_uint32(chunk)
             ret = _lib.bpf_map_lookup_batch(
                 self.fd, None if first else token, token, keys, values, ct.byref(count), None
             )
-            if ret < 0 and ret != -errno.ENOENT:
+            err = _errno(ret) if ret < 0 else 0
+            if first and err == ENOTSUPP:
+                # No batch operations on per-CPU arrays (Linux 5.10 has none).
+                self._no_batch = True
+                break
+            if err and err != errno.ENOENT:
                 _check(ret, "lookup batch " + self.path)
             if count.value:
                 yield keys, values, count.value
-            if ret == -errno.ENOENT:
+            if err == errno.ENOENT:
                 return
             first = False
+        yield from self._batches_by_key(chunk, value_type)
+
+    def _batches_by_key(self, chunk, value_type):
+        """batches() for kernels without batch lookups on this map: two
+        syscalls per entry (next key, lookup)."""
+        keys = (self.key_type * chunk)()
+        values = (value_type * chunk)()
+        key, n = None, 0
+        while True:
+            nxt = self.key_type()
+            ret = _lib.bpf_map_get_next_key(self.fd, None if key is None else ct.byref(key), ct.byref(nxt))
+            if ret < 0 and _errno(ret) == errno.ENOENT:
+                break
+            _check(ret, "next key " + self.path)
+            slot = ct.byref(values, n * ct.sizeof(value_type))
+            ret = _lib.bpf_map_lookup_elem(self.fd, ct.byref(nxt), slot)
+            if ret < 0 and _errno(ret) != errno.ENOENT:  # removed meanwhile: skipped
+                _check(ret, "lookup " + self.path)
+            if ret >= 0:
+                keys[n] = nxt
+                n += 1
+            key = nxt
+            if n == chunk:
+                yield keys, values, n
+                keys, values, n = (self.key_type * chunk)(), (value_type * chunk)(), 0
+        if n:
+            yield keys, values, n
 
     def items(self):
         """All (key, value) pairs (views into the batch buffers)."""
@@ -315,7 +365,10 @@ def btf_fd_by_name(name):
 def prog_load(prog_type, name, license, code, fd_array):
     """BPF_PROG_LOAD of instructions code with fd_array (which bcc cannot
     pass); the new program's fd. A refusal is loaded again with the
-    verifier's log, whose last lines go into the error."""
+    verifier's log, whose last lines go into the error. Needs libbpf 1.x:
+    0.x has an older bpf_prog_load of another signature."""
+    if LIBBPF_MAJOR < 1:
+        raise OSError(errno.ENOSYS, "load %s: needs libbpf 1.x (fd_array), found libbpf.so.0" % name)
     insns = ct.create_string_buffer(code, len(code))
     fds = (ct.c_int * len(fd_array))(*fd_array)
     log = ct.create_string_buffer(1 << 22)

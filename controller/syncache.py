@@ -15,6 +15,7 @@ against stay exact, because only BPF changes them.
 
 import collections
 import ctypes
+import errno
 import ipaddress
 import logging
 import time
@@ -22,6 +23,7 @@ import time
 from . import layout, libbpf
 
 log = logging.getLogger("synguard")
+TC_ACT_OK = 0
 
 
 def describe(key, e, now_ns):
@@ -102,14 +104,13 @@ class Syncache:
         if st.entries and (paused or now_ns >= self._next_scan):
             earliest = now_ns + cfg.rexmt_ms * 1_000_000
             for keys, _values, n in self.maps.syncache.batches():
-                raw = memoryview(keys).cast("B")
-                for i in range(0, n, layout.TIMER_BATCH):
-                    r = self._run(
-                        now_ns, raw[i * self._key_size : min(n, i + layout.TIMER_BATCH) * self._key_size]
-                    )
+                raw = memoryview(keys).cast("B")[: n * self._key_size]
+                while raw:
+                    r = self._run(now_ns, raw[: layout.TIMER_BATCH * self._key_size])
                     self._send(r.rexmt, sent)
                     removed += r.removed
                     earliest = min(earliest, r.next_ns)
+                    raw = raw[r.keys * self._key_size :]  # what the run did not take
             self._next_scan = earliest
             for v6, n in sent.items():
                 self.maps.add_counters(v6, retransmitted=n)
@@ -123,7 +124,9 @@ class Syncache:
         req.now_ns = now_ns
         req.keys = len(keys) // self._key_size
         self._test_run.feed(req, keys)
-        self._test_run.run()
+        verdict, _ = self._test_run.run()
+        if verdict != TC_ACT_OK:  # it took no key: the frame was short
+            raise OSError(errno.EPROTO, "the syncache timer refused its request (verdict %d)" % verdict)
         return layout.TimerRequest.from_buffer_copy(self._test_run.output()[: ctypes.sizeof(req)])
 
     def _send(self, count, sent):

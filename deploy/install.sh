@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install synguard and everything it needs on Debian 12/13 or Ubuntu 24.04.
+# Install synguard and everything it needs on Debian 11/12/13 or Ubuntu 22.04/24.04.
 # Safe to run again: it only adds what is missing and refreshes the package.
 #
 # usage: deploy/install.sh [--venv DIR] [--dev] [--link] [--systemd] [--extra-apt PKGS]
@@ -112,6 +112,14 @@ v = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
 sys.exit(v < (70, 1))' 2>/dev/null; then
   say "pip install setuptools (the build backend)"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'setuptools>=70.1'
+fi
+# Editable installs without a setup.py (PEP 660) need pip >= 21.3; Debian
+# 11's venvs come with pip 20.3, which refuses them.
+if [ "$DEV" = 1 ] && ! "$VENV/bin/python" -c 'import sys, pip
+v = tuple(int(x) for x in pip.__version__.split(".")[:2])
+sys.exit(v < (21, 3))' 2>/dev/null; then
+  say "pip install pip (editable installs need 21.3)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'pip>=21.3'
 fi
 if [ "$DEV" = 1 ]; then
   say "pip install -e $SRC[test]"

@@ -168,6 +168,8 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 # Depends: what the code imports at run time besides the standard library
 # (bcc, prometheus_client, pyroute2), each at the version Debian 12 has,
 # which make demo's test bed passes with (tests/deploy/test_deb.py runs it).
+# Debian 11 and Ubuntu 22.04 have older ones (and no tomllib): there
+# deploy/install.sh's venv serves, with them from PyPI (the README says so).
 cat >"$root/DEBIAN/control" <<EOF
 Package: synguard
 Version: $DEBVER

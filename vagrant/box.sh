@@ -3,7 +3,7 @@
 # built, and add it to Vagrant: synguard/trixie (Debian 13) or synguard/bookworm
 # (Debian 12). vagrant/Vagrantfile boots it with SYNGUARD_BOX=synguard/SUITE.
 #
-# usage: vagrant/box.sh [--suite trixie|bookworm] [--dir DIR] [--build-image] [--force]
+# usage: vagrant/box.sh [--suite trixie|bookworm|bullseye] [--dir DIR] [--build-image] [--force]
 #   --suite S      whose image (default $SYNGUARD_VM_SUITE or trixie)
 #   --dir DIR      the image's directory (default as build-image.sh's)
 #   --build-image  build the image first (build-image.sh) if DIR has none
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     *) echo "box.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-vm_default_dir "$SUITE" >/dev/null || { echo "box.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+vm_default_dir "$SUITE" >/dev/null || { echo "box.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 [ "$(id -u)" = 0 ] || { echo "box.sh: needs root (mounts, chroot)" >&2; exit 2; }
 if [ "$BUILD" = 1 ] && [ ! -f "$DIR/build-id" ]; then

@@ -43,6 +43,7 @@ SPOOF_NET4 = "198.19.0.0/16"  # the attacker's spoofed sources (RFC 2544 range)
 METRICS = "127.0.0.1:9717"
 ATTACH_TIMEOUT = 300
 ROTATE_SECONDS = 4  # synguard's cookies: key rotation, so a drain of 8 s at most
+KFUNC = "bpf_sk_assign_tcp_reqsk"  # datapath.KFUNC (this file also runs without the package)
 RSTLIMIT = 10000  # synguard's default RST budget a second (settings: rstlimit)
 
 # Run on the server: a dual-stack echo listener, one thread per connection.
@@ -249,6 +250,16 @@ class Suite:
     def counters(self):
         return self.server.json("%s status %s --json" % (self.server.synguard, self.server_if))["counters"]
 
+    def server_cookies(self):
+        """The cookie mode attach will take on the server: --cookies auto
+        takes synguard's where the server's kernel has the hand-off's kfunc
+        (datapath.cookie_mode reads its BTF; a remote server's is read here
+        through /proc/kallsyms, which lists it the same)."""
+        if self.cookies != "auto":
+            return self.cookies
+        found = self.server.sh("grep -qw %s /proc/kallsyms" % KFUNC, check=False).returncode == 0
+        return "synguard" if found else "kernel"
+
     def attach(self):
         path = self.log("attach.log")
         self.controller = self.server.spawn(
@@ -260,7 +271,7 @@ class Suite:
                 METRICS,
                 self.cookies,
                 # a stop drains for two periods at most: 8 s, not 32
-                "" if self.cookies == "kernel" else " --rotate-seconds %d" % ROTATE_SECONDS,
+                "" if self.server_cookies() == "kernel" else " --rotate-seconds %d" % ROTATE_SECONDS,
             ),
             path,
         )

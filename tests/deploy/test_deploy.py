@@ -90,6 +90,23 @@ def test_unit_runs_attach_with_the_config_and_the_least_capabilities():
     assert svc["Restart"] == ["on-failure"]
     assert "ExecStopPost" not in svc  # a restart after a crash adopts the data path
     assert unit_capabilities() == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_PERFMON"]
+    assert svc["LimitMEMLOCK"] == ["infinity"]  # Linux < 5.11 charges BPF maps to it
+
+
+def test_memlock_soft_limit_goes_up_to_the_hard_one():
+    """Linux < 5.11 charges BPF maps to RLIMIT_MEMLOCK: the data path's
+    build lifts it where it may, else raises its soft limit to the hard one
+    (no privilege needed). Here: without CAP_SYS_RESOURCE, as in the unit."""
+    code = """if 1:
+        import resource
+        from synguard import host
+        _, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, hard))
+        host.raise_memlock()
+        print(resource.getrlimit(resource.RLIMIT_MEMLOCK) == (hard, hard), hard > 65536)
+    """
+    r = run("capsh", "--drop=cap_sys_resource", "--", "-c", 'exec "$0" -c "$1"', sys.executable, code)
+    assert r.returncode == 0 and r.stdout == "True True\n", r.stderr
 
 
 def test_unit_fails_without_config_never_restarts_on_bad_input_and_waits_for_the_device():
@@ -307,8 +324,9 @@ def test_only_metrics_answers_with_metrics_the_index_links_to_it():
 
 
 def test_version_is_the_installed_one():
-    import tomllib
     from importlib import metadata
+
+    from synguard.configfile import tomllib
 
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         assert metrics.version() == metadata.version("synguard") == tomllib.load(f)["project"]["version"]

@@ -104,6 +104,20 @@ def test_vagrant_provisioning_installs_on_this_machine(tmp_path):
                 os.unlink(p)
 
 
+@pytest.mark.parametrize("cookies", ["auto", "synguard", "kernel"])
+def test_the_suite_knows_the_servers_cookie_mode_as_attach_will(cookies):
+    """--rotate-seconds is refused with the kernel's cookies, so the suite
+    resolves --cookies auto on the server (a remote one too) as attach
+    will: Debian 11's e2e step failed on it."""
+    from synguard import datapath
+    from synguard.lab import e2e
+
+    assert e2e.KFUNC == datapath.KFUNC
+    here = e2e.Host("server", ["sh", "-c"], "synguard")
+    suite = e2e.Suite(here, here, here, "198.18.50.10", 1, 1, cookies=cookies)
+    assert suite.server_cookies() == (datapath.cookie_mode("auto") if cookies == "auto" else cookies)
+
+
 def test_suite_runs_as_a_file():
     """vagrant/e2e.sh and vagrant/qemu/lan.sh run controller/lab/e2e.py as a file
     with the driving machine's python3, outside the venv: then controller/

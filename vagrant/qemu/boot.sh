@@ -2,11 +2,13 @@
 # Boot the image from build-image.sh under QEMU and run synguard's tests in
 # the guest (guest-test.sh), or give a shell on its serial console.
 #
-# usage: vagrant/qemu/boot.sh [--suite trixie|bookworm] [--dir DIR] [--steps LIST]
+# usage: vagrant/qemu/boot.sh [--suite trixie|bookworm|bullseye] [--dir DIR] [--steps LIST]
 #                             [--accel tcg|kvm] [--timeout S] [--step-timeout S] [--interactive]
-#   --suite S        whose image: trixie (default, Debian 13) or bookworm (Debian 12)
+#   --suite S        whose image: trixie (default, Debian 13), bookworm (Debian 12)
+#                    or bullseye (Debian 11)
 #   --dir DIR        the image from build-image.sh (default $SYNGUARD_VM_DIR, else
-#                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
+#                    the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12,
+#                    /var/tmp/synguard-vm-deb11)
 #   --steps LIST     comma list: attach, unit (synguard@ under systemd), demo, e2e,
 #                    xdp (tests/unit/test_xdp.py), firewall
 #                    (tests/unit/test_tc.py, tests/netns/test_netns_firewall.py),
@@ -22,7 +24,10 @@
 # The guest has no NIC (-nic none): every test runs in network namespaces
 # inside it and nothing leaves it. Writes DIR/serial-STAMP.log (the console)
 # and copies the guest's /vmtest out of the image to DIR/results-STAMP/.
-# Exits 0 only if every step exited 0.
+# Exits 0 only if every step asked for ended with exit=0 and the guest's
+# kernel reported no soft lockup, BUG, oops, panic or RCU stall
+# (verdict.py): a step that never ended fails, and a guest whose kernel
+# reports one is stopped at once.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
@@ -38,11 +43,12 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --step-timeout) STEP_TMO="$2"; shift 2 ;;
     --interactive) INTER=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+"$HERE/verdict.py" --check "$STEPS" || { echo "boot.sh: --steps $STEPS" >&2; exit 2; }
+vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 qemu_base boot.sh "$ACCEL"
 APPEND=$QEMU_APPEND
@@ -86,6 +92,9 @@ while kill -0 $QPID 2>/dev/null; do
   while IFS= read -r line; do mark "${line#VMTEST-STEP-END }" "$line"; done \
     < <(grep -aoE 'VMTEST-STEP-END [a-z0-9-]+ exit=[0-9]+' "$LOG" 2>/dev/null)
   mark "tests finished" 'VMTEST-END'
+  if oops=$("$HERE/verdict.py" --watch "$LOG"); then :; else
+    echo "boot.sh: +$((SECONDS - START)) s  the guest's kernel: $oops; stopping the guest"; kill $QPID; break
+  fi
   if [ $((SECONDS - START)) -gt "$TIMEOUT" ]; then
     echo "boot.sh: timeout ${TIMEOUT} s, stopping the guest"; kill $QPID; break
   fi
@@ -101,8 +110,10 @@ if [ -d "$MNT/vmtest" ]; then
   cp -a "$MNT/vmtest" "$DIR/results-$STAMP"
 fi
 umount "$MNT"; rmdir "$MNT"; MNT=""
-[ -f "$DIR/results-$STAMP/results.txt" ] || { echo "boot.sh: the guest wrote no results"; exit 1; }
-echo "boot.sh: results in $DIR/results-$STAMP"
 R="$DIR/results-$STAMP/results.txt"
-grep -E '^(kernel:|== |exit=|verdict:|[0-9]+ (passed|failed|errors?)\b)' "$R" || true
-if grep -q '^== ' "$R" && ! grep -qE '^exit=[1-9]' "$R"; then echo "boot.sh: PASS"; else echo "boot.sh: FAIL"; exit 1; fi
+if [ -f "$R" ]; then
+  echo "boot.sh: results in $DIR/results-$STAMP"
+  grep -E '^(kernel:|python, bcc:|== |exit=|verdict:|[0-9]+ (passed|failed|errors?)\b)' "$R" || true
+fi
+# pipefail: the script's status is verdict.py's.
+"$HERE/verdict.py" "$STEPS" "$R" "$LOG" | sed 's/^/boot.sh: /'

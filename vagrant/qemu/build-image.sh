@@ -2,12 +2,14 @@
 # Build a Debian disk image with synguard installed, for boot.sh and lan.sh
 # (and vagrant/box.sh): a real kernel to test on where Vagrant cannot run.
 #
-# usage: vagrant/qemu/build-image.sh [--suite trixie|bookworm] [--dir DIR] [--reuse-rootfs]
-#   --suite S        trixie (default, Debian 13, Linux 6.12) or bookworm (Debian 12,
-#                    Linux 6.1, bcc 0.26); default $SYNGUARD_VM_SUITE or trixie
+# usage: vagrant/qemu/build-image.sh [--suite trixie|bookworm|bullseye] [--dir DIR] [--reuse-rootfs]
+#   --suite S        trixie (default, Debian 13, Linux 6.12), bookworm (Debian 12,
+#                    Linux 6.1, bcc 0.26) or bullseye (Debian 11, Linux 5.10,
+#                    bcc 0.18, Python 3.9); default $SYNGUARD_VM_SUITE or trixie
 #   --dir DIR        where the image goes (default $SYNGUARD_VM_DIR, else
 #                    /var/tmp/synguard-vm for trixie, /var/tmp/synguard-vm-deb12
-#                    for bookworm; about 3 GiB)
+#                    for bookworm, /var/tmp/synguard-vm-deb11 for bullseye;
+#                    about 3 GiB)
 #   --reuse-rootfs   keep DIR/rootfs from an earlier build (no debootstrap):
 #                    recopy this tree, rerun apt and deploy/install.sh, remake
 #                    the image (under a minute instead of about 3)
@@ -33,11 +35,11 @@ while [ $# -gt 0 ]; do
     --suite) SUITE="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --reuse-rootfs) REUSE=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "build-image.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-vm_default_dir "$SUITE" >/dev/null || { echo "build-image.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+vm_default_dir "$SUITE" >/dev/null || { echo "build-image.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 [ "$(id -u)" = 0 ] || { echo "build-image.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
 mkdir -p "$DIR"

@@ -1,13 +1,15 @@
 # Sourced by build-image.sh, boot.sh, lan.sh and vagrant/box.sh: where each
 # Debian suite's image goes, the image's files and QEMU's common options.
 
-# vm_default_dir SUITE: the image directory of trixie (Debian 13) or
-# bookworm (Debian 12) unless --dir or SYNGUARD_VM_DIR says otherwise, so
-# that both images can exist side by side; fails for another suite.
+# vm_default_dir SUITE: the image directory of trixie (Debian 13), bookworm
+# (Debian 12) or bullseye (Debian 11, standing in for Ubuntu 22.04) unless
+# --dir or SYNGUARD_VM_DIR says otherwise, so that the images can exist side
+# by side; fails for another suite.
 vm_default_dir() {
   case "$1" in
     trixie) echo /var/tmp/synguard-vm ;;
     bookworm) echo /var/tmp/synguard-vm-deb12 ;;
+    bullseye) echo /var/tmp/synguard-vm-deb11 ;;
     *) return 1 ;;
   esac
 }

@@ -6,7 +6,7 @@
 # NIC (eth0, 198.18.60.0/24), so the LAN carries only what the suite counts.
 # synguard attaches in native XDP mode to the server's virtio-net eth1.
 #
-# usage: vagrant/qemu/lan.sh [--suite trixie|bookworm] [--dir DIR] [--accel tcg|kvm] [-- E2E-OPTIONS]
+# usage: vagrant/qemu/lan.sh [--suite trixie|bookworm|bullseye] [--dir DIR] [--accel tcg|kvm] [-- E2E-OPTIONS]
 #   --suite S      whose image: trixie (default, Debian 13) or bookworm (Debian 12)
 #   --dir DIR      the image from build-image.sh (default $SYNGUARD_VM_DIR, else
 #                  the suite's: /var/tmp/synguard-vm, /var/tmp/synguard-vm-deb12)
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     *) echo "lan.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-vm_default_dir "$SUITE" >/dev/null || { echo "lan.sh: --suite trixie|bookworm, not $SUITE" >&2; exit 2; }
+vm_default_dir "$SUITE" >/dev/null || { echo "lan.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 E2E=("$@"); [ ${#E2E[@]} -gt 0 ] || E2E=(--rate 5000 --seconds 5)
 qemu_base lan.sh "$ACCEL" id_ed25519
