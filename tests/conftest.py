@@ -12,6 +12,7 @@ and mounts bpffs where it is missing. Those tests carry the marker
 walker, config files, deploy files) run as anyone."""
 
 import os
+import signal
 
 import pytest
 from synguard.lab import netns, support
@@ -19,6 +20,16 @@ from synguard.lab import netns, support
 PORT = support.PORT  # protected, with a listener in the unit namespace
 PORT_NO_LISTENER = 8081  # protected, nobody listens
 PORT_UNPROTECTED = 9090
+
+
+def _stopped(signum, frame):
+    raise KeyboardInterrupt
+
+
+# A run stopped with SIGTERM (a CI timeout, kill) unwinds as Ctrl-C does:
+# the fixtures' teardown removes the namespaces, XDP programs and pins it
+# made. Killed outright, a run left a pinned data path and a namespace.
+signal.signal(signal.SIGTERM, _stopped)
 
 
 # What only root can do: enter namespaces, load BPF, mount bpffs. A test
