@@ -60,19 +60,11 @@ from bouncegen import Bounce, frame_template
 from livegen import LiveGen, template
 from synguard import netlink
 from synguard.lab import netns
-from synguard.lab.testbed import SERVER4, SERVER6, SPOOF_NET4, EchoServer, Testbed, xdp_stub
+from synguard.lab.testbed import SERVER4, SERVER6, SPOOF_NET4, EchoServer, Testbed, trafgen_spoofed, xdp_stub
 from synguard.maps import Maps
 
 PORT = 8080
 HZ = os.sysconf("SC_CLK_TCK")
-TRAFGEN = """
-{
-  %(dst_mac)s,  0x02, 0x00, 0x00, 0x00, 0x0a, 0x01,  0x08, 0x00,
-  0x45, 0x00, const16(40), drnd(2), const16(0x4000), 64, 6, csumip(14, 33),
-  198, 19, drnd(2),  198, 18, 10, 2,
-  drnd(2), const16(%(port)d), drnd(4), %(ack)s, 0x50, %(flags)s, const16(64240), csumtcp(14, 34), const16(0),
-}
-"""
 SYNPROXY = """
 table ip synproxy_bench {
   chain pre {
@@ -158,18 +150,9 @@ class Bench:
             text=True,
             check=True,
         )
-        mac = ", ".join("0x" + b for b in json.loads(r.stdout)[0]["address"].split(":"))
+        mac = json.loads(r.stdout)[0]["address"]
         conf = os.path.join(self.tmp, kind + ".cfg")
-        with open(conf, "w") as f:
-            f.write(
-                TRAFGEN
-                % {
-                    "port": PORT,
-                    "flags": "0x02" if kind == "syn" else "0x10",
-                    "dst_mac": mac,
-                    "ack": "const32(0)" if kind == "syn" else "drnd(4)",
-                }
-            )
+        trafgen_spoofed(conf, kind, mac, "02:00:00:00:0a:01", "198.18.10.2", PORT)
         argv = [
             "timeout",
             str(self.seconds),

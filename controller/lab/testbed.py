@@ -596,6 +596,40 @@ def _spoofed(count, port, v6, seed, segment):
         )
 
 
+# trafgen's description of one spoofed frame: a SYN or an ACK from a random
+# source in SPOOF_NET4, random source port, sequence and (ACKs) acknowledgment
+# numbers, checksums by trafgen.
+TRAFGEN_SPOOFED = """
+{
+  %(dst_mac)s,  %(src_mac)s,  0x08, 0x00,
+  0x45, 0x00, const16(40), drnd(2), const16(0x4000), 64, 6, csumip(14, 33),
+  198, 19, drnd(2),  %(dst)s,
+  drnd(2), const16(%(port)d), drnd(4), %(ack)s, 0x50, %(flags)s, const16(64240), csumtcp(14, 34), const16(0),
+}
+"""
+
+
+def trafgen_spoofed(path, kind, dst_mac, src_mac, dst, port):
+    """Write trafgen's configuration for a flood of spoofed SYNs (kind
+    "syn") or ACKs ("ack") to dst:port (dotted IPv4); MACs as aa:bb:..."""
+
+    def mac(m):
+        return ", ".join("0x" + b for b in m.split(":"))
+
+    with open(path, "w") as f:
+        f.write(
+            TRAFGEN_SPOOFED
+            % {
+                "dst_mac": mac(dst_mac),
+                "src_mac": mac(src_mac),
+                "dst": ", ".join(dst.split(".")),
+                "port": port,
+                "flags": "0x02" if kind == "syn" else "0x10",
+                "ack": "const32(0)" if kind == "syn" else "drnd(4)",
+            }
+        )
+
+
 def spoofed_syns(count, port, v6=False, seed=1):
     """count SYN frames from random spoofed sources, Linux-style options."""
     opts = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(1, 0))

@@ -24,30 +24,14 @@ import time
 
 from synguard import layout
 from synguard.lab import netns
-from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, trafgen_spoofed
 
 PORT = 8080
-TRAFGEN = """
-{
-  0x02, 0x00, 0x00, 0x00, 0x00, 0x02,  0x02, 0x00, 0x00, 0x00, 0x00, 0x01,  0x08, 0x00,
-  0x45, 0x00, const16(40), drnd(2), const16(0x4000), 64, 6, csumip(14, 33),
-  198, 19, drnd(2),  198, 18, 0, 2,
-  drnd(2), const16(%(port)d), drnd(4), %(ack)s, 0x50, %(flags)s, const16(64240), csumtcp(14, 34), const16(0),
-}
-"""
 
 
 def trafgen(bed, kind, count, seconds, tmp):
     conf = os.path.join(tmp, kind + ".cfg")
-    with open(conf, "w") as f:
-        f.write(
-            TRAFGEN
-            % {
-                "port": PORT,
-                "flags": "0x02" if kind == "syn" else "0x10",
-                "ack": "const32(0)" if kind == "syn" else "drnd(4)",
-            }
-        )
+    trafgen_spoofed(conf, kind, "02:00:00:00:00:02", "02:00:00:00:00:01", SERVER4, PORT)
     # One process (-P 1) in a session of its own: trafgen forks its senders,
     # and the whole group is stopped at the end, not just the parent. -t 1us
     # sends with one sendto per frame: trafgen's TX-ring mode (no gap) stalls
