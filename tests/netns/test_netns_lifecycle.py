@@ -21,7 +21,7 @@ import threading
 import pytest
 from synguard.lab import netns
 from synguard.lab.support import status, wait_until
-from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, spoofed_syns
+from synguard.lab.testbed import SERVER4, SERVER6, EchoServer, Testbed, echo, spoofed_syns
 
 pytestmark = pytest.mark.netns
 PORT = 8080
@@ -58,14 +58,7 @@ class Held:
         def one(s):
             s.settimeout(timeout)
             try:
-                s.sendall(PAYLOAD)
-                got = b""
-                while len(got) < len(PAYLOAD):
-                    chunk = s.recv(64)
-                    if not chunk:
-                        break
-                    got += chunk
-                results.append(got == PAYLOAD)
+                results.append(echo(s, PAYLOAD) == PAYLOAD)
             except OSError:
                 results.append(False)
             finally:
