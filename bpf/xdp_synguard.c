@@ -931,12 +931,29 @@ static __always_inline int cookie_check(struct sg_ctx *c,
 		}
 		return unknown_segment(c);
 	}
-	if (handed_off_recently(c)) {
-		count(SG_C_coalesced, c->p.ipv6);
-		return XDP_PASS;
-	}
 	cookie_negotiated(c, n);
 	return SG_CONTINUE;
+}
+
+/* Put h on record for c's 4-tuple: 1 when it is, -1 when the map refused
+ * it, 0 when c is a segment right behind a hand-off of the same handshake
+ * (handed_off_recently), which goes up plain. One insert on the common
+ * path, a 4-tuple with nothing on record: the lookup (about 100 ns) is
+ * paid only where there is a record, a reused port or a segment behind the
+ * ACK. */
+static __always_inline int record_handoff(struct sg_ctx *c,
+					  const struct sg_handoff *h)
+{
+	struct sg_handoff *old;
+	int err = handoffs.insert(c->key, h);
+
+	if (err != -EEXIST)
+		return err ? -1 : 1;
+	old = handoffs.lookup(c->key);
+	if (old && c->now - old->at_ns < SG_HANDOFF_WINDOW_NS &&
+	    of_handoff(c, old))
+		return 0;
+	return handoffs.update(c->key, h) ? -1 : 1;
 }
 
 /* Leave the request socket's attributes for tc (tc_handoff.c) in the
@@ -946,20 +963,14 @@ static __always_inline int hand_off(struct sg_ctx *c,
 				    const struct sg_negotiated *n, u32 counter)
 {
 	struct sg_handoff h = {};
+	int recorded;
 
-	handshake_done(c);
+	c->now = bpf_ktime_get_ns();
 	h.at_ns = c->now;
 	h.isn = bpf_ntohl(c->p.tcp->seq) - 1;
 	h.iss = bpf_ntohl(c->p.tcp->ack_seq) - 1;
 	h.pending = 1;
-#ifdef SG_KERNEL_COOKIES
-	/* The kernel decodes the attributes from the cookie; a failed update
-	 * costs only the coalescing window and, behind a firewall, the
-	 * conntrack entry, not the connection. */
-	count(counter, c->p.ipv6);
-	handoffs.update(c->key, &h);
-	return XDP_PASS;
-#else
+#ifndef SG_KERNEL_COOKIES
 	h.attrs.mss = n->mss;
 	h.attrs.sack_ok = n->sack;
 	h.attrs.ecn_ok = n->ecn;
@@ -973,12 +984,23 @@ static __always_inline int hand_off(struct sg_ctx *c,
 		h.attrs.rcv_tsval = bpf_ntohl(c->s->o.tsval);
 		h.attrs.rcv_tsecr = bpf_ntohl(c->s->o.tsecr);
 	}
-	count(counter, c->p.ipv6);
-	if (handoffs.update(c->key, &h))
-		/* no room: the kernel will send an RST */
-		count(SG_C_aborted, c->p.ipv6);
-	return XDP_PASS;
 #endif
+	recorded = record_handoff(c, &h);
+	if (!recorded) {
+		count(SG_C_coalesced, c->p.ipv6);
+		return XDP_PASS;
+	}
+	handshake_done(c);
+	count(counter, c->p.ipv6);
+#ifndef SG_KERNEL_COOKIES
+	/* No room: the kernel will send an RST. (With the kernel's cookies
+	 * the kernel decodes the attributes from the cookie; a failed record
+	 * costs only the coalescing window and, behind a firewall, the
+	 * conntrack entry, not the connection.) */
+	if (recorded < 0)
+		count(SG_C_aborted, c->p.ipv6);
+#endif
+	return XDP_PASS;
 }
 
 static __always_inline int handle_ack(struct sg_ctx *c)
@@ -988,10 +1010,8 @@ static __always_inline int handle_ack(struct sg_ctx *c)
 
 	if (r != SG_CONTINUE)
 		return r;
-	if (syncache_expand(c, &n)) {
-		c->now = bpf_ktime_get_ns();
+	if (syncache_expand(c, &n))
 		return hand_off(c, &n, SG_C_expanded);
-	}
 	r = cookie_check(c, &n);
 	if (r != SG_CONTINUE)
 		return r;
