@@ -1,7 +1,11 @@
 """What a defence does to real clients: ab (a new connection per request)
 against nginx, with no flood and under bounded spoofed SYN floods, for
 kernel syncookies, synguard at its default settings and synguard with
---ratelimit 0, side by side in one run, interleaved over rounds.
+--ratelimit 0, side by side in one run, interleaved over rounds. Also on
+request: no defence, nftables SYNPROXY, and the kernel selftest
+xdp_synproxy in front of SYNPROXY (--reference OBJ), and, without a flood,
+the CPU time each request cost (cpumeter.py): what a whole handshake
+costs the host under each defence.
 
     client ns    ab 198.18.0.1 ---------.
                                          client veth ===== server veth: nginx 198.18.0.2:8080
@@ -34,10 +38,15 @@ connect times are those of the requests ab started during the flood and
 completed (ab -g: start second, connect time in ms); failed requests are
 ab's for its whole run.
 
+The client's veth sends whole checksums (tx offload off), as frames from a
+NIC have them: xdp_synproxy drops a SYN whose sum a veth left partial.
+
 usage: cd bench && sudo ../.venv/bin/python clients.py [--rounds 3] [--quick] [--markdown PATH] [--json PATH]
+       [--defences none,kernel,nft-synproxy,xdp-synproxy,synguard --reference OBJ] [--scenarios none]
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -49,6 +58,9 @@ import sys
 import tempfile
 import time
 
+from common import SYNPROXY, reference, xdp_replace
+from cpumeter import Meter, MeterError
+from synguard import netlink
 from synguard.lab import netns
 from synguard.lab.testbed import CLIENT4, SERVER4, Testbed
 
@@ -64,12 +76,17 @@ TOOLS = {
     "trafgen": "netsniff-ng",
     "ip": "iproute2",
     "taskset": "util-linux",
+    "ethtool": "ethtool",
 }
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
-DEFENCES = ("kernel", "synguard", "synguard-rl0")
+DEFENCES = ("none", "kernel", "nft-synproxy", "xdp-synproxy", "synguard", "synguard-rl0")
+DEFAULT_DEFENCES = ("kernel", "synguard", "synguard-rl0")
 DEFENCE_NAMES = {
+    "none": "no defence (tcp_syncookies=1, never under pressure)",
     "kernel": "kernel syncookies (tcp_syncookies=2)",
+    "nft-synproxy": "nftables SYNPROXY",
+    "xdp-synproxy": "xdp_synproxy (kernel selftest) + nftables SYNPROXY",
     "synguard": "synguard, default settings",
     "synguard-rl0": "synguard --ratelimit 0",
 }
@@ -198,8 +215,11 @@ def mac_bytes(mac):
 
 
 class Bench:
-    def __init__(self, bed, tmp, args):
+    def __init__(self, bed, tmp, args, meter, ref_fd=None):
+        """meter: a cpumeter.Meter for nginx, ab and synguard's daemon;
+        ref_fd: xdp_synproxy's XDP program (common.reference)."""
         self.bed, self.tmp, self.args = bed, tmp, args
+        self.meter, self.ref_fd = meter, ref_fd
         self.nginx = None
         self.controller = None
         self.macvlan = "sgm" + bed.client_if[2:8]
@@ -215,6 +235,13 @@ class Bench:
             ("net.ipv4.tcp_syncookies", 1),
         ):
             bed.sysctl(bed.server_ns, name, value)
+        bed.sysctl(bed.client_ns, "net.ipv4.ip_local_port_range", "1024 65535")  # ports come round later
+        # Whole checksums on the client's frames, as from a NIC: xdp_synproxy
+        # checks a SYN's and drops it when a veth leaves the sum partial.
+        argv = [which("ethtool"), "-K", bed.client_if, "tx", "off"]
+        r = netns.run(bed.client_ns, argv, capture_output=True, text=True)
+        if r.returncode:
+            raise Fail("ethtool -K %s tx off: %s" % (bed.client_if, r.stderr.strip()))
         # The attacker's way onto the client's wire.
         self.ip(bed.client_ns, "link", "add", "link", bed.client_if, "name", self.macvlan, "type", "macvlan")
         self.ip(bed.client_ns, "link", "set", self.macvlan, "netns", bed.attacker_ns)
@@ -273,6 +300,10 @@ class Bench:
             try:
                 r = self.bed.connect(SERVER4, PORT, payload=b"", timeout=1)
                 if r:
+                    self.meter.add(self.nginx.pid)
+                    with open("/proc/%d/task/%d/children" % (self.nginx.pid, self.nginx.pid)) as f:
+                        for worker in f.read().split():
+                            self.meter.add(int(worker))
                     return
             except OSError:
                 if self.nginx.poll() is not None:
@@ -300,19 +331,35 @@ class Bench:
 
     def defend(self, defence):
         bed = self.bed
-        if defence == "kernel":
+        if defence not in ("synguard", "synguard-rl0"):
             r = netns.run(
                 bed.server_ns, ["ip", "-j", "link", "show", bed.server_if], capture_output=True, text=True
             )
             if "xdp" in json.loads(r.stdout)[0]:
-                raise Fail("an XDP program is still on %s after synguard detached" % bed.server_if)
+                raise Fail("an XDP program is still on %s before %s" % (bed.server_if, defence))
+        if defence == "none":
+            pass  # tcp_syncookies=1 (up): the kernel's plain handshake without a full queue
+        elif defence == "kernel":
             bed.sysctl(bed.server_ns, "net.ipv4.tcp_syncookies", 2)
+        elif defence in ("nft-synproxy", "xdp-synproxy"):
+            # as the SYNPROXY documentation and xdp_synproxy's own set them
+            netns.run(bed.server_ns, ["nft", "-f", "-"], input=SYNPROXY, text=True, check=True)
+            bed.sysctl(bed.server_ns, "net.netfilter.nf_conntrack_tcp_loose", 0)
+            # ab comes back to a port within seconds; its untracked SYN meets
+            # the last connection's conntrack entry in TIME_WAIT, which makes
+            # the ACK invalid, and SYNPROXY drops it (ab then stalls). Entries
+            # that end before ab's ports come round measure the defence.
+            bed.sysctl(bed.server_ns, "net.netfilter.nf_conntrack_tcp_timeout_time_wait", 1)
+            if defence == "xdp-synproxy":
+                xdp_replace(bed.server_ns, bed.server_if, self.ref_fd)
         elif defence == "synguard":
             self.controller = bed.attach([PORT])  # the port alone: everything else as shipped
         elif defence == "synguard-rl0":
             self.controller = bed.attach([PORT], "--ratelimit", "0")
         else:
             raise ValueError(defence)
+        if self.controller is not None:
+            self.meter.add(self.controller.pid)
 
     def detach(self, defence=None):
         bed = self.bed
@@ -324,7 +371,14 @@ class Bench:
                 self.controller.kill()
                 self.controller.wait()
             self.controller = None
-        if defence == "kernel":
+        if defence == "xdp-synproxy":
+            with netns.netns(bed.server_ns):
+                netlink.xdp_detach(netlink.ifindex(bed.server_if), "native")
+        if defence in ("nft-synproxy", "xdp-synproxy"):
+            netns.run(bed.server_ns, ["nft", "delete", "table", "ip", "synproxy_bench"], check=True)
+            bed.sysctl(bed.server_ns, "net.netfilter.nf_conntrack_tcp_loose", 1)
+            bed.sysctl(bed.server_ns, "net.netfilter.nf_conntrack_tcp_timeout_time_wait", 120)
+        if defence in ("kernel", "nft-synproxy", "xdp-synproxy"):
             bed.sysctl(bed.server_ns, "net.ipv4.tcp_syncookies", 1)
 
     def synguard_counters(self):
@@ -394,7 +448,9 @@ class Bench:
         time.sleep(max(0.0, not_before - time.monotonic()))
         time.sleep(math.ceil(time.time()) - time.time())
         t0 = int(round(time.time()))
+        cpu0 = self.meter.read()
         ab = self.popen(self.bed.client_ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.meter.add(ab.pid)
         flood = None
         time.sleep(max(0.0, t0 + a.lead - time.time()))
         tx0 = self.tx_packets()
@@ -411,6 +467,7 @@ class Bench:
         except subprocess.TimeoutExpired:
             ab.kill()
             out, err = ab.communicate()
+        cpu_s = self.meter.read() - cpu0
         sg1 = self.synguard_counters()
         srv1, cli1 = self.kernel_counters(self.bed.server_ns), self.kernel_counters(self.bed.client_ns)
         row = {
@@ -419,6 +476,8 @@ class Bench:
             "ab_exit": ab.returncode,
         }
         row.update(parse_ab(out, err))
+        # without a flood, all of ab's run is one defence's real connections
+        row["cpu_us"] = cpu_s * 1e6 / row["complete"] if row["complete"] and not flood else None
         row.update(window(gnuplot, t0 + a.lead, a.flood))
         row["per_second"] = per_second(gnuplot, t0, total)
         row["flood"] = (
@@ -529,7 +588,7 @@ def run_rounds(bench, rounds, defences, scenarios):
 def line(row):
     fl = row["flood"]
     sg = row["synguard"]
-    return "round %d %-13s %-9s %8.1f req/s (ab %s) failed %s%s connect %s/%s ms%s%s%s" % (
+    return "round %d %-13s %-9s %8.1f req/s (ab %s) failed %s%s connect %s/%s ms%s%s%s%s" % (
         row["round"],
         row["defence"],
         row["scenario"],
@@ -550,6 +609,7 @@ def line(row):
         else "",
         " | synguard %s" % " ".join("%s %d" % kv for kv in sg.items() if kv[1]) if sg else "",
         " | client RSTs %d" % row["client_out_rsts"] if row["client_out_rsts"] else "",
+        " | CPU %.1f us/request" % row["cpu_us"] if row["cpu_us"] else "",
     )
 
 
@@ -583,6 +643,7 @@ def summarise(rows, defences, scenarios):
                     "flood_rate": med([r["flood"]["rate"] for r in mine if r["flood"]]),
                     "flood_sent": med([r["flood"]["sent"] for r in mine if r["flood"]]),
                     "client_out_rsts": med([r["client_out_rsts"] for r in mine]),
+                    "cpu_us": med([r["cpu_us"] for r in mine]),
                 }
             )
     return out
@@ -599,7 +660,10 @@ def markdown(summary, meta):
         "ab -c %d, a new connection per request, for %d s; the flood starts %d s in and lasts %d s "
         "at %s SYNs/s offered; requests/s and connect times are those of the requests ab started "
         "during the flood (ab -g, 1 ms resolution); failed: ab's failed + non-2xx over all rounds, "
-        "whole runs; aborted: rounds where ab gave up."
+        "whole runs; aborted: rounds where ab gave up. CPU per request (no flood only): the CPU time "
+        "charged to ab, nginx and synguard's daemon (where it runs) and to ksoftirqd during ab's run, "
+        "over the requests completed; the receive path of a veth runs in the sender's context, so it "
+        "includes each defence's packet work."
         % (
             a["rounds"],
             a["concurrency"],
@@ -610,12 +674,12 @@ def markdown(summary, meta):
         ),
         "",
         "| flood | defence | requests/s | failed | aborted | connect median | connect p99 | connect max "
-        "| `ratelimited` | flood SYNs/s achieved | client RSTs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| `ratelimited` | flood SYNs/s achieved | client RSTs | CPU per request |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary:
         lines.append(
-            "| %s | %s | %s (%s-%s) | %d | %d | %s ms | %s ms | %s ms | %s | %s | %s |"
+            "| %s | %s | %s (%s-%s) | %d | %d | %s ms | %s ms | %s ms | %s | %s | %s | %s |"
             % (
                 SCENARIO_NAMES[r["scenario"]],
                 DEFENCE_NAMES[r["defence"]],
@@ -627,9 +691,10 @@ def markdown(summary, meta):
                 fmt(r["connect_median_ms"]),
                 fmt(r["connect_p99_ms"]),
                 fmt(r["connect_max_ms"]),
-                fmt(r["ratelimited"]) if r["defence"] != "kernel" else "-",
+                fmt(r["ratelimited"]) if r["defence"].startswith("synguard") else "-",
                 f"{r['flood_rate']:,.0f}" if r["flood_rate"] else "-",
                 fmt(r["client_out_rsts"]),
+                fmt(r["cpu_us"], "%.1f us"),
             )
         )
     lines += [
@@ -672,7 +737,16 @@ def parse_args(argv):
         default=30,
         help="ab -s: seconds without progress before it gives up (default 30)",
     )
-    ap.add_argument("--defences", default=",".join(DEFENCES), help="of %s" % ", ".join(DEFENCES))
+    ap.add_argument(
+        "--defences",
+        default=",".join(DEFAULT_DEFENCES),
+        help="of %s (default %s)" % (", ".join(DEFENCES), ",".join(DEFAULT_DEFENCES)),
+    )
+    ap.add_argument(
+        "--reference",
+        metavar="OBJ",
+        help="xdp_synproxy_kern.bpf.o (docs/BENCHMARKS.md says how it is built), for --defences xdp-synproxy",
+    )
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="of %s" % ", ".join(SCENARIOS))
     ap.add_argument("--markdown", metavar="PATH", help="write the table there")
     ap.add_argument("--json", metavar="PATH", help="write every round's raw figures there")
@@ -692,6 +766,10 @@ def parse_args(argv):
         if bad or not chosen:
             ap.error("--%s: unknown %s (known: %s)" % (name, ",".join(bad) or "(none)", ", ".join(known)))
         setattr(args, name, chosen)
+    if "xdp-synproxy" in args.defences and not args.reference:
+        ap.error("--defences xdp-synproxy needs --reference OBJ")
+    if args.reference and not os.path.isfile(args.reference):
+        ap.error("--reference %s: no such file" % args.reference)
     return args
 
 
@@ -742,14 +820,19 @@ def main(argv=None):
         vers = versions()
         with tempfile.TemporaryDirectory(prefix="sg-clients-") as tmp:
             os.chmod(tmp, 0o755)  # nginx's workers (nobody) read nothing there, but may stat it
-            with Testbed(attacker=True) as bed:
-                bench = Bench(bed, tmp, args)
+            with (
+                Testbed(attacker=True) as bed,
+                Meter() as meter,
+                contextlib.ExitStack() as stack,
+            ):
+                ref_fd = stack.enter_context(reference(args.reference)) if args.reference else None
+                bench = Bench(bed, tmp, args, meter, ref_fd)
                 try:
                     bench.up()
                     rows = run_rounds(bench, args.rounds, args.defences, args.scenarios)
                 finally:
                     bench.close()
-    except Fail as e:
+    except (Fail, MeterError) as e:
         print("%s: error: %s" % (PROG, e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,9 +3,14 @@ a private network namespace with a real dual-stack listener, so that socket
 lookups under BPF_PROG_TEST_RUN see what they would on a server."""
 
 import contextlib
+import ctypes as ct
 import ipaddress
+import os
+import secrets
+import shutil
+import subprocess
 
-from synguard import netlink, packets
+from synguard import libbpf, netlink, packets
 from synguard.lab import netns, support
 from synguard.packets import SYN
 
@@ -13,6 +18,25 @@ PORT = support.PORT
 C4, S4, C6, S6 = "198.18.0.1", "198.18.0.2", "2001:db8::1", "2001:db8::2"
 LINUX_OPTS = packets.tcp_options(mss=1460, wscale=7, sack=True, ts=(777, 0))
 clear = support.clear
+# xdp_synproxy's "values" map, key 0, as its userspace tool packs
+# --mss4 1460 --mss6 1440 --wscale 7 --ttl 64.
+REF_TCPIPOPTS = (1440 << 32) | (64 << 24) | (7 << 16) | 1460
+# nftables SYNPROXY for PORT, as its documentation sets it up: the SYNs
+# untracked, the handshake answered by the synproxy expression. xdp_synproxy
+# answers the SYNs itself and leaves the ACKs to this.
+SYNPROXY = """
+table ip synproxy_bench {
+  chain pre {
+    type filter hook prerouting priority raw; policy accept;
+    tcp dport %(port)d tcp flags syn notrack
+  }
+  chain in {
+    type filter hook input priority filter; policy accept;
+    tcp dport %(port)d ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    ct state invalid drop
+  }
+}
+""" % {"port": PORT}
 
 
 @contextlib.contextmanager
@@ -23,6 +47,35 @@ def datapath(syncache_max=65536):
         support.configure(dp, maps)  # with the keys, made once
         with netns.netns(ns):
             yield dp, maps, ns
+
+
+@contextlib.contextmanager
+def reference(obj):
+    """The kernel selftest xdp_synproxy from its object file: the XDP
+    program's fd, its maps set as its userspace tool would for PORT.
+    Pinned in a private bpffs directory, removed afterwards."""
+    pins = "/sys/fs/bpf/sgbench-ref-%s" % secrets.token_hex(3)
+    os.makedirs(pins)
+    try:
+        subprocess.run(
+            ["bpftool", "prog", "loadall", obj, pins, "pinmaps", pins + "/maps"],
+            check=True,
+            capture_output=True,
+        )
+        fd = libbpf.obj_get(pins + "/syncookie_xdp")
+        with (
+            libbpf.PinnedMap(pins + "/maps/values", ct.c_uint32, ct.c_uint64) as values,
+            libbpf.PinnedMap(pins + "/maps/allowed_ports", ct.c_uint32, ct.c_uint16) as ports,
+        ):
+            values.update(0, ct.c_uint64(REF_TCPIPOPTS))
+            ports.update(0, ct.c_uint16(PORT))
+            ports.update(1, ct.c_uint16(0))  # the list's end
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)
 
 
 def xdp_replace(ns, ifname, fd):

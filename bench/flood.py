@@ -57,27 +57,14 @@ import time
 
 import livegen
 from bouncegen import Bounce, frame_template
+from common import PORT, SYNPROXY
 from livegen import LiveGen, template
 from synguard import netlink
 from synguard.lab import netns
 from synguard.lab.testbed import SERVER4, SERVER6, SPOOF_NET4, EchoServer, Testbed, trafgen_spoofed, xdp_stub
 from synguard.maps import Maps
 
-PORT = 8080
 HZ = os.sysconf("SC_CLK_TCK")
-SYNPROXY = """
-table ip synproxy_bench {
-  chain pre {
-    type filter hook prerouting priority raw; policy accept;
-    tcp dport %(port)d tcp flags syn notrack
-  }
-  chain in {
-    type filter hook input priority filter; policy accept;
-    tcp dport %(port)d ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
-    ct state invalid drop
-  }
-}
-""" % {"port": PORT}
 
 
 def busy_jiffies():

@@ -30,25 +30,18 @@ usage: python bench/pktcost.py [--batches 11] [--calls 10000] [--reference OBJ] 
 
 import argparse
 import contextlib
-import ctypes as ct
 import os
-import secrets
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
-from common import C4, C6, LINUX_OPTS, PORT, S4, S6, clear, configure, datapath, syns
+from common import C4, C6, LINUX_OPTS, PORT, S4, S6, clear, configure, datapath, reference, syns
 from synguard import host, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
 
 TC_ACT_UNSPEC = 0xFFFFFFFF  # -1: not ours, the next filter decides
-# xdp_synproxy's "values" map, key 0, as its userspace tool packs
-# --mss4 1460 --mss6 1440 --wscale 7 --ttl 64.
-REF_TCPIPOPTS = (1440 << 32) | (64 << 24) | (7 << 16) | 1460
 CONNTRACK_ON = """
 table inet sgbench_ct {
   chain in {
@@ -65,35 +58,6 @@ def runs(prog_fd, frames):
 
 def median_batch(runners):
     return statistics.median(r.run()[1] for r in runners)
-
-
-@contextlib.contextmanager
-def reference(obj):
-    """The kernel selftest xdp_synproxy from its object file: the XDP
-    program's fd, its maps configured. Pinned in a private bpffs directory,
-    removed afterwards."""
-    pins = "/sys/fs/bpf/sgbench-ref-%s" % secrets.token_hex(3)
-    os.makedirs(pins)
-    try:
-        subprocess.run(
-            ["bpftool", "prog", "loadall", obj, pins, "pinmaps", pins + "/maps"],
-            check=True,
-            capture_output=True,
-        )
-        fd = libbpf.obj_get(pins + "/syncookie_xdp")
-        with (
-            libbpf.PinnedMap(pins + "/maps/values", ct.c_uint32, ct.c_uint64) as values,
-            libbpf.PinnedMap(pins + "/maps/allowed_ports", ct.c_uint32, ct.c_uint16) as ports,
-        ):
-            values.update(0, ct.c_uint64(REF_TCPIPOPTS))
-            ports.update(0, ct.c_uint16(PORT))
-            ports.update(1, ct.c_uint16(0))  # the list's end
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-    finally:
-        shutil.rmtree(pins, ignore_errors=True)
 
 
 COLUMNS = ("synguard", "kernel", "reference")  # kernel: synguard built for the kernel's cookies
