@@ -942,7 +942,7 @@ static __always_inline int cookie_check(struct sg_ctx *c,
  * paid only where there is a record, a reused port or a segment behind the
  * ACK. */
 static __always_inline int record_handoff(struct sg_ctx *c,
-					  const struct sg_handoff *h)
+					  struct sg_handoff *h)
 {
 	struct sg_handoff *old;
 	int err = handoffs.insert(c->key, h);
