@@ -131,6 +131,10 @@ nics() {  # nics NAME: sets NICS, the QEMU options for the guest's NICs
     local lan="tap,id=${lans[$i]},ifname=$tap,script=no,downscript=no"
     local dev="$model,netdev=${lans[$i]},mac=$mac"
     if [ -n "$q" ]; then lan+=",queues=4"; dev+=",mq=on,vectors=10"; fi
+    # 802.3ad takes a slave up only with a speed and duplex; virtio-net has
+    # them only when the device says (without: "failed to get link
+    # speed/duplex", both slaves down, and no ARP leaves the bond).
+    if [ "${#lans[@]}" -gt 1 ] && [ "$model" = virtio-net-pci ]; then dev+=",speed=10000,duplex=full"; fi
     NICS+=(-netdev "$lan" -device "$dev")
   done
 }
