@@ -179,10 +179,11 @@ def check_kernel(cookies="auto"):
 
 
 def pick_mode(opts, on):
-    """The XDP mode to attach in, decided before touching anything. A data
-    path of ours that is replaced keeps its mode unless another is asked
-    for: the kernel holds one mode at a time, so a change of mode cannot be
-    one atomic swap."""
+    """The XDP mode to attach in, decided before touching anything, and a
+    note for the log when --mode auto takes generic. A data path of ours
+    that is replaced keeps its mode unless another is asked for: the
+    kernel holds one mode at a time, so a change of mode cannot be one
+    atomic swap."""
     native = netlink.native_xdp(on.ifindex)
     if opts.mode == "native" and native is False:
         raise AttachError(
@@ -191,9 +192,13 @@ def pick_mode(opts, on):
         )
     if opts.mode == "auto":
         if on.ours:
-            return on.xdp_mode
-        return "generic" if native is False else "native"
-    return opts.mode
+            return on.xdp_mode, None
+        if native is False:
+            return "generic", (
+                "the driver of %s has no native XDP (its XDP features lack BASIC): generic mode" % opts.iface
+            )
+        return "native", None
+    return opts.mode, None
 
 
 def check_place(opts, on):
@@ -245,8 +250,8 @@ def attach(opts, ready, claimed=lambda: None):
             except host.SysctlRefused as e:
                 raise AttachError(e.strerror) from None
         check_place(opts, on)
-        mode = pick_mode(opts, on)
-        return _attach_new(opts, ready.cookies, on, mode, fw, claim, claimed)
+        mode, note = pick_mode(opts, on)
+        return _attach_new(opts, ready.cookies, on, mode, fw, claim, claimed, [note] if note else [])
     except BaseException:
         claim.close()
         raise
@@ -330,7 +335,7 @@ class _Undo:
                 pass
 
 
-def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
+def _attach_new(opts, cookies, on, mode, fw, claim, claimed, notes):
     pins = pin_dir(opts.iface)
     staging = staging_dir(pins)
     shutil.rmtree(staging, ignore_errors=True)
@@ -354,7 +359,6 @@ def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
     state.phase = "attaching"
     undo = _Undo()
     held = []  # fds of programs we may have to put back
-    notes = []
     shared = []
     dp = m = None
     try:
@@ -388,8 +392,12 @@ def _attach_new(opts, cookies, on, mode, fw, claim, claimed):
         # 4. tc first: no validated ACK may arrive before the hand-off exists.
         _tc_step(on, dp, pins, state, undo, held)
 
-        # 5. XDP: in place of what was there, atomically where the mode allows.
-        state.mode = _swap_xdp(on, dp.xdp_fd, mode, pins, undo, held)
+        # 5. XDP: in place of what was there, atomically where the mode
+        # allows; with --mode auto in generic where the driver refuses native.
+        refused = [] if opts.mode == "auto" else None
+        state.mode = _swap_xdp(on, dp.xdp_fd, mode, pins, undo, held, refused)
+        for why in refused or ():
+            notes.append("the driver of %s refused native XDP (%s): generic mode" % (opts.iface, why))
 
         # 6. Check, and move the pins where status, detach and a restart look.
         now_xdp = netlink.xdp_query(on.ifindex)
@@ -515,9 +523,13 @@ def _prog_fd(on, pins):
     return fd
 
 
-def _swap_xdp(on, fd, mode, pins, undo, held):
+def _swap_xdp(on, fd, mode, pins, undo, held, fallback=None):
     """Our XDP program on in mode, in place of what is there; its undo
-    puts that back."""
+    puts that back. Returns the mode it is on in. With fallback (a list:
+    --mode auto), a driver that declares native XDP but refuses our program
+    in native mode (an MTU too large for its XDP buffers, offloads it
+    cannot turn off) gets it in generic mode, and fallback the driver's
+    reason."""
     if on.xdp_id:
         old_fd = _prog_fd(on, pins)
         if old_fd is None:
@@ -539,7 +551,14 @@ def _swap_xdp(on, fd, mode, pins, undo, held):
     try:
         netlink.xdp_attach(on.ifindex, fd, mode)
     except OSError as e:
-        raise _xdp_refused(mode, e) from e
+        if fallback is None or mode != "native" or e.errno in (errno.EBUSY, errno.EEXIST):
+            raise _xdp_refused(mode, e) from e
+        try:
+            netlink.xdp_attach(on.ifindex, fd, "generic")
+        except OSError as e2:
+            raise _xdp_refused("generic", e2) from e2
+        fallback.append((e.strerror or str(e)).removeprefix("attach XDP: "))
+        mode = "generic"
     undo.push(netlink.xdp_detach, on.ifindex, mode)
     return mode
 

@@ -29,7 +29,9 @@ def _rtnl(what):
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
-        with IPRoute() as ipr:
+        # ext_ack: a driver's refusal in its own words ("veth: Peer MTU is
+        # too large to set XDP"), not only the errno's.
+        with IPRoute(ext_ack=True) as ipr:
             yield ipr
     except NetlinkError as e:
         raise OSError(e.code, "%s: %s" % (what, e.args[1] if len(e.args) > 1 else e)) from None

@@ -173,6 +173,11 @@ class Host:
         s = self.json("ip -s -j link show %s" % ifname)[0]["stats64"]
         return s["tx"]["packets"], s["rx"]["packets"]
 
+    def tx_dropped(self, ifname):
+        """Frames the interface dropped on the way out (generic XDP_TX
+        counts a full TX queue's here)."""
+        return self.json("ip -s -j link show %s" % ifname)[0]["stats64"]["tx"]["dropped"]
+
 
 def ssh_hosts(config, synguard="synguard"):
     """server, client, attacker as named in an ssh_config (vagrant ssh-config)."""
@@ -200,10 +205,24 @@ class Step:
 
 
 class Suite:
-    def __init__(self, server, client, attacker, server_ip, rate, seconds, out=sys.stdout, cookies="auto"):
+    def __init__(
+        self,
+        server,
+        client,
+        attacker,
+        server_ip,
+        rate,
+        seconds,
+        out=sys.stdout,
+        cookies="auto",
+        xdp_mode="native",
+        server_if=None,
+    ):
         self.server, self.client, self.attacker = server, client, attacker
         self.server_ip, self.rate, self.seconds = server_ip, rate, seconds
         self.cookies = cookies
+        self.xdp_mode = xdp_mode  # attach --mode: native, generic or auto
+        self.server_if = server_if  # None: the one the server reaches the client through
         self.out = out
         self.steps = []
         self.pids = []  # (host, pid) to kill at the end
@@ -263,11 +282,12 @@ class Suite:
     def attach(self):
         path = self.log("attach.log")
         self.controller = self.server.spawn(
-            "%s attach %s --ports %d --mode native --metrics-addr %s --cookies %s%s"
+            "%s attach %s --ports %d --mode %s --metrics-addr %s --cookies %s%s"
             % (
                 self.server.synguard,
                 self.server_if,
                 PORT,
+                self.xdp_mode,
                 METRICS,
                 self.cookies,
                 # a stop drains for two periods at most: 8 s, not 32
@@ -312,7 +332,7 @@ class Suite:
     # --- the scenarios ----------------------------------------------------
 
     def setup(self):
-        self.server_if = self.server.iface_to(self.client_ip())
+        self.server_if = self.server_if or self.server.iface_to(self.client_ip())
         self.attacker_if = self.attacker.iface_to(self.server_ip)
         self.client_if = self.client.iface_to(self.server_ip)
         attacker_ip = self.attacker.json("ip -j route get %s" % self.server_ip)[0]["prefsrc"]
@@ -360,11 +380,23 @@ class Suite:
     def do_attach(self):
         s = self.step("attach")
         t0 = time.monotonic()
-        self.attach()
+        log = self.attach()
         s.figures.update(seconds=round(time.monotonic() - t0, 1))
         xdp = self.server.json("ip -j link show %s" % self.server_if)[0].get("xdp", {})
-        s.figures.update(xdp_mode={1: "native", 2: "generic"}.get(xdp.get("mode"), xdp.get("mode")))
-        s.check(xdp.get("mode") == 1, "native XDP program attached")
+        mode = {1: "native", 2: "generic"}.get(xdp.get("mode"), xdp.get("mode"))
+        s.figures.update(xdp_mode=mode)
+        # What attach said of the mode it took (--mode auto: why generic).
+        said = [
+            line[len("synguard: ") :]
+            for line in log.splitlines()
+            if "XDP" in line and "protecting" not in line
+        ]
+        if said:
+            s.figures.update(attach_said="; ".join(said))
+        if self.xdp_mode == "auto":
+            s.check(mode in ("native", "generic"), "XDP program attached (--mode auto)")
+        else:
+            s.check(mode == self.xdp_mode, "%s XDP program attached" % self.xdp_mode)
         r = self.connects(2)()
         s.figures.update(connects="%d/%d" % (r["ok"], r["total"]))
         s.check(r["total"] > 0 and r["ok"] == r["total"], "every connect succeeds")
@@ -380,7 +412,7 @@ class Suite:
 
     def under_flood(self, kind):
         """A flood with real connects throughout; the counters' deltas."""
-        c0, rst0 = self.counters(), self.tcp_out_rsts()
+        c0, rst0, txd0 = self.counters(), self.tcp_out_rsts(), self.server.tx_dropped(self.server_if)
         (_, rx0), (ctx0, _) = (
             self.server.link_packets(self.server_if),
             self.client.link_packets(self.client_if),
@@ -395,6 +427,7 @@ class Suite:
         )
         d = {k: c1[k] - c0[k] for k in c1}
         d["kernel_rsts"] = self.tcp_out_rsts() - rst0
+        d["tx_dropped"] = self.server.tx_dropped(self.server_if) - txd0
         # The LAN may lose some of a burst (a bridge's backlog, a switch):
         # synguard is judged on what reached the server's NIC, less what the
         # client sent meanwhile (its connects and the held connection).
@@ -414,6 +447,7 @@ class Suite:
             ratelimited=d["ratelimited"],
             added=d["added"],
             cookie_failures=d["badcookie"],
+            server_tx_dropped=d["tx_dropped"],
             connects="%d/%d" % (r["ok"], r["total"]),
             connect_p99_ms=round(r["p99_ms"] or 0, 2),
         )
@@ -441,6 +475,7 @@ class Suite:
             rsts=d["rstsent"],
             kernel_rsts=d["kernel_rsts"],
             syncache_retransmits=d["retransmitted"],
+            server_tx_dropped=d["tx_dropped"],
             connects="%d/%d" % (r["ok"], r["total"]),
             connect_p99_ms=round(r["p99_ms"] or 0, 2),
         )
@@ -600,6 +635,12 @@ class Suite:
         }
 
 
+def valid_ifname(name):
+    """An interface name as synguard takes one (runstate.valid_ifname; this
+    file runs without the package): --server-if goes into shell commands."""
+    return 0 < len(name) < 16 and all(c.isalnum() or c in "._-@" for c in name) and name not in (".", "..")
+
+
 def add_cookies_option(ap, host="this kernel"):
     """--cookies, as the e2e suite and the demo take it (this file runs alone too: stdlib only)."""
     ap.add_argument(
@@ -622,11 +663,26 @@ def main(argv=None):
         "--server-ip", default="198.18.50.10", help="the server's address on the LAN (--hosts ssh)"
     )
     ap.add_argument("--synguard", default="synguard", help="the CLI on the server (--hosts ssh)")
+    ap.add_argument(
+        "--server-if",
+        metavar="IFACE",
+        help="the server's interface to attach to (--hosts ssh; default: the one it reaches the "
+        "client through, e.g. a VLAN's eth1.100 where this names its parent eth1)",
+    )
+    ap.add_argument(
+        "--xdp-mode",
+        choices=("native", "generic", "auto"),
+        default="native",
+        help="attach --mode on the server, and the mode the attach step expects (default native; "
+        "auto: whichever attach picks, shown as xdp mode)",
+    )
     ap.add_argument("--rate", type=int, default=20000, help="flood frames per second (default 20000)")
     ap.add_argument("--seconds", type=int, default=5, help="length of each flood (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_cookies_option(ap, "its kernel")
     args = ap.parse_args(argv)
+    if args.server_if is not None and (args.hosts != "ssh" or not valid_ifname(args.server_if)):
+        ap.error("--server-if takes an interface name (1-15 of a-z, 0-9, '._-@') and --hosts ssh")
     if args.hosts == "ssh":
         if not args.ssh_config:
             ap.error("--hosts ssh needs --ssh-config")
@@ -636,6 +692,8 @@ def main(argv=None):
             args.rate,
             args.seconds,
             cookies=args.cookies,
+            xdp_mode=args.xdp_mode,
+            server_if=args.server_if,
         ).run()
     else:
         from synguard.lab.testbed import LanBed
@@ -651,7 +709,9 @@ def main(argv=None):
                 )
                 for h in ("server", "client", "attacker")
             ]
-            result = Suite(*hosts, bed.SERVER, args.rate, args.seconds, cookies=args.cookies).run()
+            result = Suite(
+                *hosts, bed.SERVER, args.rate, args.seconds, cookies=args.cookies, xdp_mode=args.xdp_mode
+            ).run()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -210,3 +210,106 @@ def test_image_build_chroot_leaves_this_machines_dev_alone(tmp_path):
     mounts = open("/proc/self/mounts").read()
     assert str(root) not in mounts
     assert os.listdir(root / "dev") == [] and os.listdir(root / "proc") == []
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--nic", "rtl8139"], "lan.sh: --nic virtio|vmxnet3|e1000e, not rtl8139"),
+        (["--topology", "bridge"], "lan.sh: --topology plain|bond-ab|bond-lacp|vlan|vlan-parent, not bridge"),
+        (["--nic"], "lan.sh: --nic needs a value (try --help)"),
+        (["--topology", "vlan", "--bond"], "lan.sh: unknown option --bond (try --help)"),
+    ],
+)
+def test_lan_sh_refuses_bad_options_in_one_line(argv, line):
+    """Bad input to make vm-lan's script: one line, exit 2, before any
+    guest, namespace or tap exists."""
+    sh = os.path.join(VAGRANT, "qemu", "lan.sh")
+
+    def netns():
+        return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+    before = netns()
+    r = subprocess.run([sh, *argv], capture_output=True, text=True, cwd="/")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", line + "\n")
+    assert netns() == before
+
+
+class FakeServer:
+    """The suite's hosts, answering the commands of its attach step as a
+    server whose attach put XDP on in xdp_mode (1 native, 2 generic)."""
+
+    def __init__(self, xdp_mode):
+        self.xdp_mode, self.scripts = xdp_mode, []
+        self.name, self.synguard, self.python = "server", "synguard", "python3"
+
+    def sh(self, script, input=None, timeout=120, check=True):
+        self.scripts.append(script)
+        out, rc = "", 0
+        if script.startswith("setsid "):
+            out = "4242\n"
+        elif script.startswith("cat ") and script.endswith("attach.log"):
+            out = "synguard: protecting eth1.100 ports 8080 (...)\n"
+            if self.xdp_mode == 2:
+                out = "synguard: the driver of eth1.100 has no native XDP (...): generic mode\n" + out
+        elif script.startswith("cat ") and script.endswith("connects.json"):
+            out = json.dumps({"ok": 3, "total": 3, "median_ms": 1, "p99_ms": 1})
+        elif script.startswith("ip -j link show "):
+            out = json.dumps([{"xdp": {"mode": self.xdp_mode}}])
+        elif script.startswith("kill -0 "):
+            rc = 1  # the connect loop has ended
+        return subprocess.CompletedProcess(script, rc, out, "")
+
+    def spawn(self, command, log):
+        return int(self.sh("setsid %s >%s 2>&1 </dev/null & echo $!" % (command, log)).stdout)
+
+    def json(self, script):
+        return json.loads(self.sh(script).stdout)
+
+
+@pytest.mark.parametrize(
+    "asked, attached, ok",
+    [
+        ("native", 1, True),
+        ("native", 2, False),
+        ("generic", 2, True),
+        ("generic", 1, False),
+        ("auto", 1, True),
+        ("auto", 2, True),
+    ],
+)
+def test_the_suite_attaches_in_the_mode_asked_and_checks_it(asked, attached, ok):
+    """e2e --xdp-mode: attach gets --mode MODE on the interface --server-if
+    names; the attach step fails on another mode than asked, and with auto
+    takes either and shows which (lan.sh --nic e1000e, --topology vlan)."""
+    from synguard.lab import e2e
+
+    server = FakeServer(attached)
+    suite = e2e.Suite(server, server, server, "198.18.50.10", 1, 1, cookies="kernel", xdp_mode=asked)
+    suite.server_if = "eth1.100"
+    suite.workdir = "/tmp/e2e-test"
+    suite.do_attach()
+    step = suite.steps[-1]
+    assert step.ok is ok
+    assert step.figures["xdp_mode"] == {1: "native", 2: "generic"}[attached]
+    said = "the driver of eth1.100 has no native XDP (...): generic mode"
+    assert step.figures.get("attach_said") == (said if attached == 2 else None)
+    (cmd,) = [s for s in server.scripts if " attach " in s]
+    assert "synguard attach eth1.100 --ports 8080 --mode %s " % asked in cmd
+
+
+@pytest.mark.parametrize("name", ["eth1;reboot", "a" * 16, "eth1 x", ""])
+def test_e2e_refuses_a_bad_server_if(name):
+    """--server-if goes into the server's shell commands: only a name
+    synguard would take, with --hosts ssh; else exit 2 before any host."""
+    r = subprocess.run(
+        ["python3", os.path.join(ROOT, "controller", "lab", "e2e.py"), "--hosts", "ssh"]
+        + ["--ssh-config", "/nonexistent", "--server-if", name],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (
+        "e2e.py: error: --server-if takes an interface name (1-15 of a-z, 0-9, '._-@') and --hosts ssh"
+    )

@@ -364,6 +364,42 @@ def test_generic_mode():
             srv.close()
 
 
+def test_auto_takes_generic_where_the_driver_refuses_native():
+    """A driver may declare native XDP and still refuse the program: veth
+    does while its peer's MTU is beyond a page (vmxnet3 and virtio-net
+    refuse the same way, on MTU or offloads). --mode native is refused
+    with the driver's own reason; --mode auto attaches in generic mode and
+    says why, and real clients connect through it."""
+    with Testbed() as bed:
+        netns.set_mtu(bed.client_ns, bed.client_if, 9000)
+        srv = EchoServer(bed, PORT)
+        try:
+            r = bed.synguard_run(
+                "attach", bed.server_if, "--ports", str(PORT), "--mode", "native", "--no-metrics"
+            )
+            assert r.returncode == 2
+            assert r.stderr == (
+                "synguard: error: attach failed, %s left as it was: the driver refused XDP in native mode: "
+                "attach XDP: veth: Peer MTU is too large to set XDP\n" % bed.server_if
+            )
+            assert leftovers(bed) == NOTHING_LEFT
+            proc = bed.attach([PORT], "--no-metrics")  # --mode auto
+            for server in (SERVER4, SERVER6):
+                assert bed.connect(server, PORT)["echo_ok"]
+            st = status(bed)
+            assert st["mode"] == "generic" and st["counters"]["completed"] == 2
+            assert bed.synguard_run("detach", bed.server_if, "--now").returncode == 0
+            assert proc.wait(30) == 0
+            assert leftovers(bed) == NOTHING_LEFT
+            # The log (stderr) says why generic.
+            assert (
+                "synguard: the driver of %s refused native XDP (veth: Peer MTU is too large to set XDP): "
+                "generic mode" % bed.server_if
+            ) in proc.stderr.read().splitlines()
+        finally:
+            srv.close()
+
+
 def test_refuses_a_foreign_xdp_program_unless_forced():
     with Testbed() as bed:
         from bcc import BPF

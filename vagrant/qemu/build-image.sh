@@ -126,9 +126,33 @@ install -m 0600 "$DIR/id_ed25519.pub" "$ROOT/root/.ssh/authorized_keys"
 
 # On lan.sh's guests: name and addresses from the kernel command line,
 # synguard.lan=NAME,MGMT/LEN,LAN/LEN: eth0 carries SSH, eth1 only the tests.
+# The NICs are named by their MACs (lan.sh's 52:54:00:18:60:N management,
+# :50:N the LAN, :51:N a second LAN NIC): with net.ifnames=0 the kernel
+# names them in the order their drivers probe, and a LAN NIC of another
+# model (vmxnet3, e1000e: lan.sh --nic) may come before virtio-net's eth0.
 cat > "$ROOT/usr/local/sbin/synguard-lan-up" <<'SH'
 #!/bin/sh
 set -e
+want() {  # want MAC: the name lan.sh's MAC plan gives that NIC, or nothing
+  case "$1" in
+    52:54:00:18:60:*) echo eth0 ;;
+    52:54:00:18:50:*) echo eth1 ;;
+    52:54:00:18:51:*) echo eth2 ;;
+  esac
+}
+# Both of eth0 and eth1 probed (udev loads the drivers meanwhile): 60 s at most.
+i=0
+until [ "$(cat /sys/class/net/*/address | grep -c '^52:54:00:18:[56]0:')" -ge 2 ] || [ $i -ge 120 ]; do
+  sleep 0.5; i=$((i + 1))
+done
+# Out of the way first, then each to its name: a swap needs both steps.
+for d in /sys/class/net/*; do
+  n=${d##*/} w=$(want "$(cat "$d/address")")
+  if [ -n "$w" ] && [ "$n" != "$w" ]; then ip link set "$n" name "sg-$w"; fi
+done
+for w in eth0 eth1 eth2; do
+  if [ -e "/sys/class/net/sg-$w" ]; then ip link set "sg-$w" name "$w"; fi
+done
 v=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^synguard\.lan=//p')
 hostname "${v%%,*}"
 v=${v#*,}
