@@ -30,8 +30,13 @@ def _rtnl(what):
 
     try:
         # ext_ack: a driver's refusal in its own words ("veth: Peer MTU is
-        # too large to set XDP"), not only the errno's.
-        with IPRoute(ext_ack=True) as ipr:
+        # too large to set XDP"), not only the errno's. pyroute2 0.5
+        # (Debian 11's) has no such argument: the errno alone there.
+        try:
+            ipr = IPRoute(ext_ack=True)
+        except TypeError:
+            ipr = IPRoute()
+        with ipr:
             yield ipr
     except NetlinkError as e:
         raise OSError(e.code, "%s: %s" % (what, e.args[1] if len(e.args) > 1 else e)) from None
