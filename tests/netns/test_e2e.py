@@ -224,7 +224,27 @@ def test_image_build_chroot_leaves_this_machines_dev_alone(tmp_path):
 def test_lan_sh_refuses_bad_options_in_one_line(argv, line):
     """Bad input to make vm-lan's script: one line, exit 2, before any
     guest, namespace or tap exists."""
-    sh = os.path.join(VAGRANT, "qemu", "lan.sh")
+    refused_in_one_line("lan.sh", argv, line)
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["--steps", "attach,bogus"],
+            "boot.sh: unknown step bogus (known: attach, unit, demo, e2e, xdp, firewall, all)",
+        ),
+        (["--steps"], "boot.sh: --steps needs a value (try --help)"),
+        (["--suite", "sid"], "boot.sh: --suite trixie|bookworm|bullseye, not sid"),
+    ],
+)
+def test_boot_sh_refuses_bad_options_in_one_line(argv, line):
+    """The same for make vm-test's script, before any guest is booted."""
+    refused_in_one_line("boot.sh", argv, line)
+
+
+def refused_in_one_line(script, argv, line):
+    sh = os.path.join(VAGRANT, "qemu", script)
 
     def netns():
         return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -36,6 +36,10 @@ DIR=""
 ACCEL=tcg STEPS=attach,demo,e2e,xdp TIMEOUT=3600 STEP_TMO=1200 INTER=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --suite|--dir|--steps|--accel|--timeout|--step-timeout)
+      [ $# -ge 2 ] || { echo "boot.sh: $1 needs a value (try --help)" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --suite) SUITE="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
@@ -47,7 +51,7 @@ while [ $# -gt 0 ]; do
     *) echo "boot.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-"$HERE/verdict.py" --check "$STEPS" || { echo "boot.sh: --steps $STEPS" >&2; exit 2; }
+why=$("$HERE/verdict.py" --check "$STEPS" 2>&1) || { echo "boot.sh: $why" >&2; exit 2; }
 vm_default_dir "$SUITE" >/dev/null || { echo "boot.sh: --suite trixie|bookworm|bullseye, not $SUITE" >&2; exit 2; }
 DIR=${DIR:-${SYNGUARD_VM_DIR:-$(vm_default_dir "$SUITE")}}
 qemu_base boot.sh "$ACCEL"
