@@ -168,14 +168,21 @@ static __always_inline int of_handoff(const struct sg_ctx *c,
 	return bpf_ntohl(c->p.tcp->ack_seq) - 1 == h->iss;
 }
 
+/* h (if any) is of c's handshake and less than the window old. */
+static __always_inline int in_window(const struct sg_ctx *c,
+				     const struct sg_handoff *h)
+{
+	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS &&
+	       of_handoff(c, h);
+}
+
 static __always_inline int handed_off_recently(struct sg_ctx *c)
 {
 	struct sg_handoff *h = handoffs.lookup(c->key);
 
 	/* The ACK path's clock read: a bogus pure ACK never gets here. */
 	c->now = bpf_ktime_get_ns();
-	return h && c->now - h->at_ns < SG_HANDOFF_WINDOW_NS &&
-	       of_handoff(c, h);
+	return in_window(c, h);
 }
 
 /* A segment with no socket of a 4-tuple handed off less than
@@ -944,14 +951,11 @@ static __always_inline int cookie_check(struct sg_ctx *c,
 static __always_inline int record_handoff(struct sg_ctx *c,
 					  struct sg_handoff *h)
 {
-	struct sg_handoff *old;
 	int err = handoffs.insert(c->key, h);
 
 	if (err != -EEXIST)
 		return err ? -1 : 1;
-	old = handoffs.lookup(c->key);
-	if (old && c->now - old->at_ns < SG_HANDOFF_WINDOW_NS &&
-	    of_handoff(c, old))
+	if (in_window(c, handoffs.lookup(c->key)))
 		return 0;
 	return handoffs.update(c->key, h) ? -1 : 1;
 }
