@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 
-from common import SYNPROXY, reference, xdp_replace
+from common import SYNPROXY, ReferenceObjectError, reference, xdp_replace
 from cpumeter import Meter, MeterError
 from synguard import netlink
 from synguard.lab import netns
@@ -716,6 +716,12 @@ def markdown(summary, meta):
         ),
         "",
     ]
+    if meta["irq_time_accounting"] is not False:
+        lines[-1:-1] = [
+            "This kernel charges softirq time to no task (CONFIG_IRQ_TIME_ACCOUNTING=y, or its config "
+            "unreadable): CPU per request leaves out the packet work done in softirq.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -827,11 +833,15 @@ def main(argv=None):
             ):
                 ref_fd = stack.enter_context(reference(args.reference)) if args.reference else None
                 bench = Bench(bed, tmp, args, meter, ref_fd)
+                irq_time_accounting = meter.irq_time_accounting
                 try:
                     bench.up()
                     rows = run_rounds(bench, args.rounds, args.defences, args.scenarios)
                 finally:
                     bench.close()
+    except ReferenceObjectError as e:  # bad input: --reference
+        print("%s: error: %s" % (PROG, e), file=sys.stderr)
+        return 2
     except (Fail, MeterError) as e:
         print("%s: error: %s" % (PROG, e), file=sys.stderr)
         return 1
@@ -852,6 +862,7 @@ def main(argv=None):
         "client": CLIENT4,
         "url": URL,
         "args": {k: v for k, v in vars(args).items() if k not in ("markdown", "json")},
+        "irq_time_accounting": irq_time_accounting,
     }
     text = markdown(summary, meta)
     print()

@@ -49,6 +49,10 @@ def datapath(syncache_max=65536):
             yield dp, maps, ns
 
 
+class ReferenceObjectError(Exception):
+    """The reference object cannot be loaded as xdp_synproxy: one line."""
+
+
 @contextlib.contextmanager
 def reference(obj):
     """The kernel selftest xdp_synproxy from its object file: the XDP
@@ -57,19 +61,25 @@ def reference(obj):
     pins = "/sys/fs/bpf/sgbench-ref-%s" % secrets.token_hex(3)
     os.makedirs(pins)
     try:
-        subprocess.run(
+        r = subprocess.run(
             ["bpftool", "prog", "loadall", obj, pins, "pinmaps", pins + "/maps"],
-            check=True,
             capture_output=True,
+            text=True,
         )
-        fd = libbpf.obj_get(pins + "/syncookie_xdp")
-        with (
-            libbpf.PinnedMap(pins + "/maps/values", ct.c_uint32, ct.c_uint64) as values,
-            libbpf.PinnedMap(pins + "/maps/allowed_ports", ct.c_uint32, ct.c_uint16) as ports,
-        ):
-            values.update(0, ct.c_uint64(REF_TCPIPOPTS))
-            ports.update(0, ct.c_uint16(PORT))
-            ports.update(1, ct.c_uint16(0))  # the list's end
+        if r.returncode:
+            why = (r.stderr.strip().splitlines() or ["bpftool exited %d" % r.returncode])[-1]
+            raise ReferenceObjectError("bpftool cannot load %s: %s" % (obj, why))
+        try:
+            fd = libbpf.obj_get(pins + "/syncookie_xdp")
+            with (
+                libbpf.PinnedMap(pins + "/maps/values", ct.c_uint32, ct.c_uint64) as values,
+                libbpf.PinnedMap(pins + "/maps/allowed_ports", ct.c_uint32, ct.c_uint16) as ports,
+            ):
+                values.update(0, ct.c_uint64(REF_TCPIPOPTS))
+                ports.update(0, ct.c_uint16(PORT))
+                ports.update(1, ct.c_uint16(0))  # the list's end
+        except OSError as e:
+            raise ReferenceObjectError("%s is not xdp_synproxy (%s)" % (obj, e)) from None
         try:
             yield fd
         finally:

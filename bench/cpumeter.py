@@ -78,7 +78,10 @@ class Meter:
     def __init__(self):
         self.kind, mount = _cgroup_mount()
         self.path = os.path.join(mount, "sgbench-%s" % secrets.token_hex(3))
-        os.mkdir(self.path)
+        try:
+            os.mkdir(self.path)
+        except OSError as e:
+            raise MeterError("cannot make a cgroup in %s: %s" % (mount, e.strerror)) from None
         self.irq_time_accounting = _irq_time_accounting()
 
     def add(self, pid):

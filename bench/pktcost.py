@@ -36,7 +36,20 @@ import statistics
 import sys
 import time
 
-from common import C4, C6, LINUX_OPTS, PORT, S4, S6, clear, configure, datapath, reference, syns
+from common import (
+    C4,
+    C6,
+    LINUX_OPTS,
+    PORT,
+    S4,
+    S6,
+    ReferenceObjectError,
+    clear,
+    configure,
+    datapath,
+    reference,
+    syns,
+)
 from synguard import host, libbpf, packets
 from synguard.lab import netns, support
 from synguard.packets import ACK, SYN
@@ -392,6 +405,14 @@ def fmt(r):
 
 
 def main(argv=None):
+    try:
+        return run(argv)
+    except ReferenceObjectError as e:  # bad input: --reference
+        print("pktcost.py: error: %s" % e, file=sys.stderr)
+        return 2
+
+
+def run(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=11)
     ap.add_argument("--calls", type=int, default=10000)
