@@ -437,17 +437,28 @@ static __always_inline int syncache_in_use(const struct sg_ctx *c)
 	return st && c->now >= st->pause_until_ns;
 }
 
-/* The SYN path's clock: the coarse one (a tenth of a SYN's cost saved)
- * is enough without entries, since our TSval counts ~1 ms units and a
- * burst allowance of at least SG_COARSE_TAU_NS moves by a tick's worth at
- * most. Entries keep the precise clock (the controller times their
- * retransmissions against CLOCK_MONOTONIC), and so do short bursts. */
+/* The SYN path's clock: the coarse one (a tenth of a SYN's cost saved),
+ * since our TSval counts ~1 ms units and a burst allowance of at least
+ * SG_COARSE_TAU_NS moves by a tick's worth at most. Short bursts keep the
+ * precise clock, and so do entries (entry_clock). */
 static __always_inline u64 syn_clock(const struct sg_config *cfg)
 {
-	if (keeps_entries(cfg) ||
-	    (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS))
+	if (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS)
 		return bpf_ktime_get_ns();
 	return coarse_clock();
+}
+
+/* Whether this SYN looks for and makes an entry (syncache_in_use), and if
+ * so the precise clock in c->now: the controller times the entries'
+ * retransmissions against CLOCK_MONOTONIC. A paused syncache (a flood's)
+ * is told on the coarse clock, up to a tick behind: the pause ends up to a
+ * tick late, and its SYNs never pay for a precise read. */
+static __always_inline int entry_clock(struct sg_ctx *c)
+{
+	if (!syncache_in_use(c))
+		return 0;
+	c->now = bpf_ktime_get_ns();
+	return 1;
 }
 
 /* Ours to answer: a listener and nothing else for the 4-tuple, not signed,
@@ -695,7 +706,7 @@ static __always_inline int handle_syn(struct sg_ctx *c)
 	r = syn_validate(c);
 	if (r != SG_CONTINUE)
 		return r;
-	cache = syncache_in_use(c);
+	cache = entry_clock(c);
 	if (cache)
 		dup = syn_dupsyn(c, &sa);
 	if (dup) {

@@ -342,12 +342,18 @@ def test_pause_engages_doubles_and_expires(dp):
 
 def test_pause_backoff_is_capped(dp):
     prog, maps = dp
-    reset(prog, maps, cachelimit=1, pause_ms=1)
+    reset(prog, maps, cachelimit=1, pause_ms=100)
     run(prog.xdp_fd, syn(sport=1))
-    for i in range(12):
-        run(prog.xdp_fd, syn(sport=100 + i))
-        time.sleep((state(maps).pause_until_ns - time.monotonic_ns()) / 1e9 + 0.0002)  # past each pause
+    for i in range(9):
+        run(prog.xdp_fd, syn(sport=100 + i))  # overflow: a pause
+        # Its end moved to 12 ms ago, so the next SYN overflows again within
+        # one pause length. More than a tick (10 ms at HZ=100) ago: a SYN
+        # tells a pause on the coarse clock, up to a tick behind.
+        st = state(maps)
+        st.pause_until_ns = time.monotonic_ns() - 12_000_000
+        maps.syncache_state.update(0, st)
     assert state(maps).backoff == 6
+    assert state(maps).pauses == 9
 
 
 def test_timer_retransmits_with_backoff_then_expires(dp):
