@@ -63,6 +63,8 @@ struct sg_scratch {
 	struct sg_syncache_entry e;
 	struct sg_addr src; /* the client's address (source_of) */
 	struct sg_flow key; /* c->key: the stack has no 48 bytes to spare */
+	u64 tick;	    /* jiffies at this CPU's last coarse clock read */
+	u64 tick_ns;	    /* what it read (coarse_clock) */
 };
 BPF_PERCPU_ARRAY(scratch, struct sg_scratch, 1);
 
@@ -222,17 +224,36 @@ static __always_inline int enforce(const struct sg_ctx *c, int verdict)
 	return monitoring(c) ? XDP_PASS : verdict;
 }
 
-/* CLOCK_MONOTONIC_COARSE: up to a tick (1-10 ms) behind, a fraction of the
- * cost of a precise read (~20 ns here); enough where a budget's burst
- * covers at least SG_COARSE_TAU_NS. */
+/* CLOCK_MONOTONIC_COARSE, read once per tick on each CPU: within a tick
+ * (jiffies unchanged) every call returns that first read. bpf_jiffies64 is
+ * inlined into a load, while a read of the coarse clock costs 17 ns here
+ * and a precise one 34, so a flood's SYNs share one read per tick. Up to
+ * two ticks (2-20 ms) behind the precise clock, never ahead: enough where
+ * a budget's burst covers at least SG_COARSE_TAU_NS. Needs c->s. */
 #define SG_COARSE_TAU_NS (64 * SG_MS)
 
-static __always_inline u64 coarse_clock(void)
+static __always_inline u64 read_coarse_clock(void)
 {
 #ifdef SG_COMPAT_COARSE_CLOCK /* Linux < 5.11 has no coarse clock for BPF */
 	return bpf_ktime_get_ns();
 #else
 	return bpf_ktime_get_coarse_ns();
+#endif
+}
+
+static __always_inline u64 coarse_clock(struct sg_ctx *c)
+{
+#ifdef SG_COMPAT_JIFFIES /* Linux < 5.5 */
+	return read_coarse_clock();
+#else
+	struct sg_scratch *s = c->s;
+	u64 tick = bpf_jiffies64();
+
+	if (s->tick != tick) {
+		s->tick = tick;
+		s->tick_ns = read_coarse_clock();
+	}
+	return s->tick_ns;
 #endif
 }
 
@@ -294,7 +315,7 @@ static __always_inline void handshake_done(struct sg_ctx *c)
 		 * ahead of it, and a bucket given back to a time ahead of the
 		 * SYNs' now would lose part of its burst */
 		if (tat)
-			gcra_give_back(tat, coarse_clock(),
+			gcra_give_back(tat, coarse_clock(c),
 				       cfg->synack_interval_ns);
 	}
 	if (!cfg->verified_ns)
@@ -317,7 +338,7 @@ static __always_inline int reset_allowed(struct sg_ctx *c)
 	u32 zero = 0;
 	u64 *tat = rst_tat.lookup(&zero);
 
-	c->now = coarse_clock(); /* the budgets' bursts are a second long */
+	c->now = coarse_clock(c); /* the budgets' bursts are a second long */
 	if (!tat || !gcra_fits(*tat, c->now, cfg->rst_tau_ns))
 		return 0;
 	if (!reply_budget(cfg, source_of(c), c->p.ipv6, c->now)) {
@@ -441,18 +462,20 @@ static __always_inline int syncache_in_use(const struct sg_ctx *c)
  * since our TSval counts ~1 ms units and a burst allowance of at least
  * SG_COARSE_TAU_NS moves by a tick's worth at most. Short bursts keep the
  * precise clock, and so do entries (entry_clock). */
-static __always_inline u64 syn_clock(const struct sg_config *cfg)
+static __always_inline u64 syn_clock(struct sg_ctx *c)
 {
+	const struct sg_config *cfg = c->cfg;
+
 	if (cfg->synack_interval_ns && cfg->synack_tau_ns < SG_COARSE_TAU_NS)
 		return bpf_ktime_get_ns();
-	return coarse_clock();
+	return coarse_clock(c);
 }
 
 /* Whether this SYN looks for and makes an entry (syncache_in_use), and if
  * so the precise clock in c->now: the controller times the entries'
  * retransmissions against CLOCK_MONOTONIC. A paused syncache (a flood's)
- * is told on the coarse clock, up to a tick behind: the pause ends up to a
- * tick late, and its SYNs never pay for a precise read. */
+ * is told on the coarse clock, up to two ticks behind: the pause ends up
+ * to two ticks late, and its SYNs never pay for a precise read. */
 static __always_inline int entry_clock(struct sg_ctx *c)
 {
 	if (!syncache_in_use(c))
@@ -479,7 +502,7 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 		count(SG_C_signed, c->p.ipv6);
 		return XDP_PASS;
 	}
-	c->now = syn_clock(c->cfg);
+	c->now = syn_clock(c);
 	flow_from_pkt(&c->p, bpf_ntohl(c->p.tcp->seq), &c->flow);
 	tuple_key(&c->flow, c->key);
 	if (!synack_allowed(c)) {

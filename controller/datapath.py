@@ -42,6 +42,7 @@ KERNEL_MODE_HELPERS = (
 COMPAT = {
     "bpf_xdp_load_bytes": "SG_COMPAT_LOAD_BYTES",  # 5.18; bpf/parse.h
     "bpf_ktime_get_coarse_ns": "SG_COMPAT_COARSE_CLOCK",  # 5.11; the precise clock instead
+    "bpf_jiffies64": "SG_COMPAT_JIFFIES",  # 5.5; the clock read at every call
 }
 
 

@@ -12,6 +12,7 @@ LINUX_6_9 = HELPERS + [datapath.KFUNC]
 LINUX_6_1 = HELPERS  # Debian 12
 LINUX_5_15 = [h for h in HELPERS if h != "bpf_xdp_load_bytes"]  # Ubuntu 22.04
 LINUX_5_10 = [h for h in LINUX_5_15 if h != "bpf_ktime_get_coarse_ns"]  # Debian 11
+LINUX_5_4 = [h for h in LINUX_5_10 if h != "bpf_jiffies64"]  # Ubuntu 20.04
 LINUX_5_2 = ["bpf_tcp_check_syncookie"]
 
 
@@ -63,6 +64,7 @@ def test_the_mode_each_kernel_gets(kernel, functions, requested, mode):
         (LINUX_6_1, []),
         (LINUX_5_15, ["SG_COMPAT_LOAD_BYTES"]),
         (LINUX_5_10, ["SG_COMPAT_LOAD_BYTES", "SG_COMPAT_COARSE_CLOCK"]),
+        (LINUX_5_4, ["SG_COMPAT_LOAD_BYTES", "SG_COMPAT_COARSE_CLOCK", "SG_COMPAT_JIFFIES"]),
     ],
 )
 def test_what_the_data_path_does_without(kernel, functions, defines):

@@ -346,11 +346,11 @@ def test_pause_backoff_is_capped(dp):
     run(prog.xdp_fd, syn(sport=1))
     for i in range(9):
         run(prog.xdp_fd, syn(sport=100 + i))  # overflow: a pause
-        # Its end moved to 12 ms ago, so the next SYN overflows again within
-        # one pause length. More than a tick (10 ms at HZ=100) ago: a SYN
-        # tells a pause on the coarse clock, up to a tick behind.
+        # Its end moved to 25 ms ago, so the next SYN overflows again within
+        # one pause length. More than two ticks (20 ms at HZ=100) ago: a SYN
+        # tells a pause on the coarse clock, up to two ticks behind.
         st = state(maps)
-        st.pause_until_ns = time.monotonic_ns() - 12_000_000
+        st.pause_until_ns = time.monotonic_ns() - 25_000_000
         maps.syncache_state.update(0, st)
     assert state(maps).backoff == 6
     assert state(maps).pauses == 9
