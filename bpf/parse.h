@@ -463,6 +463,42 @@ struct sg_tcpopts {
 	SG_OPT_AT(i); SG_OPT_AT((i) + 1); SG_OPT_AT((i) + 2); SG_OPT_AT((i) + 3)
 /* clang-format on */
 
+/* Linux's own layouts, read straight from the packet without the copy and
+ * the scan below: a SYN's MSS, SACK-permitted, timestamps, NOP, window
+ * scale (20 bytes) and a later segment's NOP, NOP, timestamps (12), as
+ * the kernel's tcp_fast_parse_options takes the second. 1 when o is
+ * filled. */
+static __always_inline int linux_tcp_options(struct xdp_md *ctx,
+					     const struct tcphdr *tcp, u32 len,
+					     struct sg_tcpopts *o)
+{
+	const u8 *opt = (const u8 *)(tcp + 1);
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if ((void *)(opt + 20) > data_end) {
+		if (len != 12 || (void *)(opt + 12) > data_end)
+			return 0;
+	} else if (len == 20) {
+		if (*(u32 *)(opt + 4) != bpf_htonl(0x0402080a) ||
+		    (*(u32 *)(opt + 16) & bpf_htonl(0xffffff00)) !=
+			    bpf_htonl(0x01030300) ||
+		    opt[0] != SG_OPT_MSS || opt[1] != 4)
+			return 0;
+		o->mss = (u16)opt[2] << 8 | opt[3];
+		__builtin_memcpy(&o->tsval, opt + 8, 4);
+		__builtin_memcpy(&o->tsecr, opt + 12, 4);
+		o->wscale = opt[19] > SG_MAX_WSCALE ? SG_MAX_WSCALE : opt[19];
+		o->flags = SG_HAS_WSCALE | SG_HAS_SACK | SG_HAS_TS;
+		return 1;
+	}
+	if (len != 12 || *(u32 *)opt != bpf_htonl(0x0101080a))
+		return 0;
+	__builtin_memcpy(&o->tsval, opt + 4, 4);
+	__builtin_memcpy(&o->tsecr, opt + 8, 4);
+	o->flags = SG_HAS_TS;
+	return 1;
+}
+
 /* Parse the options of the TCP header at `off` (doff bytes long) in an XDP
  * frame the way Linux's tcp_parse_options does: stop at EOL, at a length
  * below 2 or past the end; ignore options with a wrong length.
