@@ -18,7 +18,7 @@ QUIT_KEYS = b"qQ"
 
 
 class Ended(Exception):
-    """SIGTERM or SIGHUP while the screen is up."""
+    """SIGTERM, SIGHUP or SIGINT while the screen is up."""
 
 
 def _ended(signum, frame):
@@ -39,7 +39,10 @@ class Screen:
         self.handlers = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too, as top(1) does: started with it ignored (a background
+        # job of a shell without job control), Python would leave Ctrl-C
+        # ignored and the screen could only be ended by q.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             self.handlers[sig] = signal.signal(sig, _ended)
         if self.keys is not None:
             self.saved = termios.tcgetattr(self.keys)
