@@ -107,7 +107,7 @@ static __always_inline u32 sg_cookie_iss(u64 hash, u8 meta)
 /* Index of the largest entry <= v in a sorted 8-entry table (entry 0 is
  * the floor), computed without branches: a branch per entry would hand the
  * verifier eight constant results to explore one by one downstream (see
- * parse_tcp_options). The empty asm hides v's range from clang, which would
+ * scan_tcp_options). The empty asm hides v's range from clang, which would
  * otherwise fold the arithmetic back into compares, and BPF has no
  * set-on-condition instruction, so compares become branches. */
 static __always_inline u32 sg_round_down_index(u32 v, const u16 *t)

@@ -129,7 +129,7 @@ static __always_inline int parse_l2(void *data, void *data_end, u16 *proto,
  *
  * Verifier: each option is read with one helper call (8 bytes: a PadN
  * with its data; a TCP header follows, so they are there), as
- * parse_tcp_options does. Read through packet pointers, the offset would
+ * scan_tcp_options does. Read through packet pointers, the offset would
  * be precise and every path through the loop a state of its own (past
  * the 1M-instruction limit). */
 static __always_inline int ext_tlvs_ok(struct xdp_md *ctx, u32 off, u32 len,
@@ -463,43 +463,7 @@ struct sg_tcpopts {
 	SG_OPT_AT(i); SG_OPT_AT((i) + 1); SG_OPT_AT((i) + 2); SG_OPT_AT((i) + 3)
 /* clang-format on */
 
-/* Linux's own layouts, read straight from the packet without the copy and
- * the scan below: a SYN's MSS, SACK-permitted, timestamps, NOP, window
- * scale (20 bytes) and a later segment's NOP, NOP, timestamps (12), as
- * the kernel's tcp_fast_parse_options takes the second. 1 when o is
- * filled. */
-static __always_inline int linux_tcp_options(struct xdp_md *ctx,
-					     const struct tcphdr *tcp, u32 len,
-					     struct sg_tcpopts *o)
-{
-	const u8 *opt = (const u8 *)(tcp + 1);
-	void *data_end = (void *)(long)ctx->data_end;
-
-	if ((void *)(opt + 20) > data_end) {
-		if (len != 12 || (void *)(opt + 12) > data_end)
-			return 0;
-	} else if (len == 20) {
-		if (*(u32 *)(opt + 4) != bpf_htonl(0x0402080a) ||
-		    (*(u32 *)(opt + 16) & bpf_htonl(0xffffff00)) !=
-			    bpf_htonl(0x01030300) ||
-		    opt[0] != SG_OPT_MSS || opt[1] != 4)
-			return 0;
-		o->mss = (u16)opt[2] << 8 | opt[3];
-		__builtin_memcpy(&o->tsval, opt + 8, 4);
-		__builtin_memcpy(&o->tsecr, opt + 12, 4);
-		o->wscale = opt[19] > SG_MAX_WSCALE ? SG_MAX_WSCALE : opt[19];
-		o->flags = SG_HAS_WSCALE | SG_HAS_SACK | SG_HAS_TS;
-		return 1;
-	}
-	if (len != 12 || *(u32 *)opt != bpf_htonl(0x0101080a))
-		return 0;
-	__builtin_memcpy(&o->tsval, opt + 4, 4);
-	__builtin_memcpy(&o->tsecr, opt + 8, 4);
-	o->flags = SG_HAS_TS;
-	return 1;
-}
-
-/* Parse the options of the TCP header at `off` (doff bytes long) in an XDP
+/* Scan the options of the TCP header at `off` (doff bytes long) in an XDP
  * frame the way Linux's tcp_parse_options does: stop at EOL, at a length
  * below 2 or past the end; ignore options with a wrong length.
  *
@@ -514,8 +478,8 @@ static __always_inline int linux_tcp_options(struct xdp_md *ctx,
  * `i != next` from the range alone and keeps `next` imprecise: the states
  * at each position then prune. buf has room past 40 so every constant index
  * is in bounds; bytes past len are zero and never used. */
-static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
-					      u32 doff, struct sg_tcpopts *o)
+static __always_inline void scan_tcp_options(struct xdp_md *ctx, u32 off,
+					     u32 doff, struct sg_tcpopts *o)
 {
 	u8 buf[56] = {};
 	/* & 63: doff >= 20 was checked, but the verifier needs the bound here.
@@ -545,6 +509,51 @@ static __always_inline void parse_tcp_options(struct xdp_md *ctx, u32 off,
 	/* clang-format on */
 done:
 	return;
+}
+
+/* Linux's own layouts, read straight from the packet without the copy and
+ * the scan above: a SYN's MSS, SACK-permitted, timestamps, NOP, window
+ * scale (20 bytes) and a later segment's NOP, NOP, timestamps (12), as
+ * the kernel's tcp_fast_parse_options takes the second. 1 when o is
+ * filled. */
+static __always_inline int linux_tcp_options(struct xdp_md *ctx,
+					     const struct tcphdr *tcp,
+					     struct sg_tcpopts *o)
+{
+	const u8 *opt = (const u8 *)(tcp + 1);
+	void *data_end = (void *)(long)ctx->data_end;
+	u32 len = tcp->doff * 4 - sizeof(*tcp);
+
+	if (len == 20 && (void *)(opt + 20) <= data_end) {
+		if (opt[0] != SG_OPT_MSS || opt[1] != 4 ||
+		    *(u32 *)(opt + 4) != bpf_htonl(0x0402080a) ||
+		    (*(u32 *)(opt + 16) & bpf_htonl(0xffffff00)) !=
+			    bpf_htonl(0x01030300))
+			return 0;
+		o->mss = (u16)opt[2] << 8 | opt[3];
+		__builtin_memcpy(&o->tsval, opt + 8, 4);
+		__builtin_memcpy(&o->tsecr, opt + 12, 4);
+		o->wscale = opt[19] > SG_MAX_WSCALE ? SG_MAX_WSCALE : opt[19];
+		o->flags = SG_HAS_WSCALE | SG_HAS_SACK | SG_HAS_TS;
+		return 1;
+	}
+	if (len != 12 || (void *)(opt + 12) > data_end ||
+	    *(u32 *)opt != bpf_htonl(0x0101080a))
+		return 0;
+	__builtin_memcpy(&o->tsval, opt + 4, 4);
+	__builtin_memcpy(&o->tsecr, opt + 8, 4);
+	o->flags = SG_HAS_TS;
+	return 1;
+}
+
+/* The options of the TCP header tcp at `off` into o, as Linux takes
+ * them: its own layouts at once, any other by the scan. */
+static __always_inline void parse_tcp_options(struct xdp_md *ctx,
+					      const struct tcphdr *tcp, u32 off,
+					      struct sg_tcpopts *o)
+{
+	if (!linux_tcp_options(ctx, tcp, o))
+		scan_tcp_options(ctx, off, tcp->doff * 4, o);
 }
 
 #endif /* SG_PARSE_H */

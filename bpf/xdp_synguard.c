@@ -497,8 +497,7 @@ static __always_inline int syn_validate(struct sg_ctx *c)
 	o = &c->s->o;
 	/* no MSS option */
 	o->mss = c->p.ipv6 ? SG_MSS_DEFAULT6 : SG_MSS_DEFAULT4;
-	if (!linux_tcp_options(c->xdp, c->p.tcp, c->p.tcp->doff * 4 - 20, o))
-		parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	parse_tcp_options(c->xdp, c->p.tcp, c->p.l4_off, o);
 	if (o->flags & SG_HAS_SIG) {
 		count(SG_C_signed, c->p.ipv6);
 		return XDP_PASS;
@@ -848,8 +847,7 @@ static __always_inline int syncache_expand(struct sg_ctx *c,
 	ent.snd_wscale = e->snd_wscale;
 	ent.rcv_wscale = e->rcv_wscale;
 	syncache_drop(c->key, ent.bucket);
-	if (!linux_tcp_options(c->xdp, c->p.tcp, c->p.tcp->doff * 4 - 20, o))
-		parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	parse_tcp_options(c->xdp, c->p.tcp, c->p.l4_off, o);
 	has_ts = !!(o->flags & SG_HAS_TS);
 	if (bpf_ntohl(c->p.tcp->ack_seq) - 1 != ent.iss ||
 	    bpf_ntohl(c->p.tcp->seq) - 1 != ent.irs ||
@@ -912,8 +910,7 @@ static __always_inline void cookie_negotiated(struct sg_ctx *c,
 
 	/* Timestamps were negotiated iff the ACK carries them (we echo the
 	 * option whenever the client offers it and the sysctl allows). */
-	if (!linux_tcp_options(c->xdp, c->p.tcp, c->p.tcp->doff * 4 - 20, o))
-		parse_tcp_options(c->xdp, c->p.l4_off, c->p.tcp->doff * 4, o);
+	parse_tcp_options(c->xdp, c->p.tcp, c->p.l4_off, o);
 	n->mss = sg_mss_value(SG_META_MSS(meta), c->p.ipv6);
 	n->sack = SG_META_SACK(meta);
 	n->ts = !!(o->flags & c->cfg->flags & SG_HAS_TS);
